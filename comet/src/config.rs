@@ -1,0 +1,210 @@
+//! comet's configuration: the `[comet]` table of the TOML the binaries read.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration is unusable; names the field.
+#[derive(Debug, thiserror::Error)]
+#[error("comet.{field}: {problem}")]
+pub struct Error {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> Error {
+    Error { field, problem: problem.into() }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This comet's server id: the value logic stores for its connections and job routes by.
+    /// On Kubernetes it is the pod name.
+    pub server_id: String,
+    pub tcp: Tcp,
+    pub websocket: Websocket,
+    pub protocol: Protocol,
+    pub outbox: Outbox,
+    pub online: OnlineConfig,
+    pub disconnect: DisconnectConfig,
+    /// Connections held at once; further connections wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Shards of the key → connection map (goim's buckets).
+    pub buckets: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tcp {
+    /// Addresses for raw TCP clients; empty disables the listener.
+    pub bind: Vec<String>,
+    pub nodelay: bool,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Websocket {
+    /// Addresses for WebSocket clients (path `/sub`); empty disables the listener.
+    pub bind: Vec<String>,
+    /// Largest HTTP upgrade request head accepted.
+    pub max_request_head: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Protocol {
+    /// Time from accept to a complete auth packet (goim's `handshakeTimeout`).
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Largest packet body a client may send (goim: 4096).
+    pub max_body: usize,
+    /// Deadline for one write to a client; a client that takes longer is disconnected.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// How long comet waits to tell logic again that a connection is alive (goim: 10-30 min, random).
+    #[serde(with = "humantime_serde")]
+    pub session_renew: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Outbox {
+    /// Messages queued for one connection before it counts as slow and is disconnected.
+    pub capacity: usize,
+    /// Bytes queued for one connection before it counts as slow and is disconnected.
+    pub max_bytes: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OnlineConfig {
+    /// How often comet reports its room and connection counts to logic.
+    #[serde(with = "humantime_serde")]
+    pub renew_interval: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DisconnectConfig {
+    /// Smallest reconnect delay suggested in an op-6 packet on shutdown or drain.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    /// Random extra delay (0..jitter) added to the suggestion, so clients spread their reconnects.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_jitter: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            server_id: "comet-1".into(),
+            tcp: Tcp::default(),
+            websocket: Websocket::default(),
+            protocol: Protocol::default(),
+            outbox: Outbox::default(),
+            online: OnlineConfig::default(),
+            disconnect: DisconnectConfig::default(),
+            max_connections: 1_000_000,
+            buckets: 32,
+        }
+    }
+}
+
+impl Default for Tcp {
+    fn default() -> Tcp {
+        Tcp { bind: vec!["0.0.0.0:3101".into()], nodelay: true }
+    }
+}
+
+impl Default for Websocket {
+    fn default() -> Websocket {
+        Websocket { bind: vec!["0.0.0.0:3102".into()], max_request_head: 8192 }
+    }
+}
+
+impl Default for Protocol {
+    fn default() -> Protocol {
+        Protocol {
+            handshake_timeout: Duration::from_secs(5),
+            max_body: goim_api::DEFAULT_MAX_BODY,
+            write_timeout: Duration::from_secs(10),
+            session_renew: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+impl Default for Outbox {
+    fn default() -> Outbox {
+        Outbox { capacity: 256, max_bytes: 1 << 20 }
+    }
+}
+
+impl Default for OnlineConfig {
+    fn default() -> OnlineConfig {
+        OnlineConfig { renew_interval: Duration::from_secs(1) }
+    }
+}
+
+impl Default for DisconnectConfig {
+    fn default() -> DisconnectConfig {
+        DisconnectConfig { reconnect_min: Duration::from_secs(1), reconnect_jitter: Duration::from_secs(10) }
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.server_id.is_empty() {
+            return Err(invalid("server_id", "must not be empty"));
+        }
+        if self.protocol.handshake_timeout.is_zero() {
+            return Err(invalid("protocol.handshake_timeout", "must be more than 0s"));
+        }
+        if self.protocol.write_timeout.is_zero() {
+            return Err(invalid("protocol.write_timeout", "must be more than 0s"));
+        }
+        if self.protocol.max_body == 0 || self.protocol.max_body > 1 << 20 {
+            return Err(invalid("protocol.max_body", "must be between 1 and 1048576 bytes"));
+        }
+        if self.outbox.capacity == 0 {
+            return Err(invalid("outbox.capacity", "must be at least 1"));
+        }
+        if self.outbox.max_bytes < self.protocol.max_body {
+            return Err(invalid("outbox.max_bytes", "must be at least protocol.max_body"));
+        }
+        if self.online.renew_interval.is_zero() {
+            return Err(invalid("online.renew_interval", "must be more than 0s"));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1"));
+        }
+        if self.buckets == 0 || self.buckets > 4096 {
+            return Err(invalid("buckets", "must be between 1 and 4096"));
+        }
+        if self.websocket.max_request_head < 512 {
+            return Err(invalid("websocket.max_request_head", "must be at least 512 bytes"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_goim_compatible() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.tcp.bind, ["0.0.0.0:3101"]);
+        assert_eq!(c.websocket.bind, ["0.0.0.0:3102"]);
+        assert_eq!(c.protocol.max_body, 4096);
+    }
+
+    #[test]
+    fn invalid_values_name_their_field() {
+        let mut c = Config::default();
+        c.outbox.capacity = 0;
+        assert_eq!(c.validate().unwrap_err().to_string(), "comet.outbox.capacity: must be at least 1");
+    }
+}

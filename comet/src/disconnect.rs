@@ -1,0 +1,132 @@
+//! Why a connection ended, and the op-6 packet that tells the client.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use goim_api::{Frame, Op};
+use rand::Rng;
+
+use crate::config::DisconnectConfig;
+
+/// Why comet closed a connection (or saw it close). The first seven are told to the client in an
+/// op-6 packet before the socket closes; the rest end a connection that can no longer be told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Disconnect {
+    /// The process is stopping.
+    Shutdown,
+    /// This comet is being drained (rollout, scale-in).
+    Drain,
+    /// The connection's queue overflowed: it reads slower than messages arrive.
+    Slow,
+    /// No heartbeat within the session's heartbeat timeout.
+    HeartbeatTimeout,
+    /// logic rejected the token; the text is safe to show the client.
+    AuthFailed(String),
+    /// The client broke the protocol (bad packet, first packet not auth, bad WebSocket frame).
+    Protocol(String),
+    /// Another connection with the same key replaced this one.
+    Kicked,
+    /// logic could not be reached to authenticate the connection.
+    Unavailable,
+    /// The client closed the connection.
+    ClientClosed,
+    /// A write failed or timed out.
+    WriteFailed,
+}
+
+impl Disconnect {
+    /// The `reason` on the wire and the label in metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Disconnect::Shutdown => "shutdown",
+            Disconnect::Drain => "drain",
+            Disconnect::Slow => "slow",
+            Disconnect::HeartbeatTimeout => "heartbeat_timeout",
+            Disconnect::AuthFailed(_) => "auth_failed",
+            Disconnect::Protocol(_) => "protocol",
+            Disconnect::Kicked => "kicked",
+            Disconnect::Unavailable => "unavailable",
+            Disconnect::ClientClosed => "client_closed",
+            Disconnect::WriteFailed => "write_failed",
+        }
+    }
+
+    /// Whether the client is sent an op-6 packet before the socket closes.
+    pub fn tells_client(&self) -> bool {
+        !matches!(self, Disconnect::ClientClosed | Disconnect::WriteFailed)
+    }
+
+    /// Whether messages already queued are still written before op 6 (not for a slow client:
+    /// its queue is what overflowed).
+    pub fn flushes_queue(&self) -> bool {
+        matches!(self, Disconnect::Shutdown | Disconnect::Drain | Disconnect::Kicked)
+    }
+
+    /// The suggested reconnect delay, or `None` where reconnecting with the same token is pointless.
+    fn reconnect_after(&self, cfg: &DisconnectConfig) -> Option<Duration> {
+        let jitter = |max: Duration| {
+            let ms = max.as_millis() as u64;
+            Duration::from_millis(if ms == 0 { 0 } else { rand::rng().random_range(0..=ms) })
+        };
+        match self {
+            Disconnect::Shutdown | Disconnect::Drain | Disconnect::Unavailable => {
+                Some(cfg.reconnect_min + jitter(cfg.reconnect_jitter))
+            }
+            Disconnect::Slow | Disconnect::HeartbeatTimeout => {
+                Some(cfg.reconnect_min + jitter(cfg.reconnect_min))
+            }
+            Disconnect::AuthFailed(_) | Disconnect::Protocol(_) | Disconnect::Kicked => None,
+            Disconnect::ClientClosed | Disconnect::WriteFailed => None,
+        }
+    }
+
+    /// The op-6 packet: `{"reason": "...", "message": "...", "reconnect_after_ms": N}`.
+    pub fn packet(&self, cfg: &DisconnectConfig) -> Frame {
+        let mut body = serde_json::Map::new();
+        body.insert("reason".into(), self.reason().into());
+        match self {
+            Disconnect::AuthFailed(m) | Disconnect::Protocol(m) => {
+                body.insert("message".into(), m.as_str().into());
+            }
+            _ => {}
+        }
+        if let Some(after) = self.reconnect_after(cfg) {
+            body.insert("reconnect_after_ms".into(), (after.as_millis() as u64).into());
+        }
+        let json = serde_json::Value::Object(body).to_string();
+        Frame::push(Op::DisconnectReply.code(), Bytes::from(json))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(d: Disconnect) -> serde_json::Value {
+        let cfg = DisconnectConfig {
+            reconnect_min: Duration::from_secs(1),
+            reconnect_jitter: Duration::from_secs(4),
+        };
+        let p = d.packet(&cfg);
+        assert_eq!(p.op, 6);
+        serde_json::from_slice(&p.body).unwrap()
+    }
+
+    #[test]
+    fn shutdown_suggests_a_jittered_reconnect_within_bounds() {
+        for _ in 0..50 {
+            let v = body(Disconnect::Shutdown);
+            assert_eq!(v["reason"], "shutdown");
+            let ms = v["reconnect_after_ms"].as_u64().unwrap();
+            assert!((1000..=5000).contains(&ms), "{ms}");
+        }
+    }
+
+    #[test]
+    fn auth_failure_carries_its_message_and_no_reconnect_hint() {
+        let v = body(Disconnect::AuthFailed("token expired".into()));
+        assert_eq!(v["reason"], "auth_failed");
+        assert_eq!(v["message"], "token expired");
+        assert!(v.get("reconnect_after_ms").is_none());
+    }
+}

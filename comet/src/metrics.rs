@@ -1,0 +1,64 @@
+//! comet's Prometheus metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    pub transport: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    /// Authenticated connections held now (the autoscaling signal).
+    pub connections: Family<TransportLabel, Gauge>,
+    pub accepted: Family<TransportLabel, Counter>,
+    pub authenticated: Family<TransportLabel, Counter>,
+    pub disconnects: Family<ReasonLabel, Counter>,
+    /// Bytes from clients that were not a valid packet or WebSocket frame.
+    pub bad_input: Family<TransportLabel, Counter>,
+    pub accept_errors: Counter,
+    /// Messages queued for delivery, by push kind.
+    pub queued: Family<KindLabel, Counter>,
+    /// Pushes refused because the connection's queue overflowed (each disconnects a client).
+    pub slow: Counter,
+    pub logic_errors: Family<KindLabel, Counter>,
+    pub rooms: Gauge,
+}
+
+impl Metrics {
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("goim_comet");
+        r.register("connections", "Authenticated connections held", self.connections.clone());
+        r.register("accepted", "Sockets accepted", self.accepted.clone());
+        r.register("authenticated", "Connections that passed auth", self.authenticated.clone());
+        r.register("disconnects", "Connections ended, by reason", self.disconnects.clone());
+        r.register("bad_input", "Invalid packets or frames received", self.bad_input.clone());
+        r.register("accept_errors", "Errors accepting sockets", self.accept_errors.clone());
+        r.register("queued", "Messages queued for clients, by push kind", self.queued.clone());
+        r.register("slow_consumers", "Pushes refused by a full connection queue", self.slow.clone());
+        r.register("logic_errors", "Failed calls to logic, by call", self.logic_errors.clone());
+        r.register("rooms", "Rooms with members on this comet", self.rooms.clone());
+    }
+
+    pub fn disconnect(&self, reason: &'static str) {
+        self.disconnects.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn logic_error(&self, kind: &'static str) {
+        self.logic_errors.get_or_create(&KindLabel { kind }).inc();
+    }
+}

@@ -1,0 +1,189 @@
+//! A connection's bounded outbound queue.
+//!
+//! Producers (pushes from job, replies from the connection's own reader) never block: when the
+//! queue is over its limits the connection is marked slow and will be disconnected, and the push
+//! moves on to the next connection. The connection's writer is the only consumer; it takes
+//! everything queued at once and coalesces it into one write.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use goim_api::Frame;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::disconnect::Disconnect;
+
+/// One thing to write to a client.
+#[derive(Clone, Debug)]
+pub enum Outbound {
+    /// One packet on its own: a reply, or op 6. WebSocket: one message.
+    Packet(Frame),
+    /// Whole push packets back to back, shared by every recipient. TCP: written raw;
+    /// WebSocket: one op-9 message wrapping them.
+    Push(Bytes),
+    /// A WebSocket pong with this payload (ignored on TCP).
+    Pong(Bytes),
+}
+
+impl Outbound {
+    fn weight(&self) -> usize {
+        match self {
+            Outbound::Packet(f) => f.encoded_len(),
+            Outbound::Push(b) | Outbound::Pong(b) => b.len(),
+        }
+    }
+}
+
+/// Why a push was not queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("connection is closing")]
+    Closing,
+    #[error("connection queue is full; the client is disconnected as slow")]
+    Slow,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Outbound>,
+    bytes: usize,
+    /// Set once; the writer sends op 6 for it and ends the connection.
+    closing: Option<Disconnect>,
+}
+
+pub struct Outbox {
+    state: Mutex<State>,
+    /// Wakes the connection's writer; `notify_one` keeps a permit when the writer is busy, so a
+    /// wake-up is never lost.
+    wake: Notify,
+    capacity: usize,
+    max_bytes: usize,
+}
+
+impl Outbox {
+    pub fn new(capacity: usize, max_bytes: usize) -> Outbox {
+        Outbox { state: Mutex::new(State::default()), wake: Notify::new(), capacity, max_bytes }
+    }
+
+    /// Queues `item`, or refuses it. Overflow marks the connection slow (the caller counts it).
+    pub fn push(&self, item: Outbound) -> Result<(), Refused> {
+        let mut s = self.state.lock();
+        if s.closing.is_some() {
+            return Err(Refused::Closing);
+        }
+        let weight = item.weight();
+        // One item alone is always accepted, however large (a room batch may exceed `max_bytes`).
+        if s.queue.len() >= self.capacity || (s.bytes > 0 && s.bytes + weight > self.max_bytes) {
+            s.closing = Some(Disconnect::Slow);
+            drop(s);
+            self.wake.notify_one();
+            return Err(Refused::Slow);
+        }
+        s.bytes += weight;
+        s.queue.push_back(item);
+        drop(s);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Asks the writer to end the connection for `reason`; the first reason given wins.
+    /// Returns whether this call set it.
+    pub fn close(&self, reason: Disconnect) -> bool {
+        let mut s = self.state.lock();
+        if s.closing.is_some() {
+            return false;
+        }
+        s.closing = Some(reason);
+        drop(s);
+        self.wake.notify_one();
+        true
+    }
+
+    #[cfg(test)]
+    pub fn is_closing(&self) -> bool {
+        self.state.lock().closing.is_some()
+    }
+
+    /// The reason the connection is closing, if it is.
+    pub fn closing(&self) -> Option<Disconnect> {
+        self.state.lock().closing.clone()
+    }
+
+    /// Waits until something is queued or the connection is closing.
+    pub async fn ready(&self) {
+        self.wake.notified().await
+    }
+
+    /// Moves everything queued into `into`, and returns the closing reason if one is set.
+    pub fn drain(&self, into: &mut Vec<Outbound>) -> Option<Disconnect> {
+        let mut s = self.state.lock();
+        into.extend(s.queue.drain(..));
+        s.bytes = 0;
+        s.closing.clone()
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.state.lock().queue.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(n: usize) -> Outbound {
+        Outbound::Push(Bytes::from(vec![0u8; n]))
+    }
+
+    #[test]
+    fn overflow_by_count_marks_the_connection_slow_and_refuses_later_pushes() {
+        let o = Outbox::new(2, 1 << 20);
+        o.push(push(1)).unwrap();
+        o.push(push(1)).unwrap();
+        assert_eq!(o.push(push(1)), Err(Refused::Slow));
+        assert_eq!(o.push(push(1)), Err(Refused::Closing));
+        let mut items = Vec::new();
+        assert_eq!(o.drain(&mut items), Some(Disconnect::Slow));
+        assert_eq!(items.len(), 2);
+    }
+
+    #[test]
+    fn overflow_by_bytes_marks_the_connection_slow() {
+        let o = Outbox::new(100, 10);
+        o.push(push(6)).unwrap();
+        assert_eq!(o.push(push(6)), Err(Refused::Slow));
+    }
+
+    #[test]
+    fn one_item_larger_than_the_byte_limit_is_accepted_into_an_empty_queue() {
+        let o = Outbox::new(100, 10);
+        o.push(push(50)).unwrap();
+        assert_eq!(o.push(push(1)), Err(Refused::Slow));
+    }
+
+    #[test]
+    fn drain_frees_room_for_more() {
+        let o = Outbox::new(1, 100);
+        o.push(push(50)).unwrap();
+        o.drain(&mut Vec::new());
+        o.push(push(50)).unwrap();
+        assert_eq!(o.len(), 1);
+    }
+
+    #[test]
+    fn the_first_close_reason_wins() {
+        let o = Outbox::new(1, 100);
+        assert!(o.close(Disconnect::Kicked));
+        assert!(!o.close(Disconnect::Shutdown));
+        assert_eq!(o.drain(&mut Vec::new()), Some(Disconnect::Kicked));
+    }
+
+    #[tokio::test]
+    async fn a_push_before_the_writer_waits_still_wakes_it() {
+        let o = Outbox::new(4, 100);
+        o.push(push(1)).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), o.ready()).await.unwrap();
+    }
+}

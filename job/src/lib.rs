@@ -1,0 +1,23 @@
+//! goim-job: takes pushes off the queue logic publishes to, and delivers them to comets.
+//!
+//! - [`Job`]: the one loop that receives, batches room pushes, dispatches and acks.
+//! - [`Source`] (`queue`): the consume port, with [`MemoryQueue`] for the embedded build; a delivery
+//!   is acked only after comets accepted it (at-least-once, unlike goim's commit-first consumer).
+//! - [`Comets`] (`comet`): the port job calls to reach comets.
+//! - `room`: per-room batches, flushed at `room.batch` packets or `room.max_delay`, encoded once.
+//! - `dispatch`: concurrent calls to comets with a deadline and retries, in order per room.
+//! - [`Config`] and [`Metrics`] (`goim_job_*`).
+
+mod comet;
+mod config;
+mod dispatch;
+mod job;
+mod metrics;
+mod queue;
+mod room;
+
+pub use comet::{Comets, Error as CometError};
+pub use config::{Config, DispatchConfig, Error as ConfigError, MAX_RETRIES, MAX_ROOM_DELAY, RoomConfig};
+pub use job::{Error, Job};
+pub use metrics::Metrics;
+pub use queue::{AckToken, Delivery, Error as QueueError, Memory as MemoryQueue, Source};

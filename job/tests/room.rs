@@ -1,0 +1,198 @@
+//! Room pushes: batching, ordering, fan-out of one encoded batch, and flushing on the way out.
+
+#[path = "support/harness.rs"]
+mod harness;
+
+use std::time::Duration;
+
+use goim_job::{Config, RoomConfig};
+use harness::{Answer, Call, Harness, packets, room_msg};
+
+const MS: Duration = Duration::from_millis(1);
+
+fn room_calls(h: &Harness) -> Vec<(String, String, Vec<u8>, Duration)> {
+    h.calls()
+        .into_iter()
+        .filter_map(|(call, _, at)| match call {
+            Call::Room { server, room, batch } => Some((server, room, batch.to_vec(), at)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn bodies(range: std::ops::Range<usize>) -> impl Iterator<Item = String> {
+    range.map(|i| format!("m{i}"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_room_message_flushes_after_max_delay_and_not_before() {
+    let h = Harness::start(Config::default(), &["c1"]);
+    h.push(room_msg("live://1", "hello")).await;
+
+    tokio::time::sleep(19 * MS).await;
+    assert!(room_calls(&h).is_empty(), "flushed before max_delay: {:?}", h.calls());
+    assert!(h.acks().is_empty(), "acked before its batch was flushed");
+
+    tokio::time::sleep(5 * MS).await;
+    let calls = room_calls(&h);
+    assert_eq!(calls.len(), 1);
+    let (server, room, batch, at) = &calls[0];
+    assert_eq!((server.as_str(), room.as_str()), ("c1", "live://1"));
+    assert_eq!(batch, &packets(1000, ["hello".to_string()]));
+    assert_eq!(*at, 20 * MS, "flushed exactly max_delay after the first packet");
+    assert_eq!(h.acks(), [0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn twenty_messages_flush_at_once_as_one_batch_of_exactly_those_packets_in_order() {
+    let h = Harness::start(Config::default(), &["c1"]);
+    for body in bodies(0..20) {
+        h.push(room_msg("live://1", body)).await;
+    }
+    h.settle().await;
+
+    let calls = room_calls(&h);
+    assert_eq!(calls.len(), 1, "one batch, not {}", calls.len());
+    assert_eq!(calls[0].2, packets(1000, bodies(0..20)));
+    assert!(calls[0].3 < MS, "a full batch does not wait for max_delay (flushed at {:?})", calls[0].3);
+    assert_eq!(h.acks(), (0..20).collect::<Vec<_>>());
+    assert_eq!(h.metric("goim_job_room_batches_flushed_total"), 1.0);
+    assert_eq!(h.metric("goim_job_room_batch_packets_sum"), 20.0);
+    assert_eq!(h.metric("goim_job_messages_consumed_total{kind=\"room\"}"), 20.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn room_order_is_kept_across_batches_even_when_an_earlier_flush_is_slower() {
+    let h = Harness::start(Config::default(), &["c1"]);
+    // The first batch takes 10 ms to be accepted; the second is full while it is still in flight.
+    h.comets.script("c1", [Answer::Delay(10 * MS)]);
+    for body in bodies(0..45) {
+        h.push(room_msg("live://1", body)).await;
+    }
+    tokio::time::sleep(50 * MS).await;
+
+    let calls = room_calls(&h);
+    let sizes: Vec<usize> =
+        calls.iter().map(|c| goim_api::frame::split_packets(c.2.clone().into()).count()).collect();
+    assert_eq!(sizes, [20, 20, 5]);
+    let received: Vec<u8> = calls.iter().flat_map(|c| c.2.clone()).collect();
+    assert_eq!(received, packets(1000, bodies(0..45)), "packets arrive in push order");
+    assert_eq!(h.acks(), (0..45).collect::<Vec<_>>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn rooms_are_batched_separately() {
+    let h = Harness::start(Config::default(), &["c1"]);
+    for i in 0..6 {
+        let room = if i % 2 == 0 { "live://even" } else { "live://odd" };
+        h.push(room_msg(room, format!("m{i}"))).await;
+    }
+    tokio::time::sleep(25 * MS).await;
+
+    let mut calls = room_calls(&h);
+    calls.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].1, "live://even");
+    assert_eq!(calls[0].2, packets(1000, ["m0", "m2", "m4"].map(String::from)));
+    assert_eq!(calls[1].1, "live://odd");
+    assert_eq!(calls[1].2, packets(1000, ["m1", "m3", "m5"].map(String::from)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_encoded_batch_goes_to_every_server() {
+    let h = Harness::start(Config::default(), &["c1", "c2", "c3"]);
+    for body in bodies(0..20) {
+        h.push(room_msg("live://1", body)).await;
+    }
+    h.settle().await;
+
+    let calls: Vec<Call> = h.calls().into_iter().map(|(call, _, _)| call).collect();
+    let mut servers: Vec<&str> = calls.iter().map(Call::server).collect();
+    servers.sort();
+    assert_eq!(servers, ["c1", "c2", "c3"]);
+    let first = calls[0].bytes();
+    for call in &calls {
+        assert_eq!(call.bytes().as_ptr(), first.as_ptr(), "every server gets the same buffer, not a copy");
+        assert_eq!(call.bytes(), first);
+    }
+    assert_eq!(h.acks().len(), 20, "acked once every server accepted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn opening_a_room_past_max_rooms_pending_flushes_the_oldest_at_once() {
+    let config =
+        Config { room: RoomConfig { max_rooms_pending: 2, ..RoomConfig::default() }, ..Config::default() };
+    let h = Harness::start(config, &["c1"]);
+    h.push(room_msg("a", "1")).await;
+    h.push(room_msg("b", "2")).await;
+    h.settle().await;
+    assert!(room_calls(&h).is_empty());
+
+    h.push(room_msg("c", "3")).await;
+    h.settle().await;
+    let calls = room_calls(&h);
+    assert_eq!(calls.len(), 1);
+    assert_eq!((calls[0].1.as_str(), calls[0].3 < MS), ("a", true), "the oldest room flushed early");
+    assert_eq!(h.acks(), [0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn room_deliveries_are_acked_only_after_the_batch_holding_them_was_accepted() {
+    let h = Harness::start(Config::default(), &["c1", "c2"]);
+    h.comets.script("c2", [Answer::Delay(30 * MS)]);
+    h.push(room_msg("live://1", "a")).await;
+    h.push(room_msg("live://1", "b")).await;
+    tokio::time::sleep(40 * MS).await;
+    assert!(h.acks().is_empty(), "acked while c2 had not yet accepted the batch");
+
+    tokio::time::sleep(20 * MS).await;
+    assert_eq!(h.acks(), [0, 1]);
+    let calls = h.calls();
+    let last_answer = calls.iter().map(|c| c.2).max().unwrap();
+    assert_eq!(last_answer, 50 * MS, "c2 answered 30 ms after the 20 ms flush");
+    let acked_after = h.events().iter().position(|e| matches!(e, harness::Event::Acked(_))).unwrap();
+    assert_eq!(acked_after, 2, "both comets answered before the first ack");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_flushes_pending_batches_without_waiting_for_their_deadline() {
+    let h = Harness::start(Config::default(), &["c1"]);
+    h.push(room_msg("a", "1")).await;
+    h.push(room_msg("b", "2")).await;
+    h.push(room_msg("a", "3")).await;
+    h.settle().await;
+    assert!(room_calls(&h).is_empty());
+
+    let (result, h) = h.stop().await;
+    result.expect("shutdown is not an error");
+    let mut calls = room_calls(&h);
+    calls.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(calls.len(), 2);
+    assert_eq!((calls[0].1.as_str(), calls[0].2.clone()), ("a", packets(1000, ["1", "3"].map(String::from))));
+    assert_eq!((calls[1].1.as_str(), calls[1].2.clone()), ("b", packets(1000, ["2".to_string()])));
+    assert!(calls.iter().all(|c| c.3 < MS), "flushed at shutdown, not at the deadline");
+    let mut acks = h.acks();
+    acks.sort();
+    assert_eq!(acks, [0, 1, 2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_closed_queue_flushes_everything_and_run_returns() {
+    let h = Harness::start(Config::default(), &["c1"]);
+    h.push(room_msg("a", "1")).await;
+    let (result, h) = h.close().await;
+    result.expect("a closed queue is not an error");
+    assert_eq!(room_calls(&h).len(), 1);
+    assert!(room_calls(&h)[0].3 < MS);
+    assert_eq!(h.acks(), [0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_room_flush_with_no_comets_is_counted_and_acked() {
+    let h = Harness::start(Config::default(), &[]);
+    h.push(room_msg("a", "1")).await;
+    tokio::time::sleep(25 * MS).await;
+    assert!(h.calls().is_empty());
+    assert_eq!(h.acks(), [0]);
+    assert_eq!(h.metric("goim_job_dropped_total{kind=\"room\",reason=\"no_comets\"}"), 1.0);
+}

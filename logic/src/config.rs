@@ -1,0 +1,343 @@
+//! logic's configuration: the `[http]`, `[auth]`, `[node]`, `[session]` and `[queue]` tables.
+//!
+//! Every table takes `#[serde(default, deny_unknown_fields)]`, so an empty file is a valid
+//! config and a misspelt key is an error. Durations are humantime strings (`"30s"`, `"4m"`).
+//! The defaults are goim's (`cmd/logic/logic-example.toml`), except `auth.mode`, which is `jwt`:
+//! a production logic authenticates. The embedded binary switches to `json` for the demo.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A config value that cannot work; `field` is its dotted path, e.g. `auth.jwt.secret`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct Error {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl Error {
+    fn new(field: &'static str, reason: impl Into<String>) -> Error {
+        Error { field, reason: reason.into() }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub http: Http,
+    pub auth: Auth,
+    pub node: Node,
+    pub session: Session,
+    pub queue: Queue,
+}
+
+/// The push and query API (reference §3).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Http {
+    /// Listen address. Default `0.0.0.0:3111`.
+    pub addr: String,
+    /// When set, every `/goim/push/*` request needs `Authorization: Bearer <token>`.
+    pub push_token: Option<String>,
+    /// Largest push message body in bytes; a larger one gets HTTP 413. Default 64 KiB.
+    pub max_body: usize,
+    /// Browser origins allowed to call the API (CORS), e.g. the demo page on the comet port.
+    /// `"*"` allows any origin. Default: none, and no CORS headers are sent.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for Http {
+    fn default() -> Http {
+        Http { addr: "0.0.0.0:3111".into(), push_token: None, max_body: 64 * 1024, cors_origins: Vec::new() }
+    }
+}
+
+/// How a client's auth packet (op 7 body) is verified.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    pub mode: AuthMode,
+    pub jwt: Jwt,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// goim's plain JSON token: anyone can claim any user. Development only.
+    Json,
+    /// A signed JWT.
+    #[default]
+    Jwt,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Jwt {
+    pub algorithm: JwtAlgorithm,
+    /// The shared secret (HS256).
+    pub secret: Option<String>,
+    /// Path of the PEM public key (RS256, ES256). Read when logic starts.
+    pub public_key_pem: Option<PathBuf>,
+    /// When set, the `iss` claim must equal it.
+    pub issuer: Option<String>,
+    /// When set, the `aud` claim must contain it.
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`. Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+}
+
+impl Default for Jwt {
+    fn default() -> Jwt {
+        Jwt {
+            algorithm: JwtAlgorithm::default(),
+            secret: None,
+            public_key_pem: None,
+            issuer: None,
+            audience: None,
+            leeway: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JwtAlgorithm {
+    #[default]
+    HS256,
+    RS256,
+    ES256,
+}
+
+/// What clients are told about the comets (goim's `[node]` and `[backoff]`), via
+/// `/goim/nodes/weighted`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Node {
+    /// Returned as the only node when no comet is known. Default `conn.goim.io`.
+    pub default_domain: String,
+    /// Appended to a comet's server id for web clients. Default `.goim.io`.
+    pub host_domain: String,
+    pub tcp_port: u16,
+    pub ws_port: u16,
+    pub wss_port: u16,
+    /// The client heartbeat interval, reported in seconds. Default 4m.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// Missed heartbeats before comet closes a connection. Default 2.
+    pub heartbeat_max: u32,
+    pub backoff: Backoff,
+}
+
+impl Default for Node {
+    fn default() -> Node {
+        Node {
+            default_domain: "conn.goim.io".into(),
+            host_domain: ".goim.io".into(),
+            tcp_port: 3101,
+            ws_port: 3102,
+            wss_port: 3103,
+            heartbeat: Duration::from_secs(4 * 60),
+            heartbeat_max: 2,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// Client reconnect backoff hints, passed through verbatim (seconds, multiplier, jitter fraction).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Backoff {
+    pub max_delay: i32,
+    pub base_delay: i32,
+    pub factor: f32,
+    pub jitter: f32,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff { max_delay: 300, base_delay: 3, factor: 1.8, jitter: 0.3 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Session {
+    /// A comet whose last online report is older than this is ignored and its record dropped.
+    /// Default 30s (comets report every 10s).
+    #[serde(with = "humantime_serde")]
+    pub online_stale_after: Duration,
+    /// How long comet waits for a heartbeat (the connect reply). Default: `node.heartbeat` ×
+    /// `node.heartbeat_max`, as in goim; see [`Config::heartbeat_timeout`].
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_timeout: Option<Duration>,
+    /// How long a key/mid → comet mapping lives unless a connect or heartbeat refreshes it
+    /// (goim's `redis.expire`). Default 30m.
+    #[serde(with = "humantime_serde")]
+    pub mapping_ttl: Duration,
+}
+
+impl Default for Session {
+    fn default() -> Session {
+        Session {
+            online_stale_after: Duration::from_secs(30),
+            heartbeat_timeout: None,
+            mapping_ttl: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// The in-process push queue of the embedded setup ([`crate::queue::Memory`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Queue {
+    /// Pushes waiting for job. Default 1024.
+    pub capacity: usize,
+    /// How long a push request waits for room in a full queue before failing. Default 1s.
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
+}
+
+impl Default for Queue {
+    fn default() -> Queue {
+        Queue { capacity: 1024, publish_timeout: Duration::from_secs(1) }
+    }
+}
+
+impl Config {
+    /// What `Connect` returns as the session heartbeat: the configured
+    /// `session.heartbeat_timeout`, else `node.heartbeat × node.heartbeat_max` (goim: 8 minutes).
+    pub fn heartbeat_timeout(&self) -> Duration {
+        self.session.heartbeat_timeout.unwrap_or(self.node.heartbeat * self.node.heartbeat_max)
+    }
+
+    /// Checks what serde cannot. Files (the PEM key) are read later, by
+    /// [`crate::Authenticator::new`].
+    pub fn validate(&self) -> Result<(), Error> {
+        self.http.validate()?;
+        self.auth.validate()?;
+        self.node.validate()?;
+        self.session.validate()?;
+        self.queue.validate()
+    }
+}
+
+impl Http {
+    fn validate(&self) -> Result<(), Error> {
+        if let Err(e) = self.addr.parse::<SocketAddr>() {
+            return Err(Error::new("http.addr", format!("{:?} is not ip:port ({e})", self.addr)));
+        }
+        if let Some(token) = &self.push_token
+            && (token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(Error::new("http.push_token", "must be non-empty printable ASCII without spaces"));
+        }
+        if self.max_body == 0 {
+            return Err(Error::new("http.max_body", "must be at least 1"));
+        }
+        for origin in &self.cors_origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(Error::new(
+                    "http.cors_origins",
+                    format!("{origin:?} is not \"*\" or an http(s) origin"),
+                ));
+            }
+            if axum::http::HeaderValue::from_str(origin).is_err() {
+                return Err(Error::new(
+                    "http.cors_origins",
+                    format!("{origin:?} is not a valid header value"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Auth {
+    fn validate(&self) -> Result<(), Error> {
+        if self.mode == AuthMode::Json {
+            return Ok(());
+        }
+        let jwt = &self.jwt;
+        match jwt.algorithm {
+            JwtAlgorithm::HS256 => {
+                if jwt.secret.as_deref().is_none_or(str::is_empty) {
+                    return Err(Error::new(
+                        "auth.jwt.secret",
+                        "required when auth.mode = \"jwt\" with HS256",
+                    ));
+                }
+                if jwt.public_key_pem.is_some() {
+                    return Err(Error::new("auth.jwt.public_key_pem", "is for RS256/ES256, not HS256"));
+                }
+            }
+            JwtAlgorithm::RS256 | JwtAlgorithm::ES256 => {
+                if jwt.public_key_pem.as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
+                    return Err(Error::new(
+                        "auth.jwt.public_key_pem",
+                        format!("required when auth.mode = \"jwt\" with {:?}", jwt.algorithm),
+                    ));
+                }
+                if jwt.secret.is_some() {
+                    return Err(Error::new("auth.jwt.secret", "is for HS256 only"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Node {
+    fn validate(&self) -> Result<(), Error> {
+        if self.heartbeat < Duration::from_secs(1) {
+            return Err(Error::new("node.heartbeat", "must be at least 1s (clients are told whole seconds)"));
+        }
+        if self.heartbeat.as_secs() > i32::MAX as u64 {
+            return Err(Error::new("node.heartbeat", "is too long"));
+        }
+        if self.heartbeat_max == 0 {
+            return Err(Error::new("node.heartbeat_max", "must be at least 1"));
+        }
+        let b = &self.backoff;
+        if b.base_delay < 0 || b.max_delay < b.base_delay {
+            return Err(Error::new("node.backoff.max_delay", "must be at least base_delay, and both >= 0"));
+        }
+        if !(b.factor.is_finite() && b.factor >= 1.0) {
+            return Err(Error::new("node.backoff.factor", "must be at least 1"));
+        }
+        if !(b.jitter.is_finite() && b.jitter >= 0.0) {
+            return Err(Error::new("node.backoff.jitter", "must be at least 0"));
+        }
+        Ok(())
+    }
+}
+
+impl Session {
+    fn validate(&self) -> Result<(), Error> {
+        if self.online_stale_after.is_zero() {
+            return Err(Error::new("session.online_stale_after", "must be positive"));
+        }
+        if self.heartbeat_timeout.is_some_and(|d| d.is_zero()) {
+            return Err(Error::new("session.heartbeat_timeout", "must be positive"));
+        }
+        if self.mapping_ttl < Duration::from_secs(1) {
+            return Err(Error::new("session.mapping_ttl", "must be at least 1s"));
+        }
+        Ok(())
+    }
+}
+
+impl Queue {
+    fn validate(&self) -> Result<(), Error> {
+        if self.capacity == 0 {
+            return Err(Error::new("queue.capacity", "must be at least 1"));
+        }
+        if self.publish_timeout.is_zero() {
+            return Err(Error::new("queue.publish_timeout", "must be positive"));
+        }
+        Ok(())
+    }
+}

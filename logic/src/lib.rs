@@ -1,0 +1,27 @@
+//! goim-logic: the logic tier. It authenticates client connections for comet, keeps which comet
+//! holds each connection key and user (mid), takes push requests from business servers over
+//! goim's HTTP API and hands them to job, and sums the comets' online counts.
+//!
+//! - [`Logic`]: the domain type; comet's calls (`connect`, `heartbeat`, `disconnect`,
+//!   `renew_online`, `receive`) and the API's (`push_*`, `online_*`, `nodes_*`).
+//! - [`Authenticator`] ([`auth`]): JWT (HS256/RS256/ES256) or goim's plain JSON token.
+//! - [`Store`] ([`store`]): the session-store port, with [`MemoryStore`]; Redis comes later.
+//! - [`Queue`] ([`queue`]): the publish port, with [`queue::Memory`] for the embedded setup.
+//! - [`router`] and [`serve`]: goim's HTTP API (`/goim/push/*`, `/goim/online/*`, `/goim/nodes/*`).
+//! - [`Config`] ([`config`]) and [`Metrics`].
+
+pub mod auth;
+pub mod config;
+mod http;
+mod logic;
+mod metrics;
+pub mod queue;
+pub mod store;
+
+pub use auth::{Authenticator, Claims};
+pub use config::Config;
+pub use http::{router, serve};
+pub use logic::{Backoff, Error, Instance, Logic, Nodes, Top, Total};
+pub use metrics::Metrics;
+pub use queue::Queue;
+pub use store::{MemoryStore, Store};

@@ -1,0 +1,153 @@
+//! [`Logic`], the domain type behind both of logic's boundaries: comet's calls (connect,
+//! heartbeat, disconnect, online reports, uplinks) and the business servers' push and query API.
+//!
+//! Session calls live here; pushes in [`push`](self::push), online counts and node lists in
+//! [`online`](self::online).
+
+mod node;
+mod online;
+mod push;
+
+use std::sync::Arc;
+
+use goim_api::{Connect, Presence, Session, Uplink};
+use parking_lot::Mutex;
+
+use crate::auth::{self, Authenticator};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::queue::{self, Queue};
+use crate::store::{self, Store};
+
+pub use node::{Backoff, Instance, Nodes};
+pub use online::{Top, Total};
+
+/// Why a [`Logic`] call failed. The HTTP and gRPC adapters map each variant in one place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The client's token was refused (connect only); the reason is safe to show the client.
+    #[error(transparent)]
+    Auth(#[from] auth::Error),
+    /// The caller's input cannot be served (e.g. no keys to push to).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The push queue did not accept a message.
+    #[error(transparent)]
+    Queue(#[from] queue::Error),
+    /// The session store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// logic: authenticates connections, routes sessions through the [`Store`], publishes pushes to
+/// the [`Queue`], and sums the comets' online reports.
+pub struct Logic {
+    config: Config,
+    auth: Authenticator,
+    store: Arc<dyn Store>,
+    queue: Arc<dyn Queue>,
+    metrics: Metrics,
+    /// The last global online view and when it was loaded; see [`online`](self::online).
+    online: Mutex<Option<online::Cached>>,
+}
+
+impl std::fmt::Debug for Logic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Logic").field("auth", &self.auth).finish_non_exhaustive()
+    }
+}
+
+impl Logic {
+    /// Builds logic from a validated config; loads the JWT key (reading its PEM file).
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        queue: Arc<dyn Queue>,
+    ) -> Result<Logic, auth::KeyError> {
+        let auth = Authenticator::new(&config.auth)?;
+        Ok(Logic { config, auth, store, queue, metrics: Metrics::default(), online: Mutex::new(None) })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The counters to register with the admin server's registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// A client's auth packet: verifies the token and records key (and mid) → comet.
+    ///
+    /// A store failure is logged and counted but the connect still succeeds (goim's behaviour):
+    /// the connection works, only pushes by key or mid miss it until its next heartbeat re-adds
+    /// the mapping.
+    pub async fn connect(&self, req: Connect) -> Result<Session, Error> {
+        let claims = match self.auth.verify(&req.token, &req.cookie) {
+            Ok(claims) => claims,
+            Err(e) => {
+                self.metrics.connect_rejected(e.reason());
+                tracing::debug!(server = %req.server, error = %e, "connect rejected");
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = self.store.add_mapping(claims.mid, &claims.key, &req.server).await {
+            self.metrics.store_error("add_mapping");
+            tracing::warn!(error = %e, mid = claims.mid, key = %claims.key, server = %req.server, "add mapping failed");
+        }
+        self.metrics.connect_accepted();
+        tracing::debug!(mid = claims.mid, key = %claims.key, room = %claims.room, server = %req.server, "connected");
+        Ok(Session {
+            mid: claims.mid,
+            key: claims.key,
+            room: claims.room,
+            accepts: claims.accepts,
+            heartbeat: self.config.heartbeat_timeout(),
+        })
+    }
+
+    /// A connection closed. Returns whether its mapping was deleted (false when it had expired or
+    /// a newer connection with the same key on another comet owns it now).
+    pub async fn disconnect(&self, p: Presence) -> Result<bool, Error> {
+        let has = self
+            .store
+            .del_mapping(p.mid, &p.key, &p.server)
+            .await
+            .inspect_err(|_| self.metrics.store_error("del_mapping"))?;
+        tracing::debug!(mid = p.mid, key = %p.key, server = %p.server, has, "disconnected");
+        Ok(has)
+    }
+
+    /// comet's periodic session renew: refreshes the mapping TTL, re-adding an expired mapping.
+    pub async fn heartbeat(&self, p: Presence) -> Result<(), Error> {
+        let alive = self
+            .store
+            .expire_mapping(p.mid, &p.key, &p.server)
+            .await
+            .inspect_err(|_| self.metrics.store_error("expire_mapping"))?;
+        if !alive {
+            self.store
+                .add_mapping(p.mid, &p.key, &p.server)
+                .await
+                .inspect_err(|_| self.metrics.store_error("add_mapping"))?;
+        }
+        tracing::debug!(mid = p.mid, key = %p.key, server = %p.server, renewed = alive, "heartbeat");
+        Ok(())
+    }
+
+    /// An uplink packet (op 4 or any op comet does not handle). goim only logs it; so do we.
+    pub async fn receive(&self, uplink: Uplink) {
+        self.metrics.uplink();
+        tracing::debug!(
+            mid = uplink.mid,
+            key = %uplink.key,
+            op = uplink.frame.op,
+            seq = uplink.frame.seq,
+            len = uplink.frame.body.len(),
+            "uplink received"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,133 @@
+//! logic's Prometheus counters. The admin server that serves `/metrics` lives in the binary; it
+//! calls [`Metrics::register`].
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PushLabels {
+    /// `keys`, `mids`, `room`, `all`.
+    kind: &'static str,
+    /// `ok`, `bad_request`, `queue_error`, `store_error`.
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    /// `keys`, `room`, `broadcast`: the kind of the published `PushMsg`.
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    /// The store method that failed.
+    operation: &'static str,
+}
+
+/// Counters shared by every clone (each is an `Arc` inside).
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    push_requests: Family<PushLabels, Counter>,
+    pushes_published: Family<KindLabel, Counter>,
+    publish_failures: Family<ReasonLabel, Counter>,
+    connects_accepted: Counter,
+    connects_rejected: Family<ReasonLabel, Counter>,
+    store_errors: Family<OperationLabel, Counter>,
+    uplinks: Counter,
+}
+
+impl Metrics {
+    /// Registers every counter under the `goim_logic_` prefix.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("goim_logic");
+        r.register("push_requests", "Push API requests by kind and result", self.push_requests.clone());
+        r.register("pushes_published", "Push messages accepted by the queue", self.pushes_published.clone());
+        r.register(
+            "publish_failures",
+            "Push messages the queue refused, by reason",
+            self.publish_failures.clone(),
+        );
+        r.register("connects_accepted", "Client auth requests accepted", self.connects_accepted.clone());
+        r.register(
+            "connects_rejected",
+            "Client auth requests rejected, by reason",
+            self.connects_rejected.clone(),
+        );
+        r.register(
+            "store_errors",
+            "Session store calls that failed, by operation",
+            self.store_errors.clone(),
+        );
+        r.register("uplinks", "Uplink packets received from clients", self.uplinks.clone());
+    }
+
+    pub(crate) fn push_request(&self, kind: &'static str, result: &'static str) {
+        self.push_requests.get_or_create(&PushLabels { kind, result }).inc();
+    }
+
+    pub(crate) fn published(&self, kind: &'static str) {
+        self.pushes_published.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub(crate) fn publish_failed(&self, reason: &'static str) {
+        self.publish_failures.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub(crate) fn connect_accepted(&self) {
+        self.connects_accepted.inc();
+    }
+
+    pub(crate) fn connect_rejected(&self, reason: &'static str) {
+        self.connects_rejected.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub(crate) fn store_error(&self, operation: &'static str) {
+        self.store_errors.get_or_create(&OperationLabel { operation }).inc();
+    }
+
+    pub(crate) fn uplink(&self) {
+        self.uplinks.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::encoding::text::encode;
+
+    use super::*;
+
+    #[test]
+    fn counters_are_exposed_with_the_goim_logic_prefix_and_labels() {
+        let metrics = Metrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        metrics.push_request("keys", "ok");
+        metrics.published("keys");
+        metrics.publish_failed("full");
+        metrics.connect_accepted();
+        metrics.connect_rejected("expired");
+        metrics.store_error("add_mapping");
+        metrics.uplink();
+
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        for line in [
+            "goim_logic_push_requests_total{kind=\"keys\",result=\"ok\"} 1",
+            "goim_logic_pushes_published_total{kind=\"keys\"} 1",
+            "goim_logic_publish_failures_total{reason=\"full\"} 1",
+            "goim_logic_connects_accepted_total 1",
+            "goim_logic_connects_rejected_total{reason=\"expired\"} 1",
+            "goim_logic_store_errors_total{operation=\"add_mapping\"} 1",
+            "goim_logic_uplinks_total 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
+}

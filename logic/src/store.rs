@@ -1,0 +1,88 @@
+//! The session-store port: which comet holds a connection key, which keys a user (mid) has, and
+//! each comet's last online report.
+//!
+//! Modeled on goim's Redis DAO (`internal/logic/dao/redis.go`) so that a Redis implementation can
+//! keep goim's key layout: `mid_<mid>` (hash key → server), `key_<key>` (string server) and
+//! `ol_<server>` (the online record), all with a TTL refreshed on write.
+//!
+//! # Contract
+//!
+//! - Every call may wait on the network but must fail, not hang, when the backend is gone:
+//!   implementations bound each call with a timeout and report it as [`Error::Unavailable`].
+//! - An `Err` means nothing is known about whether the write happened; callers treat it as
+//!   "not applied" and may retry. Reads never return partial results with `Ok`.
+//! - Mappings expire after the implementation's TTL (goim: 30 minutes) unless
+//!   [`Store::add_mapping`] or [`Store::expire_mapping`] refreshes them. Online records expire
+//!   after the same TTL; staleness by `updated` is the caller's decision, not the store's.
+//! - `mid <= 0` means "no user": only the key mapping is kept.
+//! - Calls from one task are applied in order; there is no ordering across tasks beyond what each
+//!   method documents (notably [`Store::del_mapping`]'s compare-and-delete).
+//!
+//! [`contract::store_contract`] checks all of this against any implementation.
+
+pub mod contract;
+mod memory;
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use goim_api::Online;
+
+pub use memory::MemoryStore;
+
+/// A store call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The backend could not be reached or did not answer in time.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend answered with data this version cannot read.
+    #[error("session store returned unreadable data: {0}")]
+    Corrupt(String),
+}
+
+/// Session routing and online counts. See the module docs for the contract.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Records that connection `key` (of user `mid`, if > 0) is on comet `server`, replacing any
+    /// earlier server for that key, and (re)starts the TTL of the key and of the mid's key set.
+    async fn add_mapping(&self, mid: i64, key: &str, server: &str) -> Result<(), Error>;
+
+    /// Restarts the TTL of `key` (and of `mid`'s key set). Returns `false` when the key mapping
+    /// was already gone (expired or deleted), so the caller re-adds it. `server` is the comet that
+    /// saw the heartbeat; the mapping is refreshed whichever server it names, as in goim.
+    async fn expire_mapping(&self, mid: i64, key: &str, server: &str) -> Result<bool, Error>;
+
+    /// Deletes the mapping of `key` (and `key` from `mid`'s set) only where it still names
+    /// `server`: a late disconnect of an old connection must not delete the mapping of a newer
+    /// connection with the same key on another comet. Atomic per key (Redis: one Lua script).
+    /// Returns whether the key mapping was deleted.
+    async fn del_mapping(&self, mid: i64, key: &str, server: &str) -> Result<bool, Error>;
+
+    /// The comet of each key, in input order; `None` for an unknown or expired key. An empty
+    /// input gives an empty output.
+    async fn servers_by_keys(&self, keys: &[String]) -> Result<Vec<Option<String>>, Error>;
+
+    /// All keys of the given users with their comets, and the users that have at least one key
+    /// (each once, in input order).
+    async fn keys_by_mids(&self, mids: &[i64]) -> Result<(HashMap<String, String>, Vec<i64>), Error>;
+
+    /// Replaces comet `server`'s online record with `online`, stamped `updated`, and restarts its TTL.
+    async fn add_server_online(
+        &self,
+        server: &str,
+        online: &Online,
+        updated: SystemTime,
+    ) -> Result<(), Error>;
+
+    /// Comet `server`'s last online record and its `updated` stamp (whole seconds at least), or
+    /// `None` when there is none.
+    async fn server_online(&self, server: &str) -> Result<Option<(Online, SystemTime)>, Error>;
+
+    /// Deletes comet `server`'s online record; deleting a missing one is not an error.
+    async fn del_server_online(&self, server: &str) -> Result<(), Error>;
+
+    /// The comets that have an online record, sorted. (A Redis store lists them from discovery.)
+    async fn servers(&self) -> Result<Vec<String>, Error>;
+}

@@ -1,0 +1,274 @@
+//! The in-memory [`Store`] of the embedded setup: the same semantics as Redis, TTLs included.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use goim_api::Online;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use super::{Error, Store};
+
+/// goim's `redis.expire`.
+const DEFAULT_TTL: Duration = Duration::from_secs(30 * 60);
+
+/// Sessions in process memory. Never fails.
+///
+/// Expired entries are invisible at once and are swept out at most once per TTL, from inside a
+/// write, so that mappings of comets that died without disconnecting do not pile up.
+#[derive(Debug)]
+pub struct MemoryStore {
+    ttl: Duration,
+    /// Every operation is a few map lookups, never held across an await.
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    keys: HashMap<String, Expiring<String>>,
+    mids: HashMap<i64, Expiring<HashMap<String, String>>>,
+    online: HashMap<String, Expiring<(Online, SystemTime)>>,
+    last_sweep: Instant,
+}
+
+#[derive(Debug)]
+struct Expiring<T> {
+    value: T,
+    expires: Instant,
+}
+
+impl<T> Expiring<T> {
+    fn alive(&self, now: Instant) -> bool {
+        now < self.expires
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> MemoryStore {
+        MemoryStore::new(DEFAULT_TTL)
+    }
+}
+
+impl MemoryStore {
+    /// A store whose mappings and online records live `ttl` after their last refresh.
+    pub fn new(ttl: Duration) -> MemoryStore {
+        let inner = Inner {
+            keys: HashMap::new(),
+            mids: HashMap::new(),
+            online: HashMap::new(),
+            last_sweep: Instant::now(),
+        };
+        MemoryStore { ttl, inner: Mutex::new(inner) }
+    }
+
+    /// Live key mappings (for tests and diagnostics).
+    pub fn mapping_count(&self) -> usize {
+        let now = Instant::now();
+        self.inner.lock().keys.values().filter(|e| e.alive(now)).count()
+    }
+}
+
+impl Inner {
+    fn sweep_if_due(&mut self, now: Instant, ttl: Duration) {
+        if now < self.last_sweep + ttl {
+            return;
+        }
+        self.last_sweep = now;
+        self.keys.retain(|_, e| e.alive(now));
+        self.mids.retain(|_, e| e.alive(now));
+        self.online.retain(|_, e| e.alive(now));
+    }
+
+    /// The live key set of `mid`, if any.
+    fn mid_keys(&mut self, mid: i64, now: Instant) -> Option<&mut Expiring<HashMap<String, String>>> {
+        self.mids.get_mut(&mid).filter(|e| e.alive(now))
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn add_mapping(&self, mid: i64, key: &str, server: &str) -> Result<(), Error> {
+        let now = Instant::now();
+        let expires = now + self.ttl;
+        let mut inner = self.inner.lock();
+        inner.sweep_if_due(now, self.ttl);
+        if mid > 0 {
+            let entry = inner.mids.entry(mid).or_insert_with(|| Expiring { value: HashMap::new(), expires });
+            if !entry.alive(now) {
+                entry.value.clear();
+            }
+            entry.value.insert(key.to_owned(), server.to_owned());
+            entry.expires = expires;
+        }
+        inner.keys.insert(key.to_owned(), Expiring { value: server.to_owned(), expires });
+        Ok(())
+    }
+
+    async fn expire_mapping(&self, mid: i64, key: &str, _server: &str) -> Result<bool, Error> {
+        let now = Instant::now();
+        let expires = now + self.ttl;
+        let mut inner = self.inner.lock();
+        if mid > 0
+            && let Some(entry) = inner.mid_keys(mid, now)
+        {
+            entry.expires = expires;
+        }
+        match inner.keys.get_mut(key).filter(|e| e.alive(now)) {
+            Some(entry) => {
+                entry.expires = expires;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn del_mapping(&self, mid: i64, key: &str, server: &str) -> Result<bool, Error> {
+        let now = Instant::now();
+        let mut inner = self.inner.lock();
+        if mid > 0
+            && let Some(entry) = inner.mid_keys(mid, now)
+            && entry.value.get(key).is_some_and(|s| s == server)
+        {
+            entry.value.remove(key);
+            if entry.value.is_empty() {
+                inner.mids.remove(&mid);
+            }
+        }
+        let current = inner.keys.get(key).is_some_and(|e| e.alive(now) && e.value == server);
+        if current {
+            inner.keys.remove(key);
+        }
+        Ok(current)
+    }
+
+    async fn servers_by_keys(&self, keys: &[String]) -> Result<Vec<Option<String>>, Error> {
+        let now = Instant::now();
+        let inner = self.inner.lock();
+        Ok(keys.iter().map(|k| inner.keys.get(k).filter(|e| e.alive(now)).map(|e| e.value.clone())).collect())
+    }
+
+    async fn keys_by_mids(&self, mids: &[i64]) -> Result<(HashMap<String, String>, Vec<i64>), Error> {
+        let now = Instant::now();
+        let inner = self.inner.lock();
+        let mut keys = HashMap::new();
+        let mut online = Vec::new();
+        let mut seen = HashSet::new();
+        for &mid in mids {
+            if !seen.insert(mid) {
+                continue;
+            }
+            if let Some(entry) = inner.mids.get(&mid).filter(|e| e.alive(now) && !e.value.is_empty()) {
+                keys.extend(entry.value.iter().map(|(k, s)| (k.clone(), s.clone())));
+                online.push(mid);
+            }
+        }
+        Ok((keys, online))
+    }
+
+    async fn add_server_online(
+        &self,
+        server: &str,
+        online: &Online,
+        updated: SystemTime,
+    ) -> Result<(), Error> {
+        let now = Instant::now();
+        let mut inner = self.inner.lock();
+        inner.sweep_if_due(now, self.ttl);
+        let record = Expiring { value: (online.clone(), updated), expires: now + self.ttl };
+        inner.online.insert(server.to_owned(), record);
+        Ok(())
+    }
+
+    async fn server_online(&self, server: &str) -> Result<Option<(Online, SystemTime)>, Error> {
+        let now = Instant::now();
+        let inner = self.inner.lock();
+        Ok(inner.online.get(server).filter(|e| e.alive(now)).map(|e| e.value.clone()))
+    }
+
+    async fn del_server_online(&self, server: &str) -> Result<(), Error> {
+        self.inner.lock().online.remove(server);
+        Ok(())
+    }
+
+    async fn servers(&self) -> Result<Vec<String>, Error> {
+        let now = Instant::now();
+        let inner = self.inner.lock();
+        let mut servers: Vec<String> =
+            inner.online.iter().filter(|(_, e)| e.alive(now)).map(|(s, _)| s.clone()).collect();
+        servers.sort();
+        Ok(servers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    fn keys(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn memory_store_passes_the_store_contract() {
+        crate::store::contract::store_contract(MemoryStore::default()).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_mapping_expires_after_the_ttl_without_a_refresh() {
+        let store = MemoryStore::new(TTL);
+        store.add_mapping(7, "k", "comet-a").await.unwrap();
+        tokio::time::advance(TTL - Duration::from_secs(1)).await;
+        assert_eq!(store.servers_by_keys(&keys(&["k"])).await.unwrap(), vec![Some("comet-a".into())]);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(store.servers_by_keys(&keys(&["k"])).await.unwrap(), vec![None]);
+        assert!(store.keys_by_mids(&[7]).await.unwrap().0.is_empty());
+        assert!(!store.expire_mapping(7, "k", "comet-a").await.unwrap(), "expired mapping reported alive");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expire_mapping_restarts_the_ttl_of_key_and_mid() {
+        let store = MemoryStore::new(TTL);
+        store.add_mapping(7, "k", "comet-a").await.unwrap();
+        tokio::time::advance(TTL / 2).await;
+        assert!(store.expire_mapping(7, "k", "comet-a").await.unwrap());
+        tokio::time::advance(TTL / 2 + Duration::from_secs(1)).await;
+        assert_eq!(store.servers_by_keys(&keys(&["k"])).await.unwrap(), vec![Some("comet-a".into())]);
+        assert_eq!(store.keys_by_mids(&[7]).await.unwrap().1, vec![7]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_mid_set_does_not_resurrect_old_keys_on_add() {
+        let store = MemoryStore::new(TTL);
+        store.add_mapping(7, "old", "comet-a").await.unwrap();
+        tokio::time::advance(TTL).await;
+        store.add_mapping(7, "new", "comet-b").await.unwrap();
+        let (found, _) = store.keys_by_mids(&[7]).await.unwrap();
+        assert_eq!(found, HashMap::from([("new".to_string(), "comet-b".to_string())]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn online_records_expire_after_the_ttl() {
+        let store = MemoryStore::new(TTL);
+        let online = Online { server: "comet-a".into(), ..Online::default() };
+        store.add_server_online("comet-a", &online, SystemTime::now()).await.unwrap();
+        tokio::time::advance(TTL).await;
+        assert_eq!(store.server_online("comet-a").await.unwrap(), None);
+        assert!(store.servers().await.unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_entries_are_swept_on_a_later_write() {
+        let store = MemoryStore::new(TTL);
+        for i in 0..10 {
+            store.add_mapping(i, &format!("k{i}"), "comet-a").await.unwrap();
+        }
+        tokio::time::advance(TTL).await;
+        store.add_mapping(99, "fresh", "comet-a").await.unwrap();
+        let inner = store.inner.lock();
+        assert_eq!(inner.keys.len(), 1);
+        assert_eq!(inner.mids.len(), 1);
+    }
+}

@@ -1,0 +1,153 @@
+//! The embedded process's configuration: one TOML file with a table per tier.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: String, source: Box<toml::de::Error> },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub admin: Admin,
+    pub shutdown: Shutdown,
+    pub comet: goim_comet::Config,
+    pub logic: goim_logic::Config,
+    pub job: goim_job::Config,
+}
+
+/// The admin listener: `/metrics`, `/healthz`, `/readyz`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Admin {
+    pub addr: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Shutdown {
+    /// How long shutdown may take: clients are told (op 6) and connections closed within it.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+impl Default for Admin {
+    fn default() -> Admin {
+        Admin { addr: "0.0.0.0:3100".into() }
+    }
+}
+
+impl Default for Shutdown {
+    fn default() -> Shutdown {
+        Shutdown { grace: Duration::from_secs(20) }
+    }
+}
+
+impl Default for Config {
+    /// The embedded defaults: goim's ports, and goim's JSON token accepted so goim clients work
+    /// out of the box (logic warns at start that connections are not authenticated).
+    fn default() -> Config {
+        let mut logic = goim_logic::Config::default();
+        logic.auth.mode = goim_logic::config::AuthMode::Json;
+        Config {
+            admin: Admin::default(),
+            shutdown: Shutdown::default(),
+            comet: goim_comet::Config::default(),
+            logic,
+            job: goim_job::Config::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (or the defaults when there is none) and validates the result.
+    pub fn load(path: Option<&Path>) -> Result<Config, Error> {
+        let config = match path {
+            None => Config::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|source| Error::Read { path: p.display().to_string(), source })?;
+                Config::parse(&text)
+                    .map_err(|source| Error::Parse { path: p.display().to_string(), source })?
+            }
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a config file. A file that leaves `logic.auth.mode` unset gets the embedded
+    /// default (`json`) even when it sets other `[logic.*]` keys; a table given in a file would
+    /// otherwise take logic's own default (`jwt`) and refuse to start without a key.
+    pub fn parse(text: &str) -> Result<Config, Box<toml::de::Error>> {
+        let mut table: toml::Table = toml::from_str(text).map_err(Box::new)?;
+        let auth = table
+            .entry("logic")
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .and_then(|logic| {
+                logic.entry("auth").or_insert_with(|| toml::Value::Table(Default::default())).as_table_mut()
+            });
+        if let Some(auth) = auth {
+            auth.entry("mode").or_insert_with(|| toml::Value::String("json".into()));
+        }
+        table.try_into().map_err(Box::new)
+    }
+
+    pub fn validate(&self) -> Result<(), Error> {
+        self.comet.validate().map_err(|e| Error::Invalid(e.to_string()))?;
+        self.logic.validate().map_err(|e| Error::Invalid(format!("logic.{e}")))?;
+        self.job.validate().map_err(|e| Error::Invalid(format!("job.{e}")))?;
+        if self.shutdown.grace.is_zero() {
+            return Err(Error::Invalid("shutdown.grace: must be more than 0s".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_embedded_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c, Config::default());
+        c.validate().unwrap();
+        assert_eq!(c.logic.auth.mode, goim_logic::config::AuthMode::Json);
+    }
+
+    #[test]
+    fn a_file_with_a_logic_table_still_gets_the_embedded_auth_default() {
+        let c = Config::parse("[logic.http]\naddr = \"127.0.0.1:1\"\n").unwrap();
+        assert_eq!(c.logic.auth.mode, goim_logic::config::AuthMode::Json);
+        let c = Config::parse("[logic.auth]\nmode = \"jwt\"\n").unwrap();
+        assert_eq!(c.logic.auth.mode, goim_logic::config::AuthMode::Jwt);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_their_name() {
+        let err = Config::parse("[comet]\nmax_conections = 5\n").unwrap_err();
+        assert!(err.to_string().contains("max_conections"), "{err}");
+    }
+
+    #[test]
+    fn the_example_config_parses_and_is_valid() {
+        let text = include_str!("../examples/goim.toml");
+        Config::parse(text).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        let err = Config::parse("[job.room]\nbatch = 0\n").unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains("job.room.batch"), "{err}");
+    }
+}
