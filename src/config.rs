@@ -58,6 +58,8 @@ impl Default for Config {
     fn default() -> Config {
         let mut logic = goim_logic::Config::default();
         logic.auth.mode = goim_logic::config::AuthMode::Json;
+        // The demo page (served by comet on another port) calls the push API from the browser.
+        logic.http.cors_origins = vec!["*".into()];
         Config {
             admin: Admin::default(),
             shutdown: Shutdown::default(),
@@ -84,22 +86,14 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses a config file. A file that leaves `logic.auth.mode` unset gets the embedded
-    /// default (`json`) even when it sets other `[logic.*]` keys; a table given in a file would
-    /// otherwise take logic's own default (`jwt`) and refuse to start without a key.
+    /// Parses a config file over the embedded defaults: a key the file leaves out keeps the
+    /// embedded default even inside a table the file sets (`[logic.http]` alone must not turn
+    /// the embedded JSON-token auth into logic's own `jwt` default).
     pub fn parse(text: &str) -> Result<Config, Box<toml::de::Error>> {
-        let mut table: toml::Table = toml::from_str(text).map_err(Box::new)?;
-        let auth = table
-            .entry("logic")
-            .or_insert_with(|| toml::Value::Table(Default::default()))
-            .as_table_mut()
-            .and_then(|logic| {
-                logic.entry("auth").or_insert_with(|| toml::Value::Table(Default::default())).as_table_mut()
-            });
-        if let Some(auth) = auth {
-            auth.entry("mode").or_insert_with(|| toml::Value::String("json".into()));
-        }
-        table.try_into().map_err(Box::new)
+        let file: toml::Table = toml::from_str(text).map_err(Box::new)?;
+        let mut merged = toml::Table::try_from(Config::default()).expect("the defaults serialize to TOML");
+        overlay(&mut merged, file);
+        merged.try_into().map_err(Box::new)
     }
 
     pub fn validate(&self) -> Result<(), Error> {
@@ -110,6 +104,18 @@ impl Config {
             return Err(Error::Invalid("shutdown.grace: must be more than 0s".into()));
         }
         Ok(())
+    }
+}
+
+/// Writes `top` over `base`, table by table.
+fn overlay(base: &mut toml::Table, top: toml::Table) {
+    for (k, v) in top {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => overlay(b, t),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
     }
 }
 
@@ -129,6 +135,7 @@ mod tests {
     fn a_file_with_a_logic_table_still_gets_the_embedded_auth_default() {
         let c = Config::parse("[logic.http]\naddr = \"127.0.0.1:1\"\n").unwrap();
         assert_eq!(c.logic.auth.mode, goim_logic::config::AuthMode::Json);
+        assert_eq!(c.logic.http.cors_origins, ["*"]);
         let c = Config::parse("[logic.auth]\nmode = \"jwt\"\n").unwrap();
         assert_eq!(c.logic.auth.mode, goim_logic::config::AuthMode::Jwt);
     }

@@ -10,8 +10,9 @@ use goim_comet::{Comet, Disconnect, Listeners};
 use goim_logic::{Logic, MemoryStore};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::admin::{self, Admin};
@@ -23,6 +24,7 @@ use crate::port::{InProcessComet, InProcessLogic};
 pub struct Addrs {
     pub tcp: Vec<SocketAddr>,
     pub websocket: Vec<SocketAddr>,
+    pub wss: Vec<SocketAddr>,
     pub http: SocketAddr,
     pub admin: SocketAddr,
 }
@@ -30,13 +32,16 @@ pub struct Addrs {
 pub struct Embedded {
     pub addrs: Addrs,
     comet: Comet,
-    /// Stops logic's HTTP API (no new pushes).
+    /// Stops logic's HTTP API (no new pushes; requests in progress finish).
     http_stop: CancellationToken,
-    /// Stops job after it dispatched what it holds.
+    http_task: JoinHandle<()>,
+    /// Closes the in-process queue: job delivers what it holds, then ends.
+    queue_close: CancellationToken,
+    /// Stops job at once; used only when draining the queue outlasts its share of the grace.
     job_stop: CancellationToken,
+    job_task: JoinHandle<()>,
     admin_stop: CancellationToken,
-    /// logic's HTTP server, job and the admin server.
-    tasks: TaskTracker,
+    admin_task: JoinHandle<()>,
     ready: Arc<AtomicBool>,
     grace: Duration,
 }
@@ -59,6 +64,7 @@ impl Embedded {
         let addrs = Addrs {
             tcp: local_addrs(&listeners.tcp)?,
             websocket: local_addrs(&listeners.websocket)?,
+            wss: listeners.tls.iter().map(|(l, _)| l.local_addr()).collect::<Result<_, _>>()?,
             http: http.local_addr()?,
             admin: admin_l.local_addr()?,
         };
@@ -84,30 +90,35 @@ impl Embedded {
             job_metrics,
         ));
 
-        let tasks = TaskTracker::new();
-        let (http_stop, job_stop, admin_stop) =
-            (CancellationToken::new(), CancellationToken::new(), CancellationToken::new());
+        let (http_stop, queue_close, job_stop, admin_stop) = (
+            CancellationToken::new(),
+            CancellationToken::new(),
+            CancellationToken::new(),
+            CancellationToken::new(),
+        );
         let ready = Arc::new(AtomicBool::new(false));
 
+        let source = goim_job::MemoryQueue::new(rx).close_on(queue_close.clone());
         let stop = job_stop.clone();
-        tasks.spawn(async move {
-            if let Err(e) = job.run(goim_job::MemoryQueue::new(rx), stop).await {
+        let job_task = tokio::spawn(async move {
+            if let Err(e) = job.run(source, stop).await {
                 error!(error = %e, "job stopped");
             }
         });
         let stop = http_stop.clone();
-        tasks.spawn(async move {
+        let http_task = tokio::spawn(async move {
             if let Err(e) = goim_logic::serve(http, logic, stop).await {
                 error!(error = %e, "logic http server failed");
             }
         });
         let admin = Admin { registry: Arc::new(registry), ready: ready.clone() };
         let stop = admin_stop.clone();
-        tasks.spawn(async move {
+        let admin_task = tokio::spawn(async move {
             if let Err(e) = admin::serve(admin_l, admin, stop).await {
                 error!(error = %e, "admin server failed");
             }
         });
+        comet.serve_assets(crate::web::assets());
         comet.start(listeners);
         ready.store(true, Ordering::Release);
         info!(tcp = ?addrs.tcp, websocket = ?addrs.websocket, http = %addrs.http, admin = %addrs.admin, "goim-rs serving");
@@ -115,9 +126,12 @@ impl Embedded {
             addrs,
             comet,
             http_stop,
+            http_task,
+            queue_close,
             job_stop,
+            job_task,
             admin_stop,
-            tasks,
+            admin_task,
             ready,
             grace: config.shutdown.grace,
         })
@@ -127,21 +141,36 @@ impl Embedded {
         &self.comet
     }
 
-    /// Shuts down in order: not ready, no new pushes, job dispatches what it holds, every client
-    /// gets op 6 `shutdown` and is closed, then the rest stops. Bounded by the grace period;
-    /// returns whether everything finished within it.
+    /// Shuts down in order: not ready; the push API stops taking pushes; job delivers every push
+    /// the API accepted; every client gets op 6 `shutdown` and is closed; the rest stops. Bounded
+    /// by the grace period; returns whether everything finished within it.
     pub async fn stop(self) -> bool {
-        let deadline = tokio::time::Instant::now() + self.grace;
+        let deadline = Instant::now() + self.grace;
+        // Up to half the grace for pushes already accepted; the rest for telling clients.
+        let drain_by = Instant::now() + self.grace / 2;
         self.ready.store(false, Ordering::Release);
         self.http_stop.cancel();
-        self.job_stop.cancel();
-        let comet_done = self.comet.stop(Disconnect::Shutdown, self.grace).await;
+        let mut http_task = self.http_task;
+        let http_done = timeout_at(drain_by, &mut http_task).await.is_ok();
+        if !http_done {
+            http_task.abort();
+        }
+        self.queue_close.cancel();
+        let mut job_task = self.job_task;
+        let drained = timeout_at(drain_by, &mut job_task).await.is_ok();
+        if !drained {
+            warn!("job did not finish delivering accepted pushes in time; stopping it");
+            self.job_stop.cancel();
+            let _ = timeout_at(deadline, &mut job_task).await;
+        }
+        let comet_done =
+            self.comet.stop(Disconnect::Shutdown, deadline.saturating_duration_since(Instant::now())).await;
         self.admin_stop.cancel();
-        self.tasks.close();
-        let rest_done = tokio::time::timeout_at(deadline, self.tasks.wait()).await.is_ok();
-        if !(comet_done && rest_done) {
+        let admin_done = timeout_at(deadline, self.admin_task).await.is_ok();
+        let all = http_done && drained && comet_done && admin_done;
+        if !all {
             warn!("shutdown grace period ran out");
         }
-        comet_done && rest_done
+        all
     }
 }

@@ -38,6 +38,21 @@ async fn stopping_tells_every_client_with_a_jittered_reconnect_hint() {
 }
 
 #[tokio::test]
+async fn pushes_accepted_before_stop_are_delivered_before_op_6() {
+    // Batches wait up to a second, so the pushes are still inside job when stop begins.
+    let s = start_with(|c| c.job.room.max_delay = Duration::from_secs(1)).await;
+    let mut c = login(&s, Transport::Ws, 1, "drain", "live://d", &[]).await;
+    for body in [&b"one"[..], b"two", b"three"] {
+        push_ok(&s, "/goim/push/room?operation=1000&type=live&room=d", body).await;
+    }
+    assert!(s.stop().await);
+    let (seen, _) = c.until_closed(WAIT).await.unwrap();
+    let bodies: Vec<&[u8]> = seen.iter().map(|f| &f.body[..]).collect();
+    assert_eq!(&bodies[..3], &[&b"one"[..], b"two", b"three"]);
+    assert_eq!(op6(&seen[3])["reason"], "shutdown");
+}
+
+#[tokio::test]
 async fn after_stop_nothing_listens() {
     let s = start().await;
     let tcp = s.addrs.tcp[0];

@@ -24,6 +24,7 @@
 
 pub mod frame;
 pub mod op;
+pub mod pb;
 pub mod push;
 pub mod session;
 

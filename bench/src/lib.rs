@@ -1,8 +1,32 @@
-//! goim-bench: a goim client (TCP and WebSocket) for load generation and black-box tests.
+//! goim-bench: a goim client for the black-box tests, and the load generator that measures
+//! goim-rs side by side with its peers.
 //!
-//! The WebSocket side uses tokio-tungstenite, an implementation independent of comet's own
-//! framing, so tests check the server against a client we did not write.
+//! - [`client`]: a goim client over TCP and WebSocket for tests. Its WebSocket side uses
+//!   tokio-tungstenite, an implementation independent of comet's own framing, so tests check the
+//!   server against a client we did not write.
+//! - The load generator (`goim-bench run`, `goim-bench smoke`): a coordinator ([`run`]) starts
+//!   the servers under test ([`target`]), spreads connections over worker processes ([`fleet`],
+//!   [`worker`]) that dial from many addresses in 127.0.0.0/8 and speak goim over WebSocket, TCP
+//!   or long-polling, nchan's WebSocket or socket.io ([`protocol`], [`subscriber`],
+//!   [`long_poll`]), pushes through each server's HTTP API with send-time stamps ([`publisher`],
+//!   [`stamp`]), and sums the workers' counts and latency histograms ([`histogram`]) into the
+//!   scenarios' results ([`scenario`]), a Markdown table and PNG plots ([`report`]).
 
 pub mod client;
+pub mod fleet;
+pub mod histogram;
+pub mod http;
+pub mod limits;
+pub mod long_poll;
+pub mod protocol;
+pub mod publisher;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod stamp;
+pub mod subscriber;
+pub mod target;
+pub mod usage;
+pub mod worker;
 
 pub use client::{Client, Transport};

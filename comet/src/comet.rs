@@ -16,6 +16,7 @@ use tracing::{Instrument, debug_span, info, warn};
 
 use crate::config::Config;
 use crate::disconnect::Disconnect;
+use crate::http::Asset;
 use crate::hub::Hub;
 use crate::logic::Logic;
 use crate::metrics::{KindLabel, Metrics, TransportLabel};
@@ -34,6 +35,9 @@ pub struct State {
     pub next_id: AtomicU64,
     /// One permit per connection held; accept waits for one (`max_connections`).
     pub limit: Arc<Semaphore>,
+    pub sessions: crate::long_poll::Sessions,
+    /// The demo page and client, when the binary provides them.
+    pub assets: std::sync::OnceLock<Vec<Asset>>,
 }
 
 /// Why comet refused a push request.
@@ -57,11 +61,19 @@ pub struct PushReport {
 pub struct Listeners {
     pub tcp: Vec<TcpListener>,
     pub websocket: Vec<TcpListener>,
+    /// WSS listeners with the TLS configuration loaded from `websocket.tls`.
+    pub tls: Vec<(TcpListener, crate::tls::Acceptor)>,
 }
 
 impl Listeners {
     pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
-        let mut out = Listeners { tcp: Vec::new(), websocket: Vec::new() };
+        let mut out = Listeners { tcp: Vec::new(), websocket: Vec::new(), tls: Vec::new() };
+        if !config.websocket.tls.bind.is_empty() {
+            let acceptor = crate::tls::Acceptor::load(&config.websocket.tls)?;
+            for addr in &config.websocket.tls.bind {
+                out.tls.push((bind(addr).await?, acceptor.clone()));
+            }
+        }
         for addr in &config.tcp.bind {
             out.tcp.push(bind(addr).await?);
         }
@@ -96,6 +108,8 @@ impl Comet {
             tasks: TaskTracker::new(),
             next_id: AtomicU64::new(1),
             limit,
+            sessions: Default::default(),
+            assets: Default::default(),
         };
         Comet { state: Arc::new(state) }
     }
@@ -110,9 +124,19 @@ impl Comet {
             self.state.tasks.spawn(crate::tcp::accept_loop(self.state.clone(), l));
         }
         for l in listeners.websocket {
-            self.state.tasks.spawn(crate::websocket::accept_loop(self.state.clone(), l));
+            self.state.tasks.spawn(crate::http::accept_loop(self.state.clone(), l));
+        }
+        for (l, acceptor) in listeners.tls {
+            self.state.tasks.spawn(crate::tls::accept_loop(self.state.clone(), l, acceptor));
         }
         self.state.tasks.spawn(online_loop(self.state.clone()));
+        self.state.tasks.spawn(crate::long_poll::sweep(self.state.clone()));
+    }
+
+    /// Files to serve on the HTTP port (the demo page and `goim.js`); set once, before clients
+    /// ask for them. Served only while `websocket.demo` is on.
+    pub fn serve_assets(&self, assets: Vec<Asset>) {
+        let _ = self.state.assets.set(assets);
     }
 
     /// Queues one encoded packet for each key that accepts `op`. Keys not here are counted,
@@ -160,9 +184,19 @@ impl Comet {
         count(&self.state.metrics, kind, d)
     }
 
-    /// Authenticated connections held now.
+    /// Authenticated connections held now (sockets and long-poll sessions).
     pub fn connections(&self) -> usize {
         self.state.hub.connections()
+    }
+
+    /// Long-poll sessions held now.
+    pub fn long_poll_sessions(&self) -> usize {
+        self.state.sessions.len()
+    }
+
+    /// Rooms with at least one member on this comet (goim's `Rooms` RPC).
+    pub fn rooms(&self) -> Vec<String> {
+        self.state.hub.room_counts().into_keys().collect()
     }
 
     /// Members of `room` on this comet.

@@ -24,6 +24,7 @@ pub struct Config {
     pub server_id: String,
     pub tcp: Tcp,
     pub websocket: Websocket,
+    pub long_poll: LongPoll,
     pub protocol: Protocol,
     pub outbox: Outbox,
     pub online: OnlineConfig,
@@ -42,13 +43,46 @@ pub struct Tcp {
     pub nodelay: bool,
 }
 
+/// comet's HTTP port: WebSocket upgrades at `/sub`, long-polling at `/poll`, and the demo page.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Websocket {
-    /// Addresses for WebSocket clients (path `/sub`); empty disables the listener.
+    /// Addresses for WebSocket (and long-poll) clients; empty disables the listener.
     pub bind: Vec<String>,
-    /// Largest HTTP upgrade request head accepted.
+    /// Largest HTTP request head accepted.
     pub max_request_head: usize,
+    /// How long an idle keep-alive HTTP connection (not a WebSocket) is kept open.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Serve the demo page and `goim.js` at `/` (when the binary provides them).
+    pub demo: bool,
+    pub tls: Tls,
+}
+
+/// WSS: the same service over TLS (goim's 3103).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// Addresses for TLS clients; empty (the default) disables TLS.
+    pub bind: Vec<String>,
+    /// PEM certificate chain.
+    pub cert: Option<std::path::PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<std::path::PathBuf>,
+}
+
+/// HTTP long-polling for clients that cannot hold a socket.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LongPoll {
+    /// Longest a `GET /poll` waits for something to deliver; a `timeout` query parameter
+    /// (seconds) may shorten it.
+    #[serde(with = "humantime_serde")]
+    pub poll_timeout: Duration,
+    /// Sessions held at once; `POST /poll/auth` beyond it gets 503.
+    pub max_sessions: usize,
+    /// Largest `POST /poll/send` body.
+    pub max_send_bytes: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -101,6 +135,7 @@ impl Default for Config {
             server_id: "comet-1".into(),
             tcp: Tcp::default(),
             websocket: Websocket::default(),
+            long_poll: LongPoll::default(),
             protocol: Protocol::default(),
             outbox: Outbox::default(),
             online: OnlineConfig::default(),
@@ -119,7 +154,19 @@ impl Default for Tcp {
 
 impl Default for Websocket {
     fn default() -> Websocket {
-        Websocket { bind: vec!["0.0.0.0:3102".into()], max_request_head: 8192 }
+        Websocket {
+            bind: vec!["0.0.0.0:3102".into()],
+            max_request_head: 8192,
+            idle_timeout: Duration::from_secs(60),
+            demo: true,
+            tls: Tls::default(),
+        }
+    }
+}
+
+impl Default for LongPoll {
+    fn default() -> LongPoll {
+        LongPoll { poll_timeout: Duration::from_secs(30), max_sessions: 100_000, max_send_bytes: 64 * 1024 }
     }
 }
 
@@ -180,6 +227,23 @@ impl Config {
         }
         if self.buckets == 0 || self.buckets > 4096 {
             return Err(invalid("buckets", "must be between 1 and 4096"));
+        }
+        if !self.websocket.tls.bind.is_empty() {
+            if self.websocket.tls.cert.is_none() {
+                return Err(invalid("websocket.tls.cert", "required when websocket.tls.bind is set"));
+            }
+            if self.websocket.tls.key.is_none() {
+                return Err(invalid("websocket.tls.key", "required when websocket.tls.bind is set"));
+            }
+        }
+        if self.long_poll.poll_timeout.is_zero() {
+            return Err(invalid("long_poll.poll_timeout", "must be more than 0s"));
+        }
+        if self.long_poll.max_send_bytes < goim_api::HEADER_LEN + self.protocol.max_body {
+            return Err(invalid(
+                "long_poll.max_send_bytes",
+                "must hold at least one packet of protocol.max_body",
+            ));
         }
         if self.websocket.max_request_head < 512 {
             return Err(invalid("websocket.max_request_head", "must be at least 512 bytes"));

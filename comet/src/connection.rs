@@ -154,34 +154,44 @@ where
             debug!(peer = %peer, reason = reason.reason(), "handshake failed");
             state.metrics.disconnect(reason.reason());
             writer.finish(&state, &[], &reason).await;
+            linger(&mut reader).await;
             return;
         }
         Err(None) => return,
     };
 
-    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-    let outbox = Outbox::new(state.config.outbox.capacity, state.config.outbox.max_bytes);
-    let ch =
-        Arc::new(Channel::new(id, session.key.clone(), session.mid, peer.ip(), &session.accepts, outbox));
     // The auth reply is queued before the channel is visible to pushes, so it is always first.
-    let _ = ch.outbox.push(Outbound::Packet(auth.reply(Op::AuthReply, Bytes::new())));
-    state.hub.put(ch.clone());
-    state.hub.change_room(&ch, &session.room);
-    if state.shutdown.is_cancelled() {
-        ch.outbox.close(Disconnect::Shutdown);
-    }
-    state.metrics.authenticated.get_or_create(&label).inc();
-    let gauge = state.metrics.connections.get_or_create(&label).clone();
-    gauge.inc();
+    let reply = Outbound::Packet(auth.reply(Op::AuthReply, Bytes::new()));
+    let ch = admit(&state, &session, peer.ip(), &label, Some(reply));
 
     let reason = run_session(&state, &mut reader, &mut writer, &ch, &session, &label).await;
+    if reason.tells_client() {
+        linger(&mut reader).await;
+    }
 
-    gauge.dec();
+    state.metrics.connections.get_or_create(&label).dec();
     state.metrics.disconnect(reason.reason());
     if reason == Disconnect::Slow {
         warn!(peer = %peer, key = %ch.key, mid = ch.mid, "slow client disconnected");
     }
     teardown(&state, &ch).await;
+}
+
+/// After telling a client goodbye, reads (and drops) what it still sends until it closes, for at
+/// most a second. Closing a socket with unread bytes makes the kernel send a reset, and a reset
+/// can make the client lose the op-6 packet it has not read yet; a WebSocket client also answers
+/// our close frame before closing.
+async fn linger<R: AsyncRead + Unpin, D: Decoder>(reader: &mut Reader<R, D>) {
+    // On the heap: a buffer here would otherwise enlarge every connection's future.
+    let mut scratch = vec![0u8; 512];
+    let _ = timeout(std::time::Duration::from_secs(1), async {
+        while let Ok(n) = reader.rd.read(&mut scratch).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Waits for the auth packet and asks logic about it. `Err(None)`: the client left (or the
@@ -214,25 +224,60 @@ async fn handshake<R: AsyncRead + Unpin, D: Decoder>(
             }
         }
     };
-    let req = Connect { server: state.config.server_id.clone(), cookie, token: auth.body.clone() };
-    let reply = tokio::select! {
-        r = timeout(state.config.protocol.handshake_timeout, state.logic.connect(req)) => r,
+    let session = tokio::select! {
+        r = authenticate(state, peer, cookie, auth.body.clone()) => r.map_err(Some)?,
         _ = state.shutdown.cancelled() => return Err(None),
     };
-    match reply {
-        Ok(Ok(session)) => Ok((auth, session)),
-        Ok(Err(logic::Error::Rejected(why))) => Err(Some(Disconnect::AuthFailed(why))),
+    Ok((auth, session))
+}
+
+/// Asks logic about a token; a refusal or an unreachable logic becomes the reason to disconnect.
+pub async fn authenticate(
+    state: &State,
+    peer: SocketAddr,
+    cookie: String,
+    token: Bytes,
+) -> Result<Session, Disconnect> {
+    let req = Connect { server: state.config.server_id.clone(), cookie, token };
+    match timeout(state.config.protocol.handshake_timeout, state.logic.connect(req)).await {
+        Ok(Ok(session)) => Ok(session),
+        Ok(Err(logic::Error::Rejected(why))) => Err(Disconnect::AuthFailed(why)),
         Ok(Err(logic::Error::Unavailable(e))) => {
             warn!(peer = %peer, error = %e, "logic unavailable for connect");
             state.metrics.logic_error("connect");
-            Err(Some(Disconnect::Unavailable))
+            Err(Disconnect::Unavailable)
         }
         Err(_) => {
             warn!(peer = %peer, "logic connect timed out");
             state.metrics.logic_error("connect");
-            Err(Some(Disconnect::Unavailable))
+            Err(Disconnect::Unavailable)
         }
     }
+}
+
+/// Makes an authenticated connection visible to pushes: its key, its room, the gauges.
+/// `first` is queued before anything a push could queue (the socket's auth reply).
+pub fn admit(
+    state: &State,
+    session: &Session,
+    ip: std::net::IpAddr,
+    label: &TransportLabel,
+    first: Option<Outbound>,
+) -> Arc<Channel> {
+    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+    let outbox = Outbox::new(state.config.outbox.capacity, state.config.outbox.max_bytes);
+    let ch = Arc::new(Channel::new(id, session.key.clone(), session.mid, ip, &session.accepts, outbox));
+    if let Some(item) = first {
+        let _ = ch.outbox.push(item);
+    }
+    state.hub.put(ch.clone());
+    state.hub.change_room(&ch, &session.room);
+    if state.shutdown.is_cancelled() {
+        ch.outbox.close(Disconnect::Shutdown);
+    }
+    state.metrics.authenticated.get_or_create(label).inc();
+    state.metrics.connections.get_or_create(label).inc();
+    ch
 }
 
 /// Runs the read loop and the write loop together until either ends the connection.
@@ -309,42 +354,50 @@ async fn read_loop<R: AsyncRead + Unpin, D: Decoder>(
                 return Disconnect::Protocol(e);
             }
         };
-        let reply = match frame.known_op() {
-            Some(Op::Heartbeat) => {
-                deadline = Instant::now() + session.heartbeat;
-                if last_renew.elapsed() >= state.config.protocol.session_renew {
-                    last_renew = Instant::now();
-                    renew_session(state, ch).await;
-                }
-                let online = ch.room().map(|r| r.online()).unwrap_or(0);
-                frame.reply(Op::HeartbeatReply, Bytes::copy_from_slice(&online.to_be_bytes()))
-            }
-            Some(Op::ChangeRoom) => {
-                let room = String::from_utf8_lossy(&frame.body);
-                state.hub.change_room(ch, &room);
-                frame.reply(Op::ChangeRoomReply, frame.body.clone())
-            }
-            Some(Op::Sub) => {
-                ch.watch(&parse_ops(&frame.body));
-                frame.reply(Op::SubReply, frame.body.clone())
-            }
-            Some(Op::Unsub) => {
-                ch.unwatch(&parse_ops(&frame.body));
-                frame.reply(Op::UnsubReply, frame.body.clone())
-            }
-            _ => {
-                let reply = frame.reply(frame.op, Bytes::new());
-                let uplink = Uplink { mid: ch.mid, key: ch.key.clone(), frame };
-                match timeout(state.config.protocol.write_timeout, state.logic.receive(uplink)).await {
-                    Ok(Ok(())) => {}
-                    _ => state.metrics.logic_error("receive"),
-                }
-                reply
-            }
-        };
+        if frame.op == Op::Heartbeat.code() {
+            deadline = Instant::now() + session.heartbeat;
+        }
+        let reply = operate(state, ch, frame, &mut last_renew).await;
         if ch.outbox.push(Outbound::Packet(reply)).is_err() {
             // The writer is ending the connection; it will report why.
             return Disconnect::ClientClosed;
+        }
+    }
+}
+
+/// Handles one packet from an authenticated client and returns its reply (goim's `Operate`):
+/// heartbeat, change room, sub, unsub, or uplink to logic (echoed with an empty body).
+pub async fn operate(state: &State, ch: &Arc<Channel>, frame: Frame, last_renew: &mut Instant) -> Frame {
+    match frame.known_op() {
+        Some(Op::Heartbeat) => {
+            if last_renew.elapsed() >= state.config.protocol.session_renew {
+                *last_renew = Instant::now();
+                renew_session(state, ch).await;
+            }
+            let online = ch.room().map(|r| r.online()).unwrap_or(0);
+            frame.reply(Op::HeartbeatReply, Bytes::copy_from_slice(&online.to_be_bytes()))
+        }
+        Some(Op::ChangeRoom) => {
+            let room = String::from_utf8_lossy(&frame.body);
+            state.hub.change_room(ch, &room);
+            frame.reply(Op::ChangeRoomReply, frame.body.clone())
+        }
+        Some(Op::Sub) => {
+            ch.watch(&parse_ops(&frame.body));
+            frame.reply(Op::SubReply, frame.body.clone())
+        }
+        Some(Op::Unsub) => {
+            ch.unwatch(&parse_ops(&frame.body));
+            frame.reply(Op::UnsubReply, frame.body.clone())
+        }
+        _ => {
+            let reply = frame.reply(frame.op, Bytes::new());
+            let uplink = Uplink { mid: ch.mid, key: ch.key.clone(), frame };
+            match timeout(state.config.protocol.write_timeout, state.logic.receive(uplink)).await {
+                Ok(Ok(())) => {}
+                _ => state.metrics.logic_error("receive"),
+            }
+            reply
         }
     }
 }
@@ -357,7 +410,7 @@ async fn renew_session(state: &State, ch: &Channel) {
     }
 }
 
-async fn teardown(state: &State, ch: &Arc<Channel>) {
+pub async fn teardown(state: &State, ch: &Arc<Channel>) {
     state.hub.remove(ch);
     if ch.was_replaced() {
         // A newer connection with this key lives on here; its session must stay.

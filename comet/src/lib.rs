@@ -2,7 +2,9 @@
 //!
 //! - [`Comet`]: the domain type. job pushes into it (`push_keys`, `broadcast_room`, `broadcast`);
 //!   it serves TCP and WebSocket listeners and reports online counts to logic.
-//! - [`Logic`]: the port comet calls logic through (auth, sessions, online counts, uplink).
+//! - [`Logic`]: the port comet calls logic through (auth, sessions, online counts, uplink);
+//!   [`logic::GrpcLogic`] implements it over gRPC for the distributed mode.
+//! - [`grpc`]: goim's `goim.comet.Comet` gRPC server, which job calls.
 //! - Inside: `connection` (handshake, session, teardown for any transport), `tcp` and
 //!   `websocket` (framings), `hub` (keys in shards, rooms), `channel` (one connection),
 //!   `outbox` (its bounded queue), `disconnect` (why a connection ended; op 6).
@@ -10,22 +12,29 @@
 //! Delivery never blocks on a client: each connection has a bounded queue, and one that
 //! overflows is disconnected with op 6 `slow` while every other recipient still gets the push.
 
+#[doc(hidden)]
+pub mod bench;
 mod channel;
 mod comet;
 mod config;
 mod connection;
 mod disconnect;
+pub mod grpc;
+mod http;
 mod hub;
 pub mod logic;
+mod long_poll;
 mod metrics;
 mod outbox;
 mod room;
 mod tcp;
+mod tls;
 mod websocket;
 
 pub use comet::{Comet, Listeners, PushError, PushReport};
 pub use config::{Config, Error as ConfigError};
 pub use disconnect::Disconnect;
+pub use http::Asset;
 pub use logic::Logic;
 pub use metrics::Metrics;
 pub use room::Delivery;

@@ -1,9 +1,13 @@
 //! The port comet calls logic through: in-process in the embedded mode, gRPC when distributed.
 
+mod grpc;
+
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use goim_api::{Connect, Online, Presence, Session, Uplink};
+
+pub use grpc::{ClientConfig, ConfigError as ClientConfigError, GrpcLogic};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {

@@ -7,51 +7,30 @@ mod handshake;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 use tracing::debug;
 
 use frame::{WsDecoder, WsEncoder};
-use handshake::read_request;
+pub use handshake::{Error as HeadError, Request, error_response, read_request, read_request_after};
 
 use crate::comet::State;
 use crate::connection::{self, Peer};
 use crate::metrics::TransportLabel;
 
-pub async fn accept_loop(state: Arc<State>, listener: TcpListener) {
-    crate::comet::accept_loop(state, listener, "ws", serve).await
-}
-
-/// Reads the upgrade request, answers it, and serves the WebSocket.
-async fn serve(state: Arc<State>, mut stream: TcpStream, peer: SocketAddr) {
+/// Answers an upgrade request for `/sub` and serves the WebSocket to its end.
+pub async fn upgrade<S>(state: Arc<State>, mut stream: S, peer: SocketAddr, req: Request, leftover: BytesMut)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let cfg = &state.config;
-    let head =
-        timeout(cfg.protocol.handshake_timeout, read_request(&mut stream, cfg.websocket.max_request_head));
-    let (req, leftover) = match head.await {
-        Ok(Ok(r)) => r,
-        Ok(Err(handshake::Error::Closed)) | Err(_) => return,
-        Ok(Err(e)) => {
-            state.metrics.bad_input.get_or_create(&TransportLabel { transport: "ws" }).inc();
-            let status = if matches!(e, handshake::Error::TooLarge(_)) {
-                "431 Request Header Fields Too Large"
-            } else {
-                "400 Bad Request"
-            };
-            let _ = stream.write_all(handshake::error_response(status, &e.to_string()).as_bytes()).await;
-            return;
-        }
-    };
-    if req.path() != "/sub" {
-        let _ = stream.write_all(handshake::error_response("404 Not Found", "not found").as_bytes()).await;
-        return;
-    }
     let accept = match req.websocket_accept() {
         Ok(a) => a,
         Err(why) => {
             debug!(peer = %peer, why, "bad websocket upgrade");
             state.metrics.bad_input.get_or_create(&TransportLabel { transport: "ws" }).inc();
-            let _ = stream.write_all(handshake::error_response("400 Bad Request", why).as_bytes()).await;
+            let _ = stream.write_all(error_response("400 Bad Request", why).as_bytes()).await;
             return;
         }
     };

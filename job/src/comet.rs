@@ -3,8 +3,12 @@
 //! The embedded build implements it over the in-process comet; the distributed build over one
 //! gRPC client per comet (`goim.comet.Comet`), with the server list from discovery.
 
+mod grpc;
+
 use async_trait::async_trait;
 use bytes::Bytes;
+
+pub use grpc::{ClientConfig, GrpcComets};
 
 /// Why a call to a comet did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

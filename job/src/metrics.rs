@@ -62,6 +62,7 @@ fn latency_histogram() -> Histogram {
 #[derive(Clone, Debug)]
 pub struct Metrics {
     consumed: Family<KindLabels, Counter>,
+    undecodable: Counter,
     room_batches: Counter,
     room_batch_packets: Histogram,
     dispatch_calls: Family<KindLabels, Counter>,
@@ -81,6 +82,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         Metrics {
             consumed: Family::default(),
+            undecodable: Counter::default(),
             room_batches: Counter::default(),
             room_batch_packets: Histogram::new([1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 50.0, 100.0]),
             dispatch_calls: Family::default(),
@@ -95,6 +97,11 @@ impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("goim_job");
         r.register("messages_consumed", "Pushes taken off the queue, by kind", self.consumed.clone());
+        r.register(
+            "messages_undecodable",
+            "Queue messages that are not a goim PushMsg; skipped and acked",
+            self.undecodable.clone(),
+        );
         r.register("room_batches_flushed", "Room batches sent to the comets", self.room_batches.clone());
         r.register("room_batch_packets", "Packets per flushed room batch", self.room_batch_packets.clone());
         r.register(
@@ -126,6 +133,10 @@ impl Metrics {
 
     pub(crate) fn consumed(&self, kind: PushKind) {
         self.consumed.get_or_create(&KindLabels { kind: kind_name(kind) }).inc();
+    }
+
+    pub(crate) fn undecodable(&self) {
+        self.undecodable.inc();
     }
 
     pub(crate) fn room_flushed(&self, packets: usize) {
@@ -167,6 +178,7 @@ mod tests {
         let mut registry = Registry::default();
         metrics.register(&mut registry);
         metrics.consumed(PushKind::Room);
+        metrics.undecodable();
         metrics.room_flushed(3);
         metrics.dispatched(PushKind::Keys, 2);
         metrics.failed(PushKind::Keys, "comet-1");
@@ -177,6 +189,7 @@ mod tests {
         encode(&mut text, &registry).unwrap();
         for line in [
             "goim_job_messages_consumed_total{kind=\"room\"} 1",
+            "goim_job_messages_undecodable_total 1",
             "goim_job_room_batches_flushed_total 1",
             "goim_job_room_batch_packets_count 1",
             "goim_job_dispatch_calls_total{kind=\"keys\"} 1",

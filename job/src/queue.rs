@@ -1,8 +1,9 @@
 //! The consume port: where job takes pushes from, and tells when they are done.
 //!
 //! The embedded build uses [`Memory`], the receiving end of logic's bounded in-process queue; the
-//! distributed build a Kafka consumer-group member (topic `goim-push-topic`).
+//! distributed build [`KafkaSource`], a Kafka consumer-group member (topic `goim-push-topic`).
 
+mod kafka;
 mod memory;
 
 use std::fmt;
@@ -10,6 +11,7 @@ use std::fmt;
 use async_trait::async_trait;
 use goim_api::PushMsg;
 
+pub use kafka::{KafkaConfig, KafkaSource, OffsetReset};
 pub use memory::Memory;
 
 /// Identifies one delivery to its source, for [`Source::ack`]. Opaque to job.

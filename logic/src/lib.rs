@@ -5,13 +5,19 @@
 //! - [`Logic`]: the domain type; comet's calls (`connect`, `heartbeat`, `disconnect`,
 //!   `renew_online`, `receive`) and the API's (`push_*`, `online_*`, `nodes_*`).
 //! - [`Authenticator`] ([`auth`]): JWT (HS256/RS256/ES256) or goim's plain JSON token.
-//! - [`Store`] ([`store`]): the session-store port, with [`MemoryStore`]; Redis comes later.
-//! - [`Queue`] ([`queue`]): the publish port, with [`queue::Memory`] for the embedded setup.
+//! - [`Store`] ([`store`]): the session-store port, with [`MemoryStore`] and [`RedisStore`]
+//!   (goim's Redis layout), chosen by [`store::StoreConfig`].
+//! - [`Queue`] ([`queue`]): the publish port, with [`queue::Memory`] for the embedded setup and
+//!   [`queue::KafkaQueue`] for the distributed one.
 //! - [`router`] and [`serve`]: goim's HTTP API (`/goim/push/*`, `/goim/online/*`, `/goim/nodes/*`).
+//! - [`grpc`]: goim's `goim.logic.Logic` gRPC server, which comets call.
+//! - [`comet::Comets`]: the optional port giving the comets ready for new clients (node lists).
 //! - [`Config`] ([`config`]) and [`Metrics`].
 
 pub mod auth;
+pub mod comet;
 pub mod config;
+pub mod grpc;
 mod http;
 mod logic;
 mod metrics;
@@ -24,4 +30,4 @@ pub use http::{router, serve};
 pub use logic::{Backoff, Error, Instance, Logic, Nodes, Top, Total};
 pub use metrics::Metrics;
 pub use queue::Queue;
-pub use store::{MemoryStore, Store};
+pub use store::{MemoryStore, RedisStore, Store};

@@ -14,6 +14,7 @@ use goim_api::{Connect, Presence, Session, Uplink};
 use parking_lot::Mutex;
 
 use crate::auth::{self, Authenticator};
+use crate::comet::Comets;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::queue::{self, Queue};
@@ -49,6 +50,8 @@ pub struct Logic {
     metrics: Metrics,
     /// The last global online view and when it was loaded; see [`online`](self::online).
     online: Mutex<Option<online::Cached>>,
+    /// When set, the node lists offer only the comets it calls ready.
+    comets: Option<Arc<dyn Comets>>,
 }
 
 impl std::fmt::Debug for Logic {
@@ -65,7 +68,21 @@ impl Logic {
         queue: Arc<dyn Queue>,
     ) -> Result<Logic, auth::KeyError> {
         let auth = Authenticator::new(&config.auth)?;
-        Ok(Logic { config, auth, store, queue, metrics: Metrics::default(), online: Mutex::new(None) })
+        Ok(Logic {
+            config,
+            auth,
+            store,
+            queue,
+            metrics: Metrics::default(),
+            online: Mutex::new(None),
+            comets: None,
+        })
+    }
+
+    /// Offers clients only the comets `comets` calls ready (`/goim/nodes/*`, the `Nodes` RPC).
+    pub fn with_comets(mut self, comets: Arc<dyn Comets>) -> Logic {
+        self.comets = Some(comets);
+        self
     }
 
     pub fn config(&self) -> &Config {

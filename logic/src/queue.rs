@@ -1,8 +1,8 @@
 //! The publish port: how logic hands a push to job.
 //!
 //! Embedded, that is [`Memory`], a bounded in-process channel whose receiver job holds.
-//! Distributed, it is a Kafka producer writing goim's `PushMsg` to `goim-push-topic`, keyed by
-//! [`PushMsg::partition_key`].
+//! Distributed, it is [`KafkaQueue`], a Kafka producer writing goim's `PushMsg` to
+//! `goim-push-topic`, keyed by [`PushMsg::partition_key`].
 //!
 //! # Contract
 //!
@@ -13,11 +13,15 @@
 //!   within a bounded time (the memory queue: `publish_timeout`). An error means the message may
 //!   not have been accepted; the HTTP caller reports it and the business server retries.
 
+mod kafka;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
 use goim_api::PushMsg;
 use tokio::sync::mpsc;
+
+pub use kafka::{KafkaConfig, KafkaQueue, RESERVED_PROPERTIES, ensure_topic};
 
 /// Why a push was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -20,8 +20,10 @@
 //!
 //! [`contract::store_contract`] checks all of this against any implementation.
 
+mod config;
 pub mod contract;
 mod memory;
+mod redis;
 
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -29,7 +31,9 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use goim_api::Online;
 
+pub use config::{MAX_REDIS_POOL, RedisConfig, StoreConfig, StoreKind};
 pub use memory::MemoryStore;
+pub use redis::{RedisStore, SERVERS_KEY};
 
 /// A store call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,6 +87,7 @@ pub trait Store: Send + Sync {
     /// Deletes comet `server`'s online record; deleting a missing one is not an error.
     async fn del_server_online(&self, server: &str) -> Result<(), Error>;
 
-    /// The comets that have an online record, sorted. (A Redis store lists them from discovery.)
+    /// The comets that have an online record, sorted. Comets that stopped reporting age out
+    /// after the TTL at the latest. (Redis: a sorted set beside goim's keys; see [`RedisStore`].)
     async fn servers(&self) -> Result<Vec<String>, Error>;
 }

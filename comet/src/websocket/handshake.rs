@@ -11,6 +11,8 @@ const MAX_HEADERS: usize = 64;
 /// A parsed request head.
 #[derive(Debug, Default)]
 pub struct Request {
+    /// The minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version: u8,
     pub method: String,
     /// The request target, query included.
     pub target: String,
@@ -24,6 +26,19 @@ impl Request {
 
     pub fn path(&self) -> &str {
         self.target.split('?').next().unwrap_or("")
+    }
+
+    /// The first value of query parameter `name` (no percent-decoding: comet's parameters are
+    /// plain tokens and numbers).
+    pub fn query(&self, name: &str) -> Option<&str> {
+        let (_, q) = self.target.split_once('?')?;
+        q.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    /// Whether the client asked to close the connection after this request.
+    pub fn wants_close(&self) -> bool {
+        self.has_token("connection", "close")
+            || (self.version == 0 && !self.has_token("connection", "keep-alive"))
     }
 
     fn has_token(&self, name: &str, token: &str) -> bool {
@@ -68,13 +83,22 @@ pub async fn read_request<R: AsyncRead + Unpin>(
     rd: &mut R,
     max: usize,
 ) -> Result<(Request, BytesMut), Error> {
-    let mut buf = BytesMut::with_capacity(1024);
+    read_request_after(rd, BytesMut::with_capacity(1024), max).await
+}
+
+/// Like [`read_request`], starting with bytes already read (a keep-alive connection's leftover).
+pub async fn read_request_after<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    mut buf: BytesMut,
+    max: usize,
+) -> Result<(Request, BytesMut), Error> {
     loop {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf).map_err(Error::Malformed)? {
             httparse::Status::Complete(n) => {
                 let out = Request {
+                    version: req.version.unwrap_or(1),
                     method: req.method.unwrap_or_default().to_string(),
                     target: req.path.unwrap_or_default().to_string(),
                     headers: req
@@ -122,6 +146,7 @@ mod tests {
     #[test]
     fn the_accept_key_matches_rfc_6455s_example() {
         let req = Request {
+            version: 1,
             method: "GET".into(),
             target: "/sub".into(),
             headers: vec![

@@ -18,6 +18,9 @@ use super::{AckToken, Delivery, Error, Source};
 pub struct Memory {
     /// Logic's publishers hold the `Sender`s; the queue closes when the last one is dropped.
     rx: mpsc::Receiver<PushMsg>,
+    /// When cancelled, the queue stops taking pushes but still hands out what it holds, then
+    /// reports closed: how the embedded process drains it on shutdown.
+    close: Option<tokio_util::sync::CancellationToken>,
     next_offset: i64,
     #[cfg(debug_assertions)]
     unacked: HashSet<i64>,
@@ -27,10 +30,19 @@ impl Memory {
     pub fn new(rx: mpsc::Receiver<PushMsg>) -> Memory {
         Memory {
             rx,
+            close: None,
             next_offset: 0,
             #[cfg(debug_assertions)]
             unacked: HashSet::new(),
         }
+    }
+
+    /// Closes the queue when `token` is cancelled: publishers then fail with "closed", and job
+    /// receives what was queued before, then `None`. Run job with a shutdown token that is never
+    /// cancelled (or cancelled later) to drain everything accepted.
+    pub fn close_on(mut self, token: tokio_util::sync::CancellationToken) -> Memory {
+        self.close = Some(token);
+        self
     }
 
     /// A queue holding at most `capacity` pushes, and the sender logic publishes with.
@@ -47,7 +59,20 @@ impl Memory {
 impl Source for Memory {
     /// Cancel-safe: [`mpsc::Receiver::recv`] is.
     async fn recv(&mut self) -> Result<Option<Delivery>, Error> {
-        let Some(msg) = self.rx.recv().await else {
+        let msg = match &self.close {
+            Some(token) => tokio::select! {
+                // Closing first: once cancelled, nothing new is taken in.
+                biased;
+                _ = token.cancelled() => {
+                    self.rx.close();
+                    self.close = None;
+                    self.rx.recv().await
+                }
+                m = self.rx.recv() => m,
+            },
+            None => self.rx.recv().await,
+        };
+        let Some(msg) = msg else {
             return Ok(None);
         };
         let token = AckToken { partition: 0, offset: self.next_offset };
@@ -73,6 +98,20 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+
+    #[tokio::test]
+    async fn closing_hands_out_what_was_queued_then_reports_closed() {
+        let (tx, q) = Memory::channel(4);
+        let token = tokio_util::sync::CancellationToken::new();
+        let mut q = q.close_on(token.clone());
+        tx.send(PushMsg::room("live://1", 1000, Bytes::from_static(b"a"))).await.unwrap();
+        tx.send(PushMsg::room("live://1", 1000, Bytes::from_static(b"b"))).await.unwrap();
+        token.cancel();
+        assert_eq!(&q.recv().await.unwrap().unwrap().msg.msg[..], b"a");
+        assert!(tx.send(PushMsg::room("live://1", 1000, Bytes::from_static(b"c"))).await.is_err());
+        assert_eq!(&q.recv().await.unwrap().unwrap().msg.msg[..], b"b");
+        assert!(q.recv().await.unwrap().is_none(), "closed after the queued pushes, though tx lives");
+    }
 
     #[tokio::test]
     async fn deliveries_carry_consecutive_offsets_in_send_order() {

@@ -1,12 +1,14 @@
 //! What clients and operators are told about the comets: `/goim/nodes/weighted` (goim's
 //! `NodesReply`) and `/goim/nodes/instances` (goim's discovery instances).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use goim_api::Online;
 
 use serde::Serialize;
 
-use super::online::ONLINE_TICK;
+use super::online::{ONLINE_TICK, View};
 use super::{Error, Logic};
 
 /// How many comets `nodes_weighted` returns (goim's `_maxNodes`).
@@ -83,7 +85,7 @@ impl Logic {
         let view = self.view(ONLINE_TICK).await?;
         let node = &self.config.node;
         let mut servers: Vec<(i64, &str)> =
-            view.servers.iter().map(|(o, _)| (o.conn_count, o.server.as_str())).collect();
+            self.offered(&view).map(|(o, _)| (o.conn_count, o.server.as_str())).collect();
         servers.sort();
         let mut nodes: Vec<String> = servers
             .into_iter()
@@ -118,9 +120,8 @@ impl Logic {
     /// Every live comet, sorted by server id.
     pub async fn nodes_instances(&self) -> Result<Vec<Instance>, Error> {
         let view = self.view(ONLINE_TICK).await?;
-        Ok(view
-            .servers
-            .iter()
+        Ok(self
+            .offered(&view)
             .map(|(online, updated)| Instance {
                 region: String::new(),
                 zone: String::new(),
@@ -136,6 +137,15 @@ impl Logic {
                 ]),
             })
             .collect())
+    }
+}
+
+impl Logic {
+    /// The reporting comets that may be offered: all of them, or only the ready ones when a
+    /// [`Comets`](crate::comet::Comets) port is plugged in.
+    fn offered<'a>(&self, view: &'a View) -> impl Iterator<Item = &'a (Online, SystemTime)> {
+        let ready: Option<HashSet<String>> = self.comets.as_ref().map(|c| c.ready().into_iter().collect());
+        view.servers.iter().filter(move |(o, _)| ready.as_ref().is_none_or(|r| r.contains(&o.server)))
     }
 }
 

@@ -1,0 +1,220 @@
+//! `goim-bench`: the load generator. `run` measures goim-rs and its peers side by side and
+//! writes a report; `smoke` runs every scenario against goim-rs at tiny sizes for CI; `report`
+//! renders a saved run again; `worker` is started by the others.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use goim_bench::protocol::Protocol;
+use goim_bench::report::{self, Results};
+use goim_bench::run::{self, Plan, Scenario};
+use goim_bench::target::{Kind, Options};
+
+#[derive(Parser)]
+#[command(version, about = "goim-rs load generator and benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The full benchmark: every scenario, goim-rs and the peers side by side.
+    Run(RunArgs),
+    /// Every scenario against goim-rs at tiny sizes, in seconds; fails on any error.
+    Smoke(Common),
+    /// Renders report.md and the plots again from <out>/results.json.
+    Report {
+        #[arg(long, default_value = "bench/out")]
+        out: PathBuf,
+    },
+    /// Internal: a load-generator worker, driven over stdio by `run` or `smoke`.
+    #[command(hide = true)]
+    Worker,
+}
+
+#[derive(Args)]
+struct Common {
+    /// The goim-rs binary to measure (default: `goim` next to this executable).
+    #[arg(long)]
+    goim_bin: Option<PathBuf>,
+    /// Where socket.io is installed (a directory with node_modules/socket.io).
+    #[arg(long, default_value = "/var/tmp/goim-tools/socketio")]
+    socketio_dir: PathBuf,
+    /// Where results, the report and the plots go.
+    #[arg(long, default_value = "bench/out")]
+    out: PathBuf,
+    /// goim-rs transports; the first is compared with the peers. Default: goim-ws, goim-tcp,
+    /// goim-poll.
+    #[arg(long, value_delimiter = ',')]
+    goim_protocols: Vec<Protocol>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, value_delimiter = ',', default_value = "goim,nchan,socketio")]
+    targets: Vec<Kind>,
+    #[arg(long, value_delimiter = ',', default_value = "idle,room,rooms,users,storm")]
+    scenarios: Vec<Scenario>,
+    /// Connection counts for the idle scenario.
+    #[arg(long, value_delimiter = ',', default_value = "10000,50000")]
+    idle_sizes: Vec<u64>,
+    /// Subscribers in the push scenarios.
+    #[arg(long, default_value_t = 10_000)]
+    subscribers: u64,
+    /// Push rates (pushes/s) to one room.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,5,10,20,50,100,200,500,1000,2000")]
+    room_rates: Vec<f64>,
+    /// Rooms in the many-rooms scenario.
+    #[arg(long, default_value_t = 100)]
+    rooms: u32,
+    /// Push rates (pushes/s) to random rooms.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,500,1000,2000,5000,10000")]
+    rooms_rates: Vec<f64>,
+    /// Push rates (pushes/s) to random users.
+    #[arg(long, value_delimiter = ',', default_value = "100,500,1000,2000,5000,10000,20000")]
+    user_rates: Vec<f64>,
+    /// Connects + auths per second, rising.
+    #[arg(long, value_delimiter = ',', default_value = "250,500,1000,2000,4000,8000")]
+    storm_rates: Vec<f64>,
+    /// Seconds per push-rate step.
+    #[arg(long, default_value_t = 10.0)]
+    step_secs: f64,
+    /// Seconds per storm step.
+    #[arg(long, default_value_t = 5.0)]
+    storm_secs: f64,
+    /// Client heartbeat interval in seconds (goim's JavaScript demo uses 30).
+    #[arg(long, default_value_t = 30.0)]
+    heartbeat_secs: f64,
+    /// nginx worker processes in the push scenarios (one per core).
+    #[arg(long, default_value_t = 2)]
+    nginx_workers: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Cmd::Worker = cli.command {
+        return match goim_bench::worker::main() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("goim-bench worker: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    goim_bench::limits::raise_open_files();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("goim-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("goim-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    match cmd {
+        Cmd::Run(a) => {
+            let plan = Plan {
+                targets: a.targets,
+                scenarios: a.scenarios,
+                goim_protocols: goim_protocols(&a.common),
+                idle_sizes: a.idle_sizes,
+                subscribers: a.subscribers,
+                room_rates: a.room_rates,
+                rooms: a.rooms,
+                rooms_rates: a.rooms_rates,
+                user_rates: a.user_rates,
+                storm_rates: a.storm_rates,
+                step_secs: a.step_secs,
+                storm_secs: a.storm_secs,
+                heartbeat: Duration::from_secs_f64(a.heartbeat_secs),
+                nginx_workers: a.nginx_workers,
+                out: a.common.out.clone(),
+                options: options(&a.common)?,
+                smoke: false,
+                command,
+            };
+            let results = run::run(&plan).await?;
+            Ok(if results.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Cmd::Smoke(c) => {
+            let plan = Plan {
+                targets: vec![Kind::Goim],
+                scenarios: vec![
+                    Scenario::Idle,
+                    Scenario::Room,
+                    Scenario::Rooms,
+                    Scenario::Users,
+                    Scenario::Storm,
+                ],
+                goim_protocols: goim_protocols(&c),
+                idle_sizes: vec![300],
+                subscribers: 300,
+                room_rates: vec![2.0, 50.0],
+                rooms: 10,
+                rooms_rates: vec![50.0],
+                user_rates: vec![100.0],
+                storm_rates: vec![100.0],
+                step_secs: 1.0,
+                storm_secs: 1.0,
+                heartbeat: Duration::from_secs(1),
+                nginx_workers: 1,
+                out: c.out.clone(),
+                options: options(&c)?,
+                smoke: true,
+                command,
+            };
+            let results = run::run(&plan).await?;
+            let problems = run::smoke_problems(&results);
+            if problems.is_empty() {
+                eprintln!("smoke: every scenario ran without errors");
+                return Ok(ExitCode::SUCCESS);
+            }
+            for p in &problems {
+                eprintln!("smoke: {p}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+        Cmd::Report { out } => {
+            let results = Results::load(&out)?;
+            report::write(&results, &out)?;
+            eprintln!("report: {}", out.join("report.md").display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Worker => unreachable!("handled before the runtime starts"),
+    }
+}
+
+fn goim_protocols(c: &Common) -> Vec<Protocol> {
+    if c.goim_protocols.is_empty() {
+        vec![Protocol::GoimWs, Protocol::GoimTcp, Protocol::GoimPoll]
+    } else {
+        c.goim_protocols.clone()
+    }
+}
+
+fn options(c: &Common) -> Result<Options> {
+    let goim_bin = match &c.goim_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().context("cannot find this executable")?.with_file_name("goim"),
+    };
+    Ok(Options {
+        goim_bin,
+        socketio_dir: c.socketio_dir.clone(),
+        work_dir: std::env::temp_dir().join(format!("goim-bench-{}", std::process::id())),
+    })
+}

@@ -1,0 +1,64 @@
+//! WSS: comet's HTTP port over TLS (rustls), with the certificate and key from config.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+use tracing::debug;
+
+use crate::comet::State;
+use crate::config::Tls;
+use crate::metrics::TransportLabel;
+
+#[derive(Clone)]
+pub struct Acceptor(tokio_rustls::TlsAcceptor);
+
+fn io_err(what: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, what)
+}
+
+impl Acceptor {
+    /// Reads the PEM certificate chain and key named in `cfg`.
+    pub fn load(cfg: &Tls) -> std::io::Result<Acceptor> {
+        let (Some(cert), Some(key)) = (&cfg.cert, &cfg.key) else {
+            return Err(io_err("comet.websocket.tls: cert and key are required".into()));
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .and_then(|it| it.collect::<Result<_, _>>())
+            .map_err(|e| io_err(format!("comet.websocket.tls.cert {}: {e}", cert.display())))?;
+        if certs.is_empty() {
+            return Err(io_err(format!("comet.websocket.tls.cert {}: no certificate found", cert.display())));
+        }
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| io_err(format!("comet.websocket.tls.key {}: {e}", key.display())))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| io_err(format!("comet.websocket.tls: {e}")))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| io_err(format!("comet.websocket.tls: {e}")))?;
+        Ok(Acceptor(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
+}
+
+pub async fn accept_loop(state: Arc<State>, listener: TcpListener, acceptor: Acceptor) {
+    crate::comet::accept_loop(state, listener, "wss", move |state, stream: TcpStream, peer: SocketAddr| {
+        let acceptor = acceptor.clone();
+        async move {
+            let handshake = timeout(state.config.protocol.handshake_timeout, acceptor.0.accept(stream)).await;
+            match handshake {
+                Ok(Ok(tls)) => crate::http::serve(state, tls, peer).await,
+                Ok(Err(e)) => {
+                    debug!(peer = %peer, error = %e, "tls handshake failed");
+                    state.metrics.bad_input.get_or_create(&TransportLabel { transport: "wss" }).inc();
+                }
+                Err(_) => debug!(peer = %peer, "tls handshake timed out"),
+            }
+        }
+    })
+    .await
+}

@@ -1,0 +1,201 @@
+//! `[kafka]`: what [`super::KafkaSource`] consumes (goim's job `[kafka]` table, plus offsets and
+//! timeouts).
+//!
+//! ```toml
+//! [kafka]
+//! brokers = ["127.0.0.1:9092"]
+//! topic = "goim-push-topic"
+//! group = "goim-push-group-job"
+//! auto_offset_reset = "earliest"  # where a group without a committed offset starts
+//! commit_interval = "100ms"       # at most one offset commit per interval while acks arrive
+//! session_timeout = "10s"         # a job that stops heartbeating loses its partitions after this
+//! close_timeout = "5s"            # the final synchronous commit and group leave, at most
+//! [kafka.properties]              # any other librdkafka consumer property, applied last
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Error;
+
+/// Properties the at-least-once guarantee rests on; `properties` may not override them.
+pub const RESERVED_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+];
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port`. Default `["127.0.0.1:9092"]`.
+    pub brokers: Vec<String>,
+    /// Default `goim-push-topic` (goim's).
+    pub topic: String,
+    /// The consumer group; every job of a cluster shares it. Default `goim-push-group-job`.
+    pub group: String,
+    /// Where a partition without a committed offset for the group starts. Default `earliest`:
+    /// a new group reads what logic published before any job ever ran, instead of skipping it
+    /// as goim (sarama's default, newest) does. Set `latest` when pointing a new group at a
+    /// topic holding a long backlog that must not be replayed.
+    pub auto_offset_reset: OffsetReset,
+    /// Acks advance the commit point at once; the commit itself is sent at most once per this
+    /// interval (async), and always when the source is dropped (sync). Default 100ms.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// librdkafka's `session.timeout.ms`: how soon a job that died loses its partitions to the
+    /// others. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// How long dropping the source may take for its final synchronous commit and leaving the
+    /// group. Default 5s.
+    #[serde(with = "humantime_serde")]
+    pub close_timeout: Duration,
+    /// Extra librdkafka consumer properties (TLS, SASL, `partition.assignment.strategy`, ...),
+    /// applied after the defaults. The [`RESERVED_PROPERTIES`] are refused.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// `auto.offset.reset`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetReset {
+    #[default]
+    Earliest,
+    Latest,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> KafkaConfig {
+        KafkaConfig {
+            brokers: vec!["127.0.0.1:9092".into()],
+            topic: "goim-push-topic".into(),
+            group: "goim-push-group-job".into(),
+            auto_offset_reset: OffsetReset::Earliest,
+            commit_interval: Duration::from_millis(100),
+            session_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Checks the table. Field names assume it sits at `kafka` in job's config.
+    pub fn validate(&self) -> Result<(), Error> {
+        let err = |field, reason: String| Err(Error { field, reason });
+        if self.brokers.is_empty() {
+            return err("kafka.brokers", "needs at least one host:port".into());
+        }
+        for broker in &self.brokers {
+            let port = broker.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>()));
+            if !matches!(port, Some((host, Ok(_))) if !host.is_empty()) {
+                return err("kafka.brokers", format!("{broker:?} is not host:port"));
+            }
+        }
+        if !valid_topic(&self.topic) {
+            return err("kafka.topic", format!("{:?} is not a Kafka topic name", self.topic));
+        }
+        if self.group.is_empty() {
+            return err("kafka.group", "must not be empty".into());
+        }
+        if self.commit_interval > Duration::from_secs(60) {
+            return err("kafka.commit_interval", "must be at most 60s".into());
+        }
+        // Kafka brokers accept 6s..300s by default (group.min/max.session.timeout.ms).
+        if self.session_timeout < Duration::from_secs(1) || self.session_timeout > Duration::from_secs(3600) {
+            return err("kafka.session_timeout", "must be between 1s and 1h".into());
+        }
+        if self.close_timeout.is_zero() {
+            return err("kafka.close_timeout", "must be positive".into());
+        }
+        if let Some(key) = self.properties.keys().find(|k| RESERVED_PROPERTIES.contains(&k.as_str())) {
+            return err("kafka.properties", format!("{key:?} is set by goim-rs and cannot be overridden"));
+        }
+        Ok(())
+    }
+
+    /// The librdkafka consumer configuration.
+    pub(super) fn client_config(&self) -> ClientConfig {
+        let reset = match self.auto_offset_reset {
+            OffsetReset::Earliest => "earliest",
+            OffsetReset::Latest => "latest",
+        };
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", self.brokers.join(","))
+            .set("client.id", "goim-job")
+            .set("group.id", &self.group)
+            // Offsets are committed by hand, and only for acked deliveries.
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", reset)
+            .set("session.timeout.ms", self.session_timeout.as_millis().to_string())
+            .set("enable.partition.eof", "false");
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+/// Kafka's rule: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+fn valid_topic(topic: &str) -> bool {
+    (1..=249).contains(&topic.len())
+        && topic != "."
+        && topic != ".."
+        && topic.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_goims_topic_and_group_from_the_earliest_offset() {
+        let config: KafkaConfig = toml::from_str("").unwrap();
+        assert_eq!(config, KafkaConfig::default());
+        assert_eq!(
+            (config.topic.as_str(), config.group.as_str()),
+            ("goim-push-topic", "goim-push-group-job")
+        );
+        config.validate().unwrap();
+        let client = config.client_config();
+        assert_eq!(client.get("enable.auto.commit"), Some("false"));
+        assert_eq!(client.get("auto.offset.reset"), Some("earliest"));
+        assert_eq!(client.get("group.id"), Some("goim-push-group-job"));
+    }
+
+    #[test]
+    fn durations_and_offset_reset_parse_from_toml() {
+        let config: KafkaConfig =
+            toml::from_str("auto_offset_reset = \"latest\"\ncommit_interval = \"1s\"\n").unwrap();
+        assert_eq!(config.auto_offset_reset, OffsetReset::Latest);
+        assert_eq!(config.commit_interval, Duration::from_secs(1));
+        assert_eq!(config.client_config().get("auto.offset.reset"), Some("latest"));
+    }
+
+    #[test]
+    fn invalid_settings_name_their_field() {
+        let bad = |f: fn(&mut KafkaConfig)| {
+            let mut config = KafkaConfig::default();
+            f(&mut config);
+            config.validate().unwrap_err().field
+        };
+        assert_eq!(bad(|c| c.brokers = vec![":9092".into()]), "kafka.brokers");
+        assert_eq!(bad(|c| c.topic = String::new()), "kafka.topic");
+        assert_eq!(bad(|c| c.group = String::new()), "kafka.group");
+        assert_eq!(bad(|c| c.session_timeout = Duration::ZERO), "kafka.session_timeout");
+        assert_eq!(bad(|c| c.close_timeout = Duration::ZERO), "kafka.close_timeout");
+        assert_eq!(
+            bad(|c| _ = c.properties.insert("enable.auto.commit".into(), "true".into())),
+            "kafka.properties"
+        );
+    }
+}

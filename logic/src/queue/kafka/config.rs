@@ -1,0 +1,158 @@
+//! `[kafka]`: where [`super::KafkaQueue`] publishes (goim's logic `[kafka]` table, plus timeouts).
+//!
+//! ```toml
+//! [kafka]
+//! brokers = ["127.0.0.1:9092"]
+//! topic = "goim-push-topic"
+//! delivery_timeout = "5s"     # a push fails when the broker has not acked it by then
+//! [kafka.properties]          # any other librdkafka producer property, applied last
+//! "compression.type" = "lz4"
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Error;
+
+/// Properties the producer's guarantees rest on; `properties` may not override them.
+pub const RESERVED_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "acks",
+    "request.required.acks",
+    "enable.idempotence",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+];
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port`. Default `["127.0.0.1:9092"]`.
+    pub brokers: Vec<String>,
+    /// Default `goim-push-topic` (goim's).
+    pub topic: String,
+    /// How long one push may take, from handing it to the producer to every in-sync replica
+    /// acking it (librdkafka's `message.timeout.ms`; it also bounds waiting for room in the
+    /// producer's local queue). Past it the push fails with `queue::Error::Unavailable`, so an
+    /// unreachable broker never hangs a push request. Default 5s.
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
+    /// Extra librdkafka producer properties (TLS, SASL, compression, `linger.ms`, ...), applied
+    /// after the defaults. `partitioner` defaults to `fnv1a`, the partitioner of goim's sarama
+    /// producer, so goim-rs and Go goim put a key on the same partition. The
+    /// [`RESERVED_PROPERTIES`] are refused.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> KafkaConfig {
+        KafkaConfig {
+            brokers: vec!["127.0.0.1:9092".into()],
+            topic: "goim-push-topic".into(),
+            delivery_timeout: Duration::from_secs(5),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Checks the table. Field names assume it sits at `kafka` in the tier's config.
+    pub fn validate(&self) -> Result<(), Error> {
+        let err = |field, reason: String| Err(Error { field, reason });
+        if self.brokers.is_empty() {
+            return err("kafka.brokers", "needs at least one host:port".into());
+        }
+        for broker in &self.brokers {
+            let port = broker.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>()));
+            if !matches!(port, Some((host, Ok(_))) if !host.is_empty()) {
+                return err("kafka.brokers", format!("{broker:?} is not host:port"));
+            }
+        }
+        if !valid_topic(&self.topic) {
+            return err("kafka.topic", format!("{:?} is not a Kafka topic name", self.topic));
+        }
+        if self.delivery_timeout < Duration::from_millis(1)
+            || self.delivery_timeout > Duration::from_secs(3600)
+        {
+            return err("kafka.delivery_timeout", "must be between 1ms and 1h".into());
+        }
+        if let Some(key) = self.properties.keys().find(|k| RESERVED_PROPERTIES.contains(&k.as_str())) {
+            return err("kafka.properties", format!("{key:?} is set by goim-rs and cannot be overridden"));
+        }
+        Ok(())
+    }
+
+    /// The librdkafka producer configuration.
+    pub(super) fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", self.brokers.join(","))
+            .set("client.id", "goim-logic")
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", self.delivery_timeout.as_millis().max(1).to_string())
+            .set("partitioner", "fnv1a");
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+/// Kafka's rule: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub(crate) fn valid_topic(topic: &str) -> bool {
+    (1..=249).contains(&topic.len())
+        && topic != "."
+        && topic != ".."
+        && topic.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_goims_topic_and_a_local_broker() {
+        let config: KafkaConfig = toml::from_str("").unwrap();
+        assert_eq!(config, KafkaConfig::default());
+        assert_eq!(config.topic, "goim-push-topic");
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn the_producer_acks_all_is_idempotent_and_partitions_like_sarama() {
+        let config = KafkaConfig::default().client_config();
+        assert_eq!(config.get("acks"), Some("all"));
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+        assert_eq!(config.get("message.timeout.ms"), Some("5000"));
+        assert_eq!(config.get("partitioner"), Some("fnv1a"));
+    }
+
+    #[test]
+    fn extra_properties_are_applied_and_may_change_the_partitioner() {
+        let config: KafkaConfig =
+            toml::from_str("[properties]\n\"linger.ms\" = \"0\"\npartitioner = \"murmur2\"\n").unwrap();
+        config.validate().unwrap();
+        let client = config.client_config();
+        assert_eq!(client.get("linger.ms"), Some("0"));
+        assert_eq!(client.get("partitioner"), Some("murmur2"));
+    }
+
+    #[test]
+    fn invalid_settings_name_their_field() {
+        let bad = |f: fn(&mut KafkaConfig)| {
+            let mut config = KafkaConfig::default();
+            f(&mut config);
+            config.validate().unwrap_err().field
+        };
+        assert_eq!(bad(|c| c.brokers.clear()), "kafka.brokers");
+        assert_eq!(bad(|c| c.brokers = vec!["localhost".into()]), "kafka.brokers");
+        assert_eq!(bad(|c| c.topic = "no spaces".into()), "kafka.topic");
+        assert_eq!(bad(|c| c.delivery_timeout = Duration::ZERO), "kafka.delivery_timeout");
+        assert_eq!(bad(|c| _ = c.properties.insert("acks".into(), "1".into())), "kafka.properties");
+    }
+}

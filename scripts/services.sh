@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# Throwaway Redis and Kafka-protocol broker (tansu) on 127.0.0.1 for the backend tests, and the
+# Python tools that act as a Kafka client we did not write.
+#
+#   scripts/services.sh install                 install what is missing (nothing else)
+#   scripts/services.sh start   [redis|kafka]   install if missing, start (both by default), wait
+#                                               until they accept connections, write the env file
+#   scripts/services.sh stop    [redis|kafka]   stop (both by default); data is thrown away
+#   scripts/services.sh restart  redis|kafka    stop and start again on the same port
+#   scripts/services.sh status                  what runs where
+#   scripts/services.sh env                     print the env file (`eval "$(scripts/services.sh env)"`)
+#
+# The env file ($GOIM_SERVICES_DIR/env, default /tmp/goim-services/env) exports:
+#   GOIM_TEST_REDIS_URL      redis://127.0.0.1:PORT/0
+#   GOIM_TEST_KAFKA_BROKERS  127.0.0.1:PORT
+#   GOIM_TEST_REDIS_SERVER   the redis-server binary (tests that start and kill their own Redis)
+#   GOIM_TEST_PYTHON         the venv's python, with confluent-kafka, protobuf and grpcio-tools
+#   GOIM_TEST_SERVICES       this script (fault tests call `restart kafka` / `restart redis`)
+#
+# Installs go to persistent places: Debian's redis-server via apt-get, tansu via
+# `cargo install --root /var/tmp/goim-tools`, the venv at /var/tmp/goim-tools/venv. Each happens
+# only when missing. The broker keeps data in memory: a restart loses every topic and offset, and
+# `start` (re)creates goim-push-topic with $GOIM_KAFKA_PARTITIONS partitions (default 4).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+tools="${GOIM_TOOLS_DIR:-/var/tmp/goim-tools}"
+state="${GOIM_SERVICES_DIR:-/tmp/goim-services}"
+tansu="$tools/bin/tansu"
+venv="$tools/venv"
+host=127.0.0.1
+
+log() { echo "services: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------------------- install
+
+apt_updated=0
+apt_install() {
+    local sudo_cmd=()
+    if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
+    if [ "$apt_updated" -eq 0 ]; then
+        "${sudo_cmd[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get -o DPkg::Lock::Timeout=600 \
+        install -y -qq "$@" >/dev/null
+}
+
+install_redis() {
+    if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then return; fi
+    log "installing Debian redis-server"
+    apt_install redis-server
+    # Debian's package may start a system instance on 6379; ours never uses that port.
+}
+
+install_tansu() {
+    if [ -x "$tansu" ]; then return; fi
+    mkdir -p "$tools"
+    # One install at a time, even when several scripts start at once.
+    exec 9>"$tools/.tansu-install.lock"
+    flock 9
+    if [ ! -x "$tansu" ]; then
+        log "installing tansu into $tools (cargo install, 15-25 minutes cold)"
+        CARGO_TARGET_DIR="$tools/build" cargo install tansu --locked --features dynostore \
+            --root "$tools" >"$tools/tansu-install.log" 2>&1 \
+            || die "cargo install tansu failed; see $tools/tansu-install.log"
+    fi
+    flock -u 9
+}
+
+install_python() {
+    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import confluent_kafka, google.protobuf, grpc_tools' 2>/dev/null; then
+        return
+    fi
+    log "creating the Python venv $venv (confluent-kafka, protobuf, grpcio-tools)"
+    mkdir -p "$tools"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check confluent-kafka protobuf grpcio-tools
+}
+
+install_all() {
+    install_redis
+    install_python
+    install_tansu
+}
+
+# ---------------------------------------------------------------------------------------- helpers
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# The port a service used before (so a restart keeps it), unless something else took it since;
+# else a free one.
+port_of() {
+    local name=$1
+    if [ -s "$state/$name.port" ] && ! accepts "$(cat "$state/$name.port")"; then
+        cat "$state/$name.port"
+    else
+        free_port | tee "$state/$name.port"
+    fi
+}
+
+running() {
+    local pidfile="$state/$1.pid"
+    [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+}
+
+accepts() {
+    (exec 3<>"/dev/tcp/$host/$1") 2>/dev/null
+}
+
+# Waits up to $2 seconds for $1's port to accept connections.
+wait_port() {
+    local name=$1 secs=$2 port
+    port="$(cat "$state/$name.port")"
+    for _ in $(seq 1 $((secs * 10))); do
+        if accepts "$port"; then return 0; fi
+        if ! running "$name"; then die "$name exited; see $state/$name.log"; fi
+        sleep 0.1
+    done
+    die "$name did not accept connections on $host:$port within ${secs}s; see $state/$name.log"
+}
+
+stop_pid() {
+    local name=$1 pid
+    if ! running "$name"; then rm -f "$state/$name.pid"; return; fi
+    pid="$(cat "$state/$name.pid")"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+        if ! kill -0 "$pid" 2>/dev/null; then break; fi
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" 2>/dev/null || true; fi
+    rm -f "$state/$name.pid"
+    log "$name stopped"
+}
+
+# ---------------------------------------------------------------------------------------- services
+
+start_redis() {
+    install_redis
+    if running redis; then return; fi
+    local port dir
+    port="$(port_of redis)"
+    dir="$state/redis-data"
+    rm -rf "$dir" && mkdir -p "$dir"
+    # No persistence: an RDB or AOF would let data survive a restart that tests expect to lose.
+    redis-server --bind "$host" --port "$port" --dir "$dir" --save '' --appendonly no \
+        --daemonize yes --pidfile "$state/redis.pid" --logfile "$state/redis.log" >/dev/null
+    for _ in $(seq 1 50); do
+        if [ -s "$state/redis.pid" ]; then break; fi
+        sleep 0.1
+    done
+    wait_port redis 10
+    [ "$(redis-cli -h "$host" -p "$port" ping)" = PONG ] || die "redis on $host:$port does not answer PING"
+    log "redis on $host:$port"
+}
+
+start_kafka() {
+    install_tansu
+    if running kafka; then return; fi
+    local port
+    port="$(port_of kafka)"
+    # setsid: the broker outlives this script and the shell that ran it.
+    setsid "$tansu" broker \
+        --listener-url "tcp://$host:$port" \
+        --advertised-listener-url "tcp://$host:$port" \
+        --storage-engine memory://tansu/ \
+        >"$state/kafka.log" 2>&1 </dev/null &
+    echo $! >"$state/kafka.pid"
+    wait_port kafka 30
+    # tansu does not auto-create topics. goim's topic, for runs of the tiers; tests make their own.
+    if ! "$tansu" topic list --broker "tcp://$host:$port" 2>/dev/null | grep -q '"name":"goim-push-topic"'; then
+        "$tansu" topic create goim-push-topic --broker "tcp://$host:$port" \
+            --partitions "${GOIM_KAFKA_PARTITIONS:-4}" >>"$state/kafka.log" 2>&1 \
+            || die "creating goim-push-topic failed; see $state/kafka.log"
+    fi
+    log "kafka (tansu) on $host:$port, topic goim-push-topic"
+}
+
+write_env() {
+    {
+        if [ -s "$state/redis.port" ]; then
+            echo "export GOIM_TEST_REDIS_URL=redis://$host:$(cat "$state/redis.port")/0"
+        fi
+        if [ -s "$state/kafka.port" ]; then
+            echo "export GOIM_TEST_KAFKA_BROKERS=$host:$(cat "$state/kafka.port")"
+        fi
+        echo "export GOIM_TEST_REDIS_SERVER=$(command -v redis-server || echo redis-server)"
+        echo "export GOIM_TEST_PYTHON=$venv/bin/python"
+        echo "export GOIM_TEST_SERVICES=$here/services.sh"
+    } >"$state/env"
+}
+
+status() {
+    local name
+    for name in redis kafka; do
+        if running "$name"; then
+            echo "$name: running on $host:$(cat "$state/$name.port") (pid $(cat "$state/$name.pid"))"
+        else
+            echo "$name: stopped"
+        fi
+    done
+}
+
+main() {
+    local cmd=${1:-} which=${2:-all}
+    mkdir -p "$state"
+    case "$which" in redis | kafka | all) ;; *) die "unknown service $which (redis, kafka)" ;; esac
+    case "$cmd" in
+    install) install_all ;;
+    start)
+        install_python
+        if [ "$which" != kafka ]; then start_redis; fi
+        if [ "$which" != redis ]; then start_kafka; fi
+        write_env
+        cat "$state/env"
+        ;;
+    stop)
+        if [ "$which" != kafka ]; then stop_pid redis; fi
+        if [ "$which" != redis ]; then stop_pid kafka; fi
+        ;;
+    restart)
+        [ "$which" != all ] || die "restart needs a service: redis or kafka"
+        stop_pid "$which"
+        "start_$which"
+        write_env
+        ;;
+    status) status ;;
+    env)
+        [ -s "$state/env" ] || die "no env file; run: $0 start"
+        cat "$state/env"
+        ;;
+    *) die "usage: $0 install|start|stop|restart|status|env [redis|kafka]" ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,5 @@
+//! `goim-comet`: the comet tier as its own process (distributed mode). See docs/distributed.md.
+
+fn main() -> std::process::ExitCode {
+    goim::process::main::<goim::distributed::CometProcess>()
+}

@@ -1,0 +1,163 @@
+//! The distributed mode: comet, logic and job as separate processes (`goim-comet`,
+//! `goim-logic`, `goim-job`) that talk gRPC and share Redis and Kafka. Each submodule holds one
+//! binary's settings (its TOML tables) and its start/stop composition; `src/bin/*` are thin
+//! `main`s over [`crate::process::main`].
+//!
+//! Shared here: the admin listener table, the `[queue]` backend choice, comet discovery, and
+//! the adapter that gives logic the ready comets.
+
+pub mod comet;
+pub mod job;
+pub mod logic;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use goim_job::discovery::{self, CometEndpoint, Discovery, Endpoints, StaticList};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use comet::{CometProcess, CometSettings};
+pub use job::{JobProcess, JobSettings};
+pub use logic::{LogicProcess, LogicSettings};
+
+/// `[admin]`: `/metrics`, `/healthz`, `/readyz`. Each binary defaults it to its tier's port
+/// (comet 3100, logic 3110, job 3120); a written `[admin]` table must give `addr`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Listen address.
+    pub addr: String,
+}
+
+impl Admin {
+    fn on_port(port: u16) -> Admin {
+        Admin { addr: format!("0.0.0.0:{port}") }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        match self.addr.parse::<SocketAddr>() {
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("admin.addr: {:?} is not ip:port ({e})", self.addr)),
+        }
+    }
+}
+
+/// `[queue]`: where logic publishes pushes and job consumes them.
+///
+/// ```toml
+/// [queue]
+/// kind = "memory"   # or "kafka"
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    pub kind: QueueKind,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueKind {
+    /// An in-process queue: goim-logic dispatches its own pushes to the comets (no Kafka, one
+    /// logic instance); goim-job has nothing to consume.
+    #[default]
+    Memory,
+    /// Kafka, topic `goim-push-topic` (goim's `PushMsg` protobuf values).
+    Kafka,
+}
+
+impl QueueConfig {
+    fn validate(&self) -> Result<(), String> {
+        match self.kind {
+            QueueKind::Memory => Ok(()),
+            // KAFKA: replace with the Kafka settings' validation once the backend is wired.
+            QueueKind::Kafka => Err("queue.kind: \"kafka\" is not wired into this build yet".into()),
+        }
+    }
+}
+
+fn grace_valid(grace: std::time::Duration) -> Result<(), String> {
+    if grace.is_zero() { Err("shutdown.grace: must be more than 0s".into()) } else { Ok(()) }
+}
+
+async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({what})"))
+}
+
+/// Starts the configured discovery: a static list at once, or the Kubernetes watch (waiting
+/// for its first complete list).
+async fn start_discovery(
+    config: &discovery::Config,
+    shutdown: CancellationToken,
+    tasks: &TaskTracker,
+) -> anyhow::Result<Arc<dyn Discovery>> {
+    match config.kind {
+        discovery::Kind::Static => Ok(Arc::new(StaticList::new(
+            config.comets.iter().map(|c| CometEndpoint::up(&c.server_id, &c.addr)).collect(),
+        ))),
+        discovery::Kind::Kubernetes => {
+            Ok(Arc::new(discovery::Kubernetes::start(&config.kubernetes, shutdown, tasks).await?))
+        }
+    }
+}
+
+/// logic's view of discovery: the comets ready for new clients.
+struct ReadyComets(watch::Receiver<Endpoints>);
+
+impl goim_logic::comet::Comets for ReadyComets {
+    fn ready(&self) -> Vec<String> {
+        self.0.borrow().iter().filter(|c| c.ready).map(|c| c.server_id.clone()).collect()
+    }
+}
+
+/// Waits for `tasks` until `deadline`; returns whether they all finished.
+async fn wait(tasks: &TaskTracker, deadline: tokio::time::Instant) -> bool {
+    tasks.close();
+    tokio::time::timeout_at(deadline, tasks.wait()).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::{Settings, load};
+
+    fn example<S: Settings>(name: &str) -> S {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/distributed").join(name);
+        load(Some(&path), Vec::new()).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    #[test]
+    fn the_example_configs_parse_and_are_valid() {
+        let comet: CometSettings = example("comet.toml");
+        let logic: LogicSettings = example("logic.toml");
+        let job: JobSettings = example("job.toml");
+        // They describe one machine: comet's gRPC port is the one logic and job dispatch to.
+        let comet_grpc = comet.grpc.addr.rsplit(':').next().unwrap().to_owned();
+        assert!(logic.discovery.unwrap().comets[0].addr.ends_with(&comet_grpc));
+        assert!(job.discovery.comets[0].addr.ends_with(&comet_grpc));
+        assert_eq!(comet.logic.addrs[0].rsplit(':').next(), logic.grpc.addr.rsplit(':').next());
+    }
+
+    #[test]
+    fn default_admin_ports_are_the_tiers() {
+        assert_eq!(LogicSettings::default().admin.addr, "0.0.0.0:3110");
+        assert_eq!(JobSettings::default().admin.addr, "0.0.0.0:3120");
+    }
+
+    #[test]
+    fn logic_with_the_memory_queue_needs_discovery_to_dispatch() {
+        let mut s = LogicSettings::default();
+        s.logic.auth.mode = goim_logic::config::AuthMode::Json;
+        assert!(s.validate().unwrap_err().starts_with("discovery"));
+    }
+
+    #[test]
+    fn the_kafka_queue_is_refused_until_it_is_wired() {
+        let q = QueueConfig { kind: QueueKind::Kafka };
+        assert!(q.validate().unwrap_err().starts_with("queue.kind"));
+    }
+}

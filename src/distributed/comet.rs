@@ -1,0 +1,205 @@
+//! `goim-comet`: client connections (TCP, WebSocket), the `goim.comet.Comet` gRPC server for
+//! job, and a gRPC client of logic.
+//!
+//! ```toml
+//! [admin]      # addr = "0.0.0.0:3100"
+//! [shutdown]   # grace = "20s"
+//! [comet]      # goim_comet::Config; server_id defaults to $POD_NAME, else the hostname
+//! [grpc]       # goim_comet::grpc::ServerConfig; addr = "0.0.0.0:3109"
+//! [logic]      # goim_comet::logic::ClientConfig; addrs = ["127.0.0.1:3119"]
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use goim_comet::logic::{ClientConfig, GrpcLogic};
+use goim_comet::{Comet, Disconnect, Listeners};
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use super::{Admin, bind, grace_valid, wait};
+use crate::admin;
+use crate::config::Shutdown;
+use crate::process::{Settings, Tier};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CometSettings {
+    pub admin: Admin,
+    pub shutdown: Shutdown,
+    pub comet: goim_comet::Config,
+    pub grpc: goim_comet::grpc::ServerConfig,
+    pub logic: ClientConfig,
+}
+
+impl Default for CometSettings {
+    fn default() -> CometSettings {
+        CometSettings {
+            admin: Admin::on_port(3100),
+            shutdown: Default::default(),
+            comet: Default::default(),
+            grpc: Default::default(),
+            logic: Default::default(),
+        }
+    }
+}
+
+impl Settings for CometSettings {
+    /// An unset `comet.server_id` is the pod name (`POD_NAME`, from the downward API), else the
+    /// hostname (which Kubernetes also sets to the pod name).
+    fn from_environment(table: &mut toml::Table, env: &HashMap<String, String>) {
+        let comet = table.entry("comet").or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(comet) = comet.as_table_mut() else {
+            return; // not a table: deserializing reports it
+        };
+        if !comet.contains_key("server_id")
+            && let Some(id) = env.get("POD_NAME").filter(|v| !v.is_empty()).cloned().or_else(hostname)
+        {
+            comet.insert("server_id".into(), toml::Value::String(id));
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        self.admin.validate()?;
+        grace_valid(self.shutdown.grace)?;
+        self.comet.validate().map_err(|e| e.to_string())?;
+        self.grpc.validate().map_err(|e| e.to_string())?;
+        self.logic.validate().map_err(|e| e.to_string())
+    }
+}
+
+fn hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    Some(name.trim().to_owned()).filter(|n| !n.is_empty())
+}
+
+/// Where a running comet listens (ports resolved).
+#[derive(Clone, Debug)]
+pub struct CometAddrs {
+    pub tcp: Vec<SocketAddr>,
+    pub websocket: Vec<SocketAddr>,
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+pub struct CometProcess {
+    pub addrs: CometAddrs,
+    comet: Comet,
+    /// Stops the gRPC server; cancelled after the clients are gone.
+    grpc_stop: CancellationToken,
+    admin_stop: CancellationToken,
+    /// The gRPC and admin servers.
+    tasks: TaskTracker,
+    ready: Arc<AtomicBool>,
+    grace: Duration,
+}
+
+impl CometProcess {
+    pub fn comet(&self) -> &Comet {
+        &self.comet
+    }
+}
+
+impl Tier for CometProcess {
+    type Settings = CometSettings;
+    const NAME: &'static str = "goim-comet";
+
+    async fn start(s: CometSettings) -> anyhow::Result<CometProcess> {
+        let listeners = Listeners::bind(&s.comet).await?;
+        let grpc_l = bind(&s.grpc.addr, "grpc").await?;
+        let admin_l = bind(&s.admin.addr, "admin").await?;
+        let addrs = CometAddrs {
+            tcp: listeners.tcp.iter().map(|l| l.local_addr()).collect::<Result<_, _>>()?,
+            websocket: listeners.websocket.iter().map(|l| l.local_addr()).collect::<Result<_, _>>()?,
+            grpc: grpc_l.local_addr()?,
+            admin: admin_l.local_addr()?,
+        };
+
+        let logic = GrpcLogic::new(&s.logic)?;
+        let mut registry = Registry::default();
+        let metrics = Arc::new(goim_comet::Metrics::default());
+        metrics.register(&mut registry);
+        let comet = Comet::new(s.comet.clone(), Arc::new(logic), metrics);
+
+        let tasks = TaskTracker::new();
+        let (grpc_stop, admin_stop) = (CancellationToken::new(), CancellationToken::new());
+        let ready = Arc::new(AtomicBool::new(false));
+        let (served, stop, grpc_config) = (comet.clone(), grpc_stop.clone(), s.grpc.clone());
+        tasks.spawn(async move {
+            if let Err(e) = goim_comet::grpc::serve(grpc_l, served, &grpc_config, stop).await {
+                error!(error = %e, "comet grpc server failed");
+            }
+        });
+        let admin = admin::Admin { registry: Arc::new(registry), ready: ready.clone() };
+        let stop = admin_stop.clone();
+        tasks.spawn(async move {
+            if let Err(e) = admin::serve(admin_l, admin, stop).await {
+                error!(error = %e, "admin server failed");
+            }
+        });
+        comet.start(listeners);
+        ready.store(true, Ordering::Release);
+        info!(server_id = comet.server_id(), tcp = ?addrs.tcp, websocket = ?addrs.websocket, grpc = %addrs.grpc,
+              admin = %addrs.admin, logic = ?s.logic.addrs, "goim-comet serving");
+        Ok(CometProcess { addrs, comet, grpc_stop, admin_stop, tasks, ready, grace: s.shutdown.grace })
+    }
+
+    /// Not ready → stop accepting and tell every client (op 6 `shutdown`) → the gRPC server
+    /// stops (job may push to a draining comet until then) → admin → wait, within the grace.
+    async fn stop(self) -> bool {
+        let deadline = tokio::time::Instant::now() + self.grace;
+        self.ready.store(false, Ordering::Release);
+        let clients_done = self.comet.stop(Disconnect::Shutdown, self.grace).await;
+        self.grpc_stop.cancel();
+        self.admin_stop.cancel();
+        let rest_done = wait(&self.tasks, deadline).await;
+        if !(clients_done && rest_done) {
+            warn!("shutdown grace period ran out");
+        }
+        clients_done && rest_done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::load;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn an_unset_server_id_is_the_pod_name() {
+        let s: CometSettings = load(None, env(&[("POD_NAME", "goim-comet-3")])).unwrap();
+        assert_eq!(s.comet.server_id, "goim-comet-3");
+    }
+
+    #[test]
+    fn an_override_beats_the_pod_name_and_the_file() {
+        let dir = std::env::temp_dir().join(format!("goim-comet-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("comet.toml");
+        std::fs::write(&path, "[comet]\nserver_id = \"from-file\"\n").unwrap();
+        let from_file: CometSettings = load(Some(&path), env(&[("POD_NAME", "pod")])).unwrap();
+        assert_eq!(from_file.comet.server_id, "from-file");
+        let overridden: CometSettings =
+            load(Some(&path), env(&[("POD_NAME", "pod"), ("GOIM_COMET__SERVER_ID", "comet-7")])).unwrap();
+        assert_eq!(overridden.comet.server_id, "comet-7");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_admin_port_defaults_to_comets_and_an_admin_table_needs_its_addr() {
+        let s: CometSettings = load(None, env(&[("POD_NAME", "p")])).unwrap();
+        assert_eq!(s.admin.addr, "0.0.0.0:3100");
+        let err = load::<CometSettings>(None, env(&[("POD_NAME", "p"), ("GOIM_ADMIN__PORT", "1")])).unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
+    }
+}

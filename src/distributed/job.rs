@@ -1,0 +1,166 @@
+//! `goim-job`: consumes pushes from the queue, batches room pushes, and dispatches them to the
+//! comets discovery lists, over gRPC.
+//!
+//! ```toml
+//! [admin]       # addr = "0.0.0.0:3120"
+//! [shutdown]    # grace = "20s"
+//! [job]         # goim_job::Config: room batching, dispatch
+//! [discovery]   # static list or Kubernetes EndpointSlices
+//! [comet]       # goim_job::comet::ClientConfig: deadline, keepalive
+//! [queue]       # kind = "kafka" (or "memory": nothing to consume, see below)
+//! ```
+//!
+//! With `queue.kind = "memory"` this process has no producer (the memory queue lives inside
+//! goim-logic, which then dispatches itself), so it consumes nothing; it starts, serves its
+//! admin port and says so in the log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use goim_api::PushMsg;
+use goim_job::comet::{ClientConfig as CometClientConfig, GrpcComets};
+use goim_job::discovery;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use super::{Admin, QueueConfig, QueueKind, bind, grace_valid, start_discovery, wait};
+use crate::admin;
+use crate::config::Shutdown;
+use crate::process::{Settings, Tier};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobSettings {
+    pub admin: Admin,
+    pub shutdown: Shutdown,
+    pub job: goim_job::Config,
+    pub discovery: discovery::Config,
+    pub comet: CometClientConfig,
+    pub queue: QueueConfig,
+}
+
+impl Default for JobSettings {
+    fn default() -> JobSettings {
+        JobSettings {
+            admin: Admin::on_port(3120),
+            shutdown: Default::default(),
+            job: Default::default(),
+            discovery: Default::default(),
+            comet: Default::default(),
+            queue: Default::default(),
+        }
+    }
+}
+
+impl Settings for JobSettings {
+    fn validate(&self) -> Result<(), String> {
+        self.admin.validate()?;
+        grace_valid(self.shutdown.grace)?;
+        self.job.validate().map_err(|e| format!("job.{e}"))?;
+        self.discovery.validate().map_err(|e| e.to_string())?;
+        self.comet.validate().map_err(|e| e.to_string())?;
+        self.queue.validate()
+    }
+}
+
+/// Where a running job listens.
+#[derive(Clone, Debug)]
+pub struct JobAddrs {
+    pub admin: SocketAddr,
+}
+
+pub struct JobProcess {
+    pub addrs: JobAddrs,
+    /// Stops the job after it flushed and dispatched what it holds.
+    job_stop: CancellationToken,
+    job_tasks: TaskTracker,
+    admin_stop: CancellationToken,
+    discovery_stop: CancellationToken,
+    /// Admin and discovery tasks.
+    tasks: TaskTracker,
+    ready: Arc<AtomicBool>,
+    grace: Duration,
+    /// The memory queue's sender, held so its receiver stays open (nothing sends on it).
+    _idle: Option<mpsc::Sender<PushMsg>>,
+}
+
+impl Tier for JobProcess {
+    type Settings = JobSettings;
+    const NAME: &'static str = "goim-job";
+
+    async fn start(s: JobSettings) -> anyhow::Result<JobProcess> {
+        let admin_l = bind(&s.admin.addr, "admin").await?;
+        let addrs = JobAddrs { admin: admin_l.local_addr()? };
+        let tasks = TaskTracker::new();
+        let job_tasks = TaskTracker::new();
+        let [job_stop, admin_stop, discovery_stop] = std::array::from_fn(|_| CancellationToken::new());
+        let discovery = start_discovery(&s.discovery, discovery_stop.clone(), &tasks).await?;
+
+        let mut registry = Registry::default();
+        let metrics = goim_job::Metrics::new();
+        metrics.register(&mut registry);
+        let comets = Arc::new(GrpcComets::new(&*discovery, s.comet.clone()));
+        let job = goim_job::Job::new(s.job.clone(), comets, metrics);
+        let idle = match s.queue.kind {
+            QueueKind::Memory => {
+                warn!("queue.kind = \"memory\": this job has no producer and consumes nothing; use kafka");
+                let (tx, rx) = mpsc::channel(1);
+                let stop = job_stop.clone();
+                job_tasks.spawn(async move {
+                    if let Err(e) = job.run(goim_job::MemoryQueue::new(rx), stop).await {
+                        error!(error = %e, "job stopped");
+                    }
+                });
+                Some(tx)
+            }
+            // KAFKA: build the consumer (goim_job::KafkaSource) from `[queue.kafka]` and run the
+            // job on it here; validate() refuses this kind until then.
+            QueueKind::Kafka => anyhow::bail!("queue.kind = \"kafka\" is not wired into this build yet"),
+        };
+
+        let ready = Arc::new(AtomicBool::new(false));
+        let admin = admin::Admin { registry: Arc::new(registry), ready: ready.clone() };
+        let stop = admin_stop.clone();
+        tasks.spawn(async move {
+            if let Err(e) = admin::serve(admin_l, admin, stop).await {
+                error!(error = %e, "admin server failed");
+            }
+        });
+        ready.store(true, Ordering::Release);
+        info!(admin = %addrs.admin, discovery = ?s.discovery.kind, comets = discovery.watch().borrow().len(),
+              queue = ?s.queue.kind, "goim-job running");
+        Ok(JobProcess {
+            addrs,
+            job_stop,
+            job_tasks,
+            admin_stop,
+            discovery_stop,
+            tasks,
+            ready,
+            grace: s.shutdown.grace,
+            _idle: idle,
+        })
+    }
+
+    /// Not ready → the job stops receiving, flushes its room batches, dispatches and acks what
+    /// it holds → admin and discovery stop → wait, within the grace period.
+    async fn stop(self) -> bool {
+        let deadline = tokio::time::Instant::now() + self.grace;
+        self.ready.store(false, Ordering::Release);
+        self.job_stop.cancel();
+        let job_done = wait(&self.job_tasks, deadline).await;
+        self.admin_stop.cancel();
+        self.discovery_stop.cancel();
+        let rest_done = wait(&self.tasks, deadline).await;
+        if !(job_done && rest_done) {
+            warn!("shutdown grace period ran out");
+        }
+        job_done && rest_done
+    }
+}

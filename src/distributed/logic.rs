@@ -1,0 +1,238 @@
+//! `goim-logic`: the push HTTP API, the `goim.logic.Logic` gRPC server for comets, the session
+//! store, and the push queue.
+//!
+//! ```toml
+//! [admin]       # addr = "0.0.0.0:3110"
+//! [shutdown]    # grace = "20s"
+//! [logic]       # goim_logic::Config: http (3111), auth, node, session, queue (memory queue size)
+//! [grpc]        # goim_logic::grpc::ServerConfig; addr = "0.0.0.0:3119"
+//! [store]       # kind = "memory" | "redis", [store.redis]
+//! [queue]       # kind = "memory" | "kafka"
+//! [discovery]   # optional: which comets exist (static list or Kubernetes EndpointSlices)
+//! [job]         # goim_job::Config, for the in-process dispatch of the memory queue
+//! [comet]       # goim_job::comet::ClientConfig, likewise
+//! ```
+//!
+//! With `queue.kind = "memory"` there is no Kafka between logic and job, so this process runs the
+//! job itself: it dispatches its pushes to the comets of `[discovery]` over gRPC (required then).
+//! With `discovery` set, the node lists (`/goim/nodes/*`, the `Nodes` RPC) offer only the comets
+//! discovery calls ready.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use goim_job::comet::{ClientConfig as CometClientConfig, GrpcComets};
+use goim_job::discovery;
+use goim_logic::store::{RedisStore, StoreConfig, StoreKind};
+use goim_logic::{Logic, MemoryStore, Store};
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use super::{Admin, QueueConfig, QueueKind, ReadyComets, bind, grace_valid, start_discovery, wait};
+use crate::admin;
+use crate::config::Shutdown;
+use crate::process::{Settings, Tier};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogicSettings {
+    pub admin: Admin,
+    pub shutdown: Shutdown,
+    pub logic: goim_logic::Config,
+    pub grpc: goim_logic::grpc::ServerConfig,
+    pub store: StoreConfig,
+    pub queue: QueueConfig,
+    pub discovery: Option<discovery::Config>,
+    pub job: goim_job::Config,
+    pub comet: CometClientConfig,
+}
+
+impl Default for LogicSettings {
+    fn default() -> LogicSettings {
+        LogicSettings {
+            admin: Admin::on_port(3110),
+            shutdown: Default::default(),
+            logic: Default::default(),
+            grpc: Default::default(),
+            store: Default::default(),
+            queue: Default::default(),
+            discovery: Default::default(),
+            job: Default::default(),
+            comet: Default::default(),
+        }
+    }
+}
+
+impl Settings for LogicSettings {
+    fn validate(&self) -> Result<(), String> {
+        self.admin.validate()?;
+        grace_valid(self.shutdown.grace)?;
+        self.logic.validate().map_err(|e| format!("logic.{e}"))?;
+        self.grpc.validate().map_err(|e| e.to_string())?;
+        self.store.validate().map_err(|e| e.to_string())?;
+        self.queue.validate()?;
+        if let Some(d) = &self.discovery {
+            d.validate().map_err(|e| e.to_string())?;
+        }
+        if self.queue.kind == QueueKind::Memory {
+            if self.discovery.is_none() {
+                return Err("discovery: required with queue.kind = \"memory\": logic then dispatches \
+                            its pushes to the comets itself"
+                    .into());
+            }
+            self.job.validate().map_err(|e| format!("job.{e}"))?;
+            self.comet.validate().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a running logic listens (ports resolved).
+#[derive(Clone, Debug)]
+pub struct LogicAddrs {
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+pub struct LogicProcess {
+    pub addrs: LogicAddrs,
+    /// Stops the push API (no new pushes).
+    http_stop: CancellationToken,
+    /// Stops the in-process job (memory queue) after it dispatched what it holds.
+    job_stop: CancellationToken,
+    job_tasks: TaskTracker,
+    /// Stops the gRPC server; comets' disconnects are served until then.
+    grpc_stop: CancellationToken,
+    admin_stop: CancellationToken,
+    /// Stops the discovery watch.
+    discovery_stop: CancellationToken,
+    /// HTTP, gRPC, admin and discovery tasks.
+    tasks: TaskTracker,
+    ready: Arc<AtomicBool>,
+    grace: Duration,
+}
+
+impl Tier for LogicProcess {
+    type Settings = LogicSettings;
+    const NAME: &'static str = "goim-logic";
+
+    async fn start(s: LogicSettings) -> anyhow::Result<LogicProcess> {
+        let http_l = bind(&s.logic.http.addr, "http").await?;
+        let grpc_l = bind(&s.grpc.addr, "grpc").await?;
+        let admin_l = bind(&s.admin.addr, "admin").await?;
+        let addrs = LogicAddrs {
+            http: http_l.local_addr()?,
+            grpc: grpc_l.local_addr()?,
+            admin: admin_l.local_addr()?,
+        };
+
+        let tasks = TaskTracker::new();
+        let job_tasks = TaskTracker::new();
+        let [http_stop, job_stop, grpc_stop, admin_stop, discovery_stop] =
+            std::array::from_fn(|_| CancellationToken::new());
+        let discovery = match &s.discovery {
+            Some(d) => Some(start_discovery(d, discovery_stop.clone(), &tasks).await?),
+            None => None,
+        };
+
+        let mut registry = Registry::default();
+        let store = store(&s.store, &s.logic).await?;
+        let queue: Arc<dyn goim_logic::Queue> = match s.queue.kind {
+            QueueKind::Memory => {
+                let (queue, rx) =
+                    goim_logic::queue::Memory::channel(s.logic.queue.capacity, s.logic.queue.publish_timeout);
+                // validate() made discovery required for the memory queue.
+                let discovery = discovery.as_ref().expect("validated: discovery is set");
+                let comets = Arc::new(GrpcComets::new(&**discovery, s.comet.clone()));
+                let metrics = goim_job::Metrics::new();
+                metrics.register(&mut registry);
+                let job = goim_job::Job::new(s.job.clone(), comets, metrics);
+                let stop = job_stop.clone();
+                job_tasks.spawn(async move {
+                    if let Err(e) = job.run(goim_job::MemoryQueue::new(rx), stop).await {
+                        error!(error = %e, "in-process job stopped");
+                    }
+                });
+                Arc::new(queue)
+            }
+            // KAFKA: build the Kafka producer here (goim_logic::queue::KafkaQueue) from the
+            // `[queue.kafka]` settings; validate() refuses this kind until then.
+            QueueKind::Kafka => anyhow::bail!("queue.kind = \"kafka\" is not wired into this build yet"),
+        };
+        let mut logic = Logic::new(s.logic.clone(), store, queue)?;
+        if let Some(d) = &discovery {
+            logic = logic.with_comets(Arc::new(ReadyComets(d.watch())));
+        }
+        let logic = Arc::new(logic);
+        logic.metrics().register(&mut registry);
+
+        let ready = Arc::new(AtomicBool::new(false));
+        let (served, stop) = (logic.clone(), http_stop.clone());
+        tasks.spawn(async move {
+            if let Err(e) = goim_logic::serve(http_l, served, stop).await {
+                error!(error = %e, "logic http server failed");
+            }
+        });
+        let (served, stop, grpc_config) = (logic.clone(), grpc_stop.clone(), s.grpc.clone());
+        tasks.spawn(async move {
+            if let Err(e) = goim_logic::grpc::serve(grpc_l, served, &grpc_config, stop).await {
+                error!(error = %e, "logic grpc server failed");
+            }
+        });
+        let admin = admin::Admin { registry: Arc::new(registry), ready: ready.clone() };
+        let stop = admin_stop.clone();
+        tasks.spawn(async move {
+            if let Err(e) = admin::serve(admin_l, admin, stop).await {
+                error!(error = %e, "admin server failed");
+            }
+        });
+        ready.store(true, Ordering::Release);
+        info!(http = %addrs.http, grpc = %addrs.grpc, admin = %addrs.admin, store = ?s.store.kind,
+              queue = ?s.queue.kind, discovery = ?s.discovery.as_ref().map(|d| d.kind), "goim-logic serving");
+        Ok(LogicProcess {
+            addrs,
+            http_stop,
+            job_stop,
+            job_tasks,
+            grpc_stop,
+            admin_stop,
+            discovery_stop,
+            tasks,
+            ready,
+            grace: s.shutdown.grace,
+        })
+    }
+
+    /// Not ready → the push API stops → the in-process job dispatches what it holds → the gRPC
+    /// server stops → admin and discovery → wait, within the grace period.
+    async fn stop(self) -> bool {
+        let deadline = tokio::time::Instant::now() + self.grace;
+        self.ready.store(false, Ordering::Release);
+        self.http_stop.cancel();
+        self.job_stop.cancel();
+        let job_done = wait(&self.job_tasks, deadline).await;
+        self.grpc_stop.cancel();
+        self.admin_stop.cancel();
+        self.discovery_stop.cancel();
+        let rest_done = wait(&self.tasks, deadline).await;
+        if !(job_done && rest_done) {
+            warn!("shutdown grace period ran out");
+        }
+        job_done && rest_done
+    }
+}
+
+/// The session store `[store]` chooses.
+async fn store(config: &StoreConfig, logic: &goim_logic::Config) -> anyhow::Result<Arc<dyn Store>> {
+    let ttl = logic.session.mapping_ttl;
+    Ok(match config.kind {
+        StoreKind::Memory => Arc::new(MemoryStore::new(ttl)),
+        StoreKind::Redis => Arc::new(RedisStore::connect(&config.redis).await?.with_ttl(ttl)),
+    })
+}

@@ -1,0 +1,144 @@
+//! What the three tier binaries (`goim-comet`, `goim-logic`, `goim-job`) share: the command line,
+//! logging, loading and checking the configuration, the signal, and the exit code.
+//!
+//! Configuration is read in this order: the TOML file (`--config` / `GOIM_CONFIG`), then the
+//! environment overrides ([`crate::env`]), then defaults that come from the environment
+//! ([`Settings::from_environment`], e.g. comet's server id from `POD_NAME`). The result is
+//! deserialized (unknown keys refused) and validated before anything binds a port. Invalid
+//! configuration exits with 64 (sysexits' `EX_USAGE`) and a message naming the field.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{error, info};
+
+/// Exit code for unusable configuration (sysexits' EX_USAGE).
+pub const EX_USAGE: u8 = 64;
+
+/// A binary's configuration file type.
+pub trait Settings: DeserializeOwned + Serialize + Sized {
+    /// Fills defaults that come from the environment into the parsed table (after overrides).
+    fn from_environment(_table: &mut toml::Table, _env: &HashMap<String, String>) {}
+    /// Checks what serde cannot; the message starts with the dotted field name.
+    fn validate(&self) -> Result<(), String>;
+}
+
+/// A tier process: started from its settings, stopped on a signal.
+pub trait Tier: Sized {
+    type Settings: Settings;
+    /// The binary's name, for messages.
+    const NAME: &'static str;
+    /// Binds every listener and starts serving.
+    fn start(settings: Self::Settings) -> impl Future<Output = anyhow::Result<Self>>;
+    /// Shuts down in the house order; returns whether it finished within the grace period.
+    fn stop(self) -> impl Future<Output = bool>;
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: String, source: Box<toml::de::Error> },
+    #[error("environment override {0}")]
+    Override(#[from] crate::env::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Loads `path` (or nothing: all defaults), applies `vars` as overrides and environment
+/// defaults, deserializes and validates.
+pub fn load<S: Settings>(
+    path: Option<&Path>,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<S, LoadError> {
+    let name = path.map_or_else(|| "configuration".to_owned(), |p| p.display().to_string());
+    let mut table = match path {
+        None => toml::Table::new(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|source| LoadError::Read { path: name.clone(), source })?;
+            toml::from_str(&text).map_err(|e| LoadError::Parse { path: name.clone(), source: Box::new(e) })?
+        }
+    };
+    let env: HashMap<String, String> = vars.into_iter().collect();
+    let set = crate::env::apply(&mut table, env.iter().map(|(k, v)| (k.clone(), v.clone())))?;
+    if !set.is_empty() {
+        info!(keys = ?set, "configuration overridden from the environment");
+    }
+    S::from_environment(&mut table, &env);
+    let settings: S = table.try_into().map_err(|e| LoadError::Parse { path: name, source: Box::new(e) })?;
+    settings.validate().map_err(LoadError::Invalid)?;
+    Ok(settings)
+}
+
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// TOML configuration file (see examples/distributed/).
+    #[arg(long, short, env = "GOIM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+/// The whole `main` of a tier binary.
+pub fn main<T: Tier>() -> ExitCode {
+    // Logs go to stderr, so `--print-config` output on stdout stays valid TOML.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let settings: T::Settings = match load(args.config.as_deref(), std::env::vars()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "configuration");
+            eprintln!("{}: {e}", T::NAME);
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    if args.print_config {
+        return match toml::to_string_pretty(&settings) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", T::NAME);
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{}: cannot start the runtime: {e}", T::NAME);
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run::<T>(settings))
+}
+
+async fn run<T: Tier>(settings: T::Settings) -> ExitCode {
+    let tier = match T::start(settings).await {
+        Ok(t) => t,
+        Err(e) => {
+            error!(error = format!("{e:#}"), "cannot start");
+            eprintln!("{}: {e:#}", T::NAME);
+            return ExitCode::FAILURE;
+        }
+    };
+    crate::signal::terminate().await;
+    info!("signal received, shutting down");
+    if tier.stop().await { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}

@@ -1,0 +1,188 @@
+// The demo page in headless Chromium against the real embedded server: it connects,
+// authenticates, shows the room's online count and receives room, mid and broadcast pushes,
+// over WebSocket and over the long-polling fallback, and reconnects after an op-6 shutdown.
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+
+import { OUT, WEB, allocatePorts, cometServesPage, launchBrowser, openPage, push, serveWeb, sleep, startServer, until } from './harness.js';
+
+let server;
+let browser;
+let web; // the comet itself, or a static server of web/ when the comet does not serve it yet
+
+before(async () => {
+  server = await startServer('demo');
+  browser = await launchBrowser();
+  if (await cometServesPage(server.comet)) {
+    web = { origin: server.comet, close: async () => {} };
+  } else {
+    web = await serveWeb();
+    console.log(`# the comet does not serve the demo page at / yet: using ${web.origin}`);
+  }
+});
+
+after(async () => {
+  await browser?.close();
+  await web?.close();
+  await server?.stop();
+});
+
+function pageUrl(q) {
+  const params = new URLSearchParams({ heartbeat: '1', autoconnect: '1', api: server.api, ...q });
+  if (web.origin !== server.comet) {
+    params.set('ws', params.get('ws') || server.wsUrl);
+    params.set('poll', server.pollUrl);
+  }
+  return `${web.origin}/?${params}`;
+}
+
+async function status(page) {
+  return page.getByTestId('status').getAttribute('data-status');
+}
+
+async function connected(page, transport) {
+  await page.waitForFunction(
+    (t) => document.getElementById('status').dataset.status === 'connected' && document.getElementById('transport-in-use').dataset.transport === t,
+    transport,
+    { timeout: 15000 },
+  ).catch(async (e) => {
+    throw new Error(`not connected over ${transport}: status ${await status(page)}, detail "${await page.getByTestId('status-detail').textContent()}", problems ${page.problems.slice(0, 3).join(" | ")}; ${e.message}`);
+  });
+}
+
+async function onlineAtLeast(page, n) {
+  await page.waitForFunction((min) => Number(document.getElementById('online').textContent) >= min, n, { timeout: 10000 });
+}
+
+async function arrives(page, text) {
+  await page.locator('[data-testid=log] .entry.message', { hasText: text }).first().waitFor({ timeout: 10000 }).catch(async (e) => {
+    const log = await page.getByTestId('log').innerText();
+    throw new Error(`"${text}" did not arrive; log:\n${log}\n${e.message}`);
+  });
+}
+
+function noPageErrors(page) {
+  assert.deepEqual(page.problems.filter((p) => p.startsWith('pageerror')), []);
+}
+
+// Room, mid and broadcast pushes sent from Node, and one room push sent by the page's button.
+async function receivesEveryKindOfPush(page, mid, roomId, tag) {
+  await push(server.api, `/goim/push/room?operation=1000&type=live&room=${roomId}`, `room push ${tag}`);
+  await arrives(page, `room push ${tag}`);
+  await push(server.api, `/goim/push/mids?operation=1000&mids=${mid}`, `mid push ${tag}`);
+  await arrives(page, `mid push ${tag}`);
+  await push(server.api, '/goim/push/all?operation=1000', `broadcast ${tag}`);
+  await arrives(page, `broadcast ${tag}`);
+  await page.getByTestId('message').fill(`button push ${tag}`);
+  await page.getByTestId('push-room').click();
+  await page.waitForFunction(() => document.getElementById('push-result').dataset.ok === 'true', null, { timeout: 10000 }).catch(async (e) => {
+    throw new Error(`the page's push failed: ${await page.getByTestId('push-result').textContent()}; ${e.message}`);
+  });
+  await arrives(page, `button push ${tag}`);
+}
+
+test('the comet serves the demo page and its files at /', async () => {
+  const base = server.comet;
+  const page = await fetch(`${base}/`);
+  assert.equal(page.status, 200, 'GET / on the comet port');
+  assert.match(page.headers.get('content-type') || '', /^text\/html/);
+  assert.equal(await page.text(), readFileSync(path.join(WEB, 'index.html'), 'utf8'));
+  for (const [file, type] of [['goim.js', /javascript/], ['demo.js', /javascript/], ['demo.css', /^text\/css/]]) {
+    const res = await fetch(`${base}/${file}`);
+    assert.equal(res.status, 200, `GET /${file}`);
+    assert.match(res.headers.get('content-type') || '', type, `content type of /${file}`);
+    assert.equal(await res.text(), readFileSync(path.join(WEB, file), 'utf8'), `/${file} is web/${file}`);
+  }
+});
+
+test('over WebSocket the page authenticates, counts the room and receives room, mid and broadcast pushes', async () => {
+  const page = await openPage(browser.context, pageUrl({ mid: '7101', room: 'live://7101' }));
+  try {
+    await connected(page, 'websocket');
+    await onlineAtLeast(page, 1);
+    await receivesEveryKindOfPush(page, 7101, '7101', 'over websocket');
+    await page.getByTestId('log').evaluate((el) => (el.scrollTop = 0));
+    await page.screenshot({ path: path.join(OUT, 'websocket.png'), fullPage: true });
+    noPageErrors(page);
+  } finally {
+    await page.close();
+  }
+});
+
+test('with WebSocket missing, the long-polling fallback carries the same', async () => {
+  await browser.context.addInitScript(() => {
+    if (new URLSearchParams(location.search).get('nows') === '1') window.WebSocket = undefined;
+  });
+  const page = await openPage(browser.context, pageUrl({ mid: '7102', room: 'live://7102', nows: '1' }));
+  try {
+    assert.equal(await page.evaluate(() => typeof window.WebSocket), 'undefined');
+    await connected(page, 'longpoll');
+    await onlineAtLeast(page, 1);
+    await receivesEveryKindOfPush(page, 7102, '7102', 'over long-polling');
+    await page.screenshot({ path: path.join(OUT, 'longpoll.png'), fullPage: true });
+    noPageErrors(page);
+  } finally {
+    await page.close();
+  }
+});
+
+test('when the WebSocket cannot open, the page falls back to long-polling', async () => {
+  const closed = (await allocatePorts()).ws; // nothing listens there
+  const page = await openPage(browser.context, pageUrl({ mid: '7103', room: 'live://7103', ws: `ws://127.0.0.1:${closed}/sub` }));
+  try {
+    await connected(page, 'longpoll');
+    await push(server.api, '/goim/push/mids?operation=1000&mids=7103', 'after fallback');
+    await arrives(page, 'after fallback');
+    await page.screenshot({ path: path.join(OUT, 'fallback.png'), fullPage: true });
+    noPageErrors(page);
+  } finally {
+    await page.close();
+  }
+});
+
+test('after an op-6 shutdown hint the page reconnects to the restarted server', async () => {
+  const page = await openPage(browser.context, pageUrl({ mid: '7104', room: 'live://7104' }));
+  const ports = server.ports;
+  let stopped = false;
+  try {
+    await connected(page, 'websocket');
+    await server.stop();
+    stopped = true;
+    // The page logs the op-6 body, then the reconnect it schedules from the hint (2-3 s here).
+    const told = page.locator('[data-testid=log] .entry.system', { hasText: /^.*shutdown \(reconnect in \d+ ms\)$/ });
+    const scheduled = page.locator('[data-testid=log] .entry.system', { hasText: /shutdown; reconnecting in [23]\.\d s$/ });
+    for (const [what, entry] of [['the op-6 entry', told], ['a reconnect at the hint', scheduled]]) {
+      await entry.first().waitFor({ timeout: 10000 }).catch(async (e) => {
+        throw new Error(`no ${what}; log:\n${await page.getByTestId('log').innerText()}\n${e.message}`);
+      });
+    }
+    server = await startServer('demo-restarted', ports);
+    stopped = false;
+    await connected(page, 'websocket');
+    await push(server.api, '/goim/push/room?operation=1000&type=live&room=7104', 'after restart');
+    await arrives(page, 'after restart');
+    await page.screenshot({ path: path.join(OUT, 'reconnected.png'), fullPage: true });
+    noPageErrors(page);
+  } finally {
+    await page.close();
+    if (stopped) server = await startServer('demo-restarted', ports); // for the tests after this one
+  }
+});
+
+test('a closed page client does not reconnect', async () => {
+  const page = await openPage(browser.context, pageUrl({ mid: '7105', room: 'live://7105' }));
+  try {
+    await connected(page, 'websocket');
+    await page.getByTestId('disconnect').click();
+    assert.equal(await status(page), 'closed');
+    await sleep(1500);
+    assert.equal(await status(page), 'closed');
+    assert.equal(await page.getByTestId('transport').textContent(), '–');
+    noPageErrors(page);
+  } finally {
+    await page.close();
+  }
+});

@@ -1,0 +1,384 @@
+// web/goim.js in Node: packet encoding against hand-written bytes, and the client's connect,
+// fallback and reconnect behaviour against fake WebSocket and fetch implementations.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { GoimClient, Op, ProtocolError, decodePackets, encodePacket, encodePackets, jsonToken, onlineCount } from '../../web/goim.js';
+
+const bytes = (...xs) => Uint8Array.from(xs.flat());
+const ascii = (s) => [...s].map((c) => c.charCodeAt(0));
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function until(what, check, ms = 2000) {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+// ---- packets -------------------------------------------------------------------------------
+
+test('an auth packet encodes to the goim header followed by the token', () => {
+  const got = encodePacket({ op: Op.AUTH, seq: 1, ver: 1, body: '{"mid":1}' });
+  const want = bytes([0, 0, 0, 25], [0, 16], [0, 1], [0, 0, 0, 7], [0, 0, 0, 1], ascii('{"mid":1}'));
+  assert.deepEqual(got, want);
+});
+
+test('a heartbeat is a bare 16-byte header and negative fields stay big-endian two\'s complement', () => {
+  assert.deepEqual(encodePacket({ op: Op.HEARTBEAT, seq: 2 }), bytes([0, 0, 0, 16], [0, 16], [0, 1], [0, 0, 0, 2], [0, 0, 0, 2]));
+  assert.deepEqual(encodePacket({ op: 1000, seq: -1, ver: -2 }).subarray(6), bytes([0xff, 0xfe], [0, 0, 0x03, 0xe8], [0xff, 0xff, 0xff, 0xff]));
+});
+
+test('a WebSocket push (op 9) unwraps into its inner packets', () => {
+  const inner1 = bytes([0, 0, 0, 18], [0, 16], [0, 1], [0, 0, 0x03, 0xe8], [0, 0, 0, 0], ascii('hi'));
+  const inner2 = bytes([0, 0, 0, 19], [0, 16], [0, 1], [0, 0, 0x03, 0xe9], [0, 0, 0, 0], ascii('yo!'));
+  const outer = bytes([0, 0, 0, 16 + 37], [0, 16], [0, 1], [0, 0, 0, 9], [0, 0, 0, 0], [...inner1], [...inner2]);
+  const got = decodePackets(outer).map((p) => [p.op, p.ver, p.seq, new TextDecoder().decode(p.body)]);
+  assert.deepEqual(got, [[1000, 1, 0, 'hi'], [1001, 1, 0, 'yo!']]);
+});
+
+test('a long-poll response decodes packets laid back to back, as TCP carries them', () => {
+  const wire = bytes(
+    [0, 0, 0, 20], [0, 16], [0, 1], [0, 0, 0, 3], [0, 0, 0, 5], [0, 0, 0, 42],
+    [0, 0, 0, 19], [0, 16], [0, 1], [0, 0, 0x03, 0xe8], [0, 0, 0, 0], ascii('abc'),
+  );
+  const [hb, push] = decodePackets(wire);
+  assert.deepEqual([hb.op, hb.seq, onlineCount(hb.body)], [3, 5, 42]);
+  assert.deepEqual([push.op, new TextDecoder().decode(push.body)], [1000, 'abc']);
+  assert.deepEqual(decodePackets(encodePackets([{ op: 4, seq: 9, body: 'x' }, { op: 2, seq: 10 }])).map((p) => [p.op, p.seq]), [[4, 9], [2, 10]]);
+});
+
+test('a body may follow a header longer than 16 bytes, as goim\'s client allows', () => {
+  const wire = bytes([0, 0, 0, 22], [0, 20], [0, 1], [0, 0, 0x03, 0xe8], [0, 0, 0, 0], [9, 9, 9, 9], ascii('ok'));
+  assert.equal(new TextDecoder().decode(decodePackets(wire)[0].body), 'ok');
+});
+
+test('malformed input is a ProtocolError, never a partial result', () => {
+  const cases = {
+    'short header': bytes([0, 0, 0, 16], [0, 16], [0, 1]),
+    'truncated body': bytes([0, 0, 0, 20], [0, 16], [0, 1], [0, 0, 0, 3], [0, 0, 0, 0], [0, 0]),
+    'header length 12': bytes([0, 0, 0, 16], [0, 12], [0, 1], [0, 0, 0, 3], [0, 0, 0, 0]),
+    'pack length below the header': bytes([0, 0, 0, 8], [0, 16], [0, 1], [0, 0, 0, 3], [0, 0, 0, 0]),
+    'negative pack length': bytes([0xff, 0xff, 0xff, 0xf0], [0, 16], [0, 1], [0, 0, 0, 3], [0, 0, 0, 0]),
+    'trailing bytes': bytes([0, 0, 0, 16], [0, 16], [0, 1], [0, 0, 0, 3], [0, 0, 0, 0], [1]),
+    'truncated inner packet of op 9': bytes([0, 0, 0, 20], [0, 16], [0, 1], [0, 0, 0, 9], [0, 0, 0, 0], [0, 0, 0, 16]),
+  };
+  for (const [name, wire] of Object.entries(cases)) {
+    assert.throws(() => decodePackets(wire), ProtocolError, name);
+  }
+  assert.deepEqual(decodePackets(new Uint8Array(0)), []);
+});
+
+test('the default token is goim\'s JSON token', () => {
+  assert.equal(jsonToken({ mid: 123, room: 'live://1000', accepts: [1000, 1001] }), '{"mid":123,"room_id":"live://1000","platform":"web","accepts":[1000,1001]}');
+  assert.equal(jsonToken({ mid: 1, key: 'k1', room: '', accepts: [] }), '{"mid":1,"key":"k1","room_id":"","platform":"web","accepts":[]}');
+  assert.equal(onlineCount(new Uint8Array(2)), null);
+});
+
+// ---- fakes ---------------------------------------------------------------------------------
+
+// A WebSocket double: `behave(socket)` runs on construction and decides how it opens.
+function fakeWebSocket(behave = (s) => setTimeout(() => s.open(), 1)) {
+  class FakeSocket {
+    constructor(url) {
+      this.url = url;
+      this.sent = [];
+      this.closed = false;
+      this.bufferedAmount = 0;
+      FakeSocket.sockets.push(this);
+      behave(this);
+    }
+    open() {
+      this.onopen?.({});
+    }
+    fail() {
+      this.onerror?.({});
+      this.onclose?.({ code: 1006 });
+    }
+    send(b) {
+      this.sent.push(decodePackets(b)[0]);
+    }
+    close() {
+      this.closed = true;
+    }
+    // The server side: a reply or a push.
+    deliver(...packets) {
+      this.onmessage?.({ data: encodePackets(packets).buffer });
+    }
+    serverClose() {
+      this.onclose?.({ code: 1006 });
+    }
+  }
+  FakeSocket.sockets = [];
+  return FakeSocket;
+}
+
+// Answers auth (op 7 → 8) and heartbeats (op 2 → 3 with `online`) like a comet.
+function comet(socket, online = 1) {
+  const reply = () => {
+    for (const p of socket.sent.splice(0)) {
+      if (p.op === Op.AUTH) {
+        socket.token = JSON.parse(new TextDecoder().decode(p.body));
+        socket.deliver({ op: Op.AUTH_REPLY, seq: p.seq });
+      }
+      if (p.op === Op.HEARTBEAT) socket.deliver({ op: Op.HEARTBEAT_REPLY, seq: p.seq, body: new Uint8Array([0, 0, 0, online]) });
+      if (p.op === Op.CHANGE_ROOM) socket.deliver({ op: Op.CHANGE_ROOM_REPLY, seq: p.seq, body: p.body });
+    }
+  };
+  const send = socket.send.bind(socket);
+  socket.send = (b) => {
+    send(b);
+    setTimeout(reply, 0);
+  };
+}
+
+function recorder(extra = {}) {
+  const events = { status: [], messages: [], online: [], disconnects: [] };
+  const client = new GoimClient({
+    url: 'ws://comet.test/sub',
+    pollUrl: 'http://comet.test/poll',
+    mid: 5,
+    room: 'live://9',
+    accepts: [1000],
+    reconnect: { initialMs: 20, maxMs: 200 },
+    onStatus: (s, d) => events.status.push([s, d]),
+    onMessage: (m) => events.messages.push([m.op, m.text]),
+    onOnline: (n) => events.online.push(n),
+    onDisconnect: (d) => events.disconnects.push(d),
+    ...extra,
+  });
+  return { client, events, statuses: () => events.status.map(([s]) => s) };
+}
+
+// ---- the client over WebSocket -------------------------------------------------------------
+
+test('the client authenticates first, then heartbeats, reports the online count and delivers pushes', async () => {
+  const WS = fakeWebSocket((s) => {
+    comet(s, 3);
+    setTimeout(() => s.open(), 1);
+  });
+  const { client, events, statuses } = recorder({ WebSocket: WS });
+  const sent = [];
+  const ready = client.connect();
+  await until('a socket', () => WS.sockets.length === 1);
+  const s = WS.sockets[0];
+  const send = s.send;
+  s.send = (b) => {
+    sent.push(decodePackets(b)[0]);
+    send(b);
+  };
+  await ready;
+  assert.equal(s.url, 'ws://comet.test/sub');
+  await until('the online count', () => events.online.length > 0);
+  assert.deepEqual(events.online, [3]);
+  assert.equal(client.online, 3);
+  assert.deepEqual(statuses(), ['connecting', 'connected']);
+  assert.equal(events.status[1][1].transport, 'websocket');
+
+  s.deliver({ op: Op.RAW, body: encodePackets([{ op: 1000, body: 'one' }, { op: 1000, body: 'two' }]) });
+  s.deliver({ op: 1001, body: 'three' });
+  assert.deepEqual(events.messages, [[1000, 'one'], [1000, 'two'], [1001, 'three']]);
+
+  assert.equal(await client.changeRoom('live://10'), 'live://10');
+  assert.equal(client.room, 'live://10');
+  client.close();
+  assert.equal(client.status, 'closed');
+  assert.ok(s.closed);
+});
+
+test('the auth packet is op 7 with seq 1 and the JSON token of the current room', async () => {
+  const WS = fakeWebSocket();
+  const { client } = recorder({ WebSocket: WS });
+  client.connect();
+  await until('auth', () => WS.sockets[0]?.sent.length === 1);
+  const auth = WS.sockets[0].sent[0];
+  assert.deepEqual([auth.op, auth.seq, auth.ver], [7, 1, 1]);
+  assert.equal(new TextDecoder().decode(auth.body), '{"mid":5,"room_id":"live://9","platform":"web","accepts":[1000]}');
+  client.close();
+});
+
+test('an op-6 hint sets the reconnect delay, and the new connection joins the room the client moved to', async () => {
+  const WS = fakeWebSocket((s) => {
+    comet(s);
+    setTimeout(() => s.open(), 1);
+  });
+  const { client, events } = recorder({ WebSocket: WS });
+  await client.connect();
+  await client.changeRoom('live://moved');
+  const t0 = Date.now();
+  WS.sockets[0].deliver({ op: Op.DISCONNECT_REPLY, body: '{"reason":"drain","reconnect_after_ms":120}' });
+  assert.deepEqual(events.disconnects, [{ reason: 'drain', reconnect_after_ms: 120 }]);
+  const [status, detail] = events.status.at(-1);
+  assert.equal(status, 'reconnecting');
+  assert.deepEqual([detail.reason, detail.delayMs], ['drain', 120]);
+  assert.ok(WS.sockets[0].closed);
+  await until('a second socket', () => WS.sockets.length === 2, 3000);
+  assert.ok(Date.now() - t0 >= 110, `reconnected after ${Date.now() - t0} ms`);
+  await until('connected again', () => client.status === 'connected');
+  assert.equal(WS.sockets[0].token.room_id, 'live://9');
+  assert.equal(WS.sockets[1].token.room_id, 'live://moved');
+  client.close();
+});
+
+test('op 6 without a hint (auth_failed, kicked) ends the client without reconnecting', async () => {
+  for (const body of ['{"reason":"auth_failed","message":"bad token"}', '{"reason":"kicked"}']) {
+    const WS = fakeWebSocket();
+    const { client, events, statuses } = recorder({ WebSocket: WS });
+    const ready = client.connect();
+    await until('auth', () => WS.sockets[0]?.sent.length === 1);
+    WS.sockets[0].deliver({ op: Op.DISCONNECT_REPLY, body });
+    await assert.rejects(ready, /closed/);
+    assert.deepEqual(statuses(), ['connecting', 'closed']);
+    assert.equal(events.status.at(-1)[1].reason, JSON.parse(body).reason);
+    await sleep(100);
+    assert.equal(WS.sockets.length, 1, body);
+  }
+});
+
+test('a dropped connection reconnects with growing, jittered backoff, reset by a successful auth', async () => {
+  let accept = false;
+  const WS = fakeWebSocket((s) => setTimeout(() => (accept ? (comet(s), s.open()) : s.serverClose()), 1));
+  // serverClose before open = the socket never opened; with no other transport that is a retry.
+  const { client, events } = recorder({ WebSocket: WS, transports: ['websocket'], reconnect: { initialMs: 20, maxMs: 1000, factor: 2, jitter: 0.5 } });
+  client.connect();
+  await until('three retries', () => events.status.filter(([s]) => s === 'reconnecting').length >= 3, 3000);
+  const delays = events.status.filter(([s]) => s === 'reconnecting').map(([, d]) => d.delayMs);
+  assert.ok(delays[0] >= 10 && delays[0] <= 20, `first delay ${delays[0]}`);
+  assert.ok(delays[1] >= 20 && delays[1] <= 40, `second delay ${delays[1]}`);
+  assert.ok(delays[2] >= 40 && delays[2] <= 80, `third delay ${delays[2]}`);
+  accept = true;
+  await until('connected', () => client.status === 'connected', 3000);
+  const before = events.status.length;
+  WS.sockets.at(-1).serverClose();
+  const [status, detail] = events.status[before];
+  assert.equal(status, 'reconnecting');
+  assert.ok(detail.delayMs <= 20, `after a good connection the backoff starts again: ${detail.delayMs}`);
+  client.close();
+});
+
+test('a heartbeat that goes unanswered for an interval drops the connection', async () => {
+  const WS = fakeWebSocket();
+  const { client, events } = recorder({ WebSocket: WS, heartbeatMs: 20, heartbeatTimeoutMs: 50 });
+  client.connect();
+  await until('auth', () => WS.sockets[0]?.sent.length === 1);
+  WS.sockets[0].deliver({ op: Op.AUTH_REPLY, seq: 1 });
+  const t0 = Date.now();
+  // Heartbeats go out every 20 ms but nothing answers them.
+  await until('reconnecting', () => events.status.some(([s, d]) => s === 'reconnecting' && d.reason === 'heartbeat_timeout'), 2000);
+  assert.ok(Date.now() - t0 >= 45, `dropped after ${Date.now() - t0} ms`);
+  assert.ok(WS.sockets[0].sent.some((p) => p.op === Op.HEARTBEAT));
+  client.close();
+});
+
+test('requests made while connecting wait in a bounded queue and go out after auth', async () => {
+  const WS = fakeWebSocket((s) => comet(s));
+  const { client } = recorder({ WebSocket: WS, maxQueued: 2 });
+  client.connect();
+  const a = client.changeRoom('live://a');
+  const b = client.changeRoom('live://b');
+  await assert.rejects(client.changeRoom('live://c'), /queue is full/);
+  await until('a socket', () => WS.sockets.length === 1);
+  WS.sockets[0].open();
+  assert.deepEqual(await Promise.all([a, b]), ['live://a', 'live://b']);
+  client.close();
+  await assert.rejects(client.heartbeat(), /not connected/);
+});
+
+// ---- fallback to long-polling ---------------------------------------------------------------
+
+// A long-poll server double: /poll/auth gives a session, /poll hands out queued packets,
+// /poll/send answers heartbeats.
+function fakePollServer({ authStatus = 200, online = 2 } = {}) {
+  const srv = { calls: [], pending: [], waiters: [], tokens: [] };
+  srv.push = (packet) => {
+    srv.pending.push(packet);
+    srv.waiters.splice(0).forEach((w) => w());
+  };
+  srv.fetch = async (url, init = {}) => {
+    const u = new URL(url);
+    srv.calls.push(`${init.method || 'GET'} ${u.pathname}${u.search}`);
+    if (u.pathname === '/poll/auth') {
+      srv.tokens.push(new TextDecoder().decode(init.body));
+      if (authStatus !== 200) return new Response('{"error":"token rejected"}', { status: authStatus });
+      return new Response('{"sid":"s1","heartbeat_ms":25000}', { status: 200 });
+    }
+    if (u.pathname === '/poll/send') {
+      const replies = decodePackets(init.body).map((p) =>
+        p.op === Op.HEARTBEAT ? { op: 3, seq: p.seq, body: new Uint8Array([0, 0, 0, online]) } : { op: p.op + 1, seq: p.seq, body: p.body },
+      );
+      return new Response(encodePackets(replies), { status: 200 });
+    }
+    if (u.pathname === '/poll') {
+      if (!srv.pending.length) {
+        await new Promise((resolve) => {
+          srv.waiters.push(resolve);
+          init.signal?.addEventListener('abort', resolve);
+        });
+      }
+      if (init.signal?.aborted) throw new DOMException('aborted', 'AbortError');
+      if (!srv.pending.length) return new Response(null, { status: 204 });
+      return new Response(encodePackets(srv.pending.splice(0)), { status: 200 });
+    }
+    return new Response('', { status: 404 });
+  };
+  return srv;
+}
+
+test('without WebSocket the client long-polls: auth, heartbeat, pushes in order', async () => {
+  const srv = fakePollServer();
+  const { client, events } = recorder({ WebSocket: null, fetch: srv.fetch });
+  const saved = globalThis.WebSocket;
+  globalThis.WebSocket = undefined;
+  try {
+    await client.connect();
+  } finally {
+    globalThis.WebSocket = saved;
+  }
+  assert.equal(client.transport, 'longpoll');
+  assert.deepEqual(JSON.parse(srv.tokens[0]), { mid: 5, room_id: 'live://9', platform: 'web', accepts: [1000] });
+  const connecting = events.status.filter(([s]) => s === 'connecting').map(([, d]) => [d.transport, d.fallbackFrom]);
+  assert.deepEqual(connecting, [['websocket', null], ['longpoll', 'websocket']]);
+  await until('the online count', () => events.online.length === 1);
+  assert.deepEqual(events.online, [2]);
+  assert.equal(events.status.find(([s]) => s === 'connected')[1].heartbeatMs, 25000, 'the server\'s heartbeat_ms caps the interval');
+  srv.push({ op: 1000, body: 'first' });
+  srv.push({ op: 1000, body: 'second' });
+  srv.push({ op: Op.RAW, body: encodePackets([{ op: 1000, body: 'third' }]) });
+  await until('three messages', () => events.messages.length === 3);
+  assert.deepEqual(events.messages.map(([, t]) => t), ['first', 'second', 'third']);
+  assert.equal(await client.changeRoom('live://x'), 'live://x');
+  assert.ok(srv.calls.includes('GET /poll?sid=s1'), srv.calls.join('\n'));
+  client.close();
+});
+
+test('a WebSocket that errors before opening falls back to long-polling', async () => {
+  const WS = fakeWebSocket((s) => setTimeout(() => s.fail(), 1));
+  const srv = fakePollServer();
+  const { client } = recorder({ WebSocket: WS, fetch: srv.fetch });
+  await client.connect();
+  assert.equal(client.transport, 'longpoll');
+  assert.equal(WS.sockets.length, 1);
+  client.close();
+});
+
+test('a long-poll token rejected with 401 closes the client without retrying', async () => {
+  const srv = fakePollServer({ authStatus: 401 });
+  const { client, events } = recorder({ transports: ['longpoll'], fetch: srv.fetch });
+  await assert.rejects(client.connect(), /closed/);
+  assert.deepEqual(events.disconnects, [{ reason: 'auth_failed', message: 'token rejected' }]);
+  await sleep(100);
+  assert.equal(srv.calls.length, 1);
+});
+
+test('an op-6 packet in a long-poll response is followed like one over WebSocket', async () => {
+  const srv = fakePollServer();
+  const { client, events } = recorder({ transports: ['longpoll'], fetch: srv.fetch });
+  await client.connect();
+  srv.push({ op: Op.DISCONNECT_REPLY, body: '{"reason":"shutdown","reconnect_after_ms":30}' });
+  await until('reconnecting', () => client.status === 'reconnecting');
+  assert.equal(events.status.at(-1)[1].delayMs, 30);
+  await until('connected again', () => srv.tokens.length === 2 && client.status === 'connected');
+  client.close();
+});

@@ -1,0 +1,849 @@
+// goim.js: a client for goim-rs (and goim v2) comets, for browsers and Node.
+//
+// An ES module with no dependencies and no build step: `import { GoimClient } from '/goim.js'`.
+// It speaks goim's binary protocol over WebSocket and falls back to HTTP long-polling, sends
+// heartbeats (whose replies carry the room's online count), reconnects with exponential backoff
+// and jitter, and follows the server's op-6 disconnect hints. See docs/web-client.md.
+// It is one file on purpose (past the house 800-line mark): users copy or import exactly this.
+//
+// Wire format: every packet is a 16-byte big-endian header and a body.
+//
+//   offset  size  field
+//   0       4     packLen   (int32, header + body)
+//   4       2     headerLen (int16, always 16)
+//   6       2     ver       (int16)
+//   8       4     op        (int32)
+//   12      4     seq       (int32, echoed by replies; 0 on server pushes)
+//
+// Over WebSocket each message carries one packet, and server pushes arrive as one op-9 (raw)
+// packet wrapping the real packets. Long-poll responses carry packets back to back, exactly as
+// a TCP client reads them.
+
+/** goim's operation codes (api/protocol/operation.go), plus op 6 as goim-rs uses it. */
+export const Op = Object.freeze({
+  HANDSHAKE: 0,
+  HANDSHAKE_REPLY: 1,
+  HEARTBEAT: 2,
+  HEARTBEAT_REPLY: 3,
+  SEND_MSG: 4,
+  SEND_MSG_REPLY: 5,
+  DISCONNECT_REPLY: 6,
+  AUTH: 7,
+  AUTH_REPLY: 8,
+  RAW: 9,
+  CHANGE_ROOM: 12,
+  CHANGE_ROOM_REPLY: 13,
+  SUB: 14,
+  SUB_REPLY: 15,
+  UNSUB: 16,
+  UNSUB_REPLY: 17,
+});
+
+export const HEADER_LEN = 16;
+
+/** The transports, in the order tried by default. */
+export const TRANSPORTS = Object.freeze(['websocket', 'longpoll']);
+
+/** A malformed packet or response: the connection carrying it is dropped. */
+export class ProtocolError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'ProtocolError';
+  }
+}
+
+const utf8 = new TextEncoder();
+const text = new TextDecoder('utf-8');
+
+/** A packet body as bytes: strings are UTF-8, `null`/`undefined` is empty. */
+export function toBytes(body) {
+  if (body == null) return new Uint8Array(0);
+  if (typeof body === 'string') return utf8.encode(body);
+  if (body instanceof Uint8Array) return body;
+  if (body instanceof ArrayBuffer) return new Uint8Array(body);
+  if (ArrayBuffer.isView(body)) return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
+  throw new TypeError('a packet body is a string, Uint8Array or ArrayBuffer');
+}
+
+/** Encodes one packet: `{op, seq = 0, ver = 1, body}` → bytes. */
+export function encodePacket({ op, seq = 0, ver = 1, body }) {
+  const b = toBytes(body);
+  const out = new Uint8Array(HEADER_LEN + b.length);
+  const v = new DataView(out.buffer);
+  v.setInt32(0, out.length);
+  v.setInt16(4, HEADER_LEN);
+  v.setInt16(6, ver);
+  v.setInt32(8, op);
+  v.setInt32(12, seq);
+  out.set(b, HEADER_LEN);
+  return out;
+}
+
+/** Encodes packets back to back (the long-poll and TCP form). */
+export function encodePackets(packets) {
+  const parts = packets.map(encodePacket);
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}
+
+/**
+ * Decodes packets laid back to back, replacing each op-9 (raw) packet by the packets inside
+ * it. Returns `[{ver, op, seq, body}]` with `body` a Uint8Array view. Throws ProtocolError on a
+ * bad header or a truncated packet: every caller here holds whole messages or responses.
+ */
+export function decodePackets(input, { unwrapRaw = true } = {}) {
+  const bytes = toBytes(input);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out = [];
+  let off = 0;
+  while (off < bytes.length) {
+    const left = bytes.length - off;
+    if (left < HEADER_LEN) throw new ProtocolError(`truncated header: ${left} bytes at offset ${off}`);
+    const packLen = view.getInt32(off);
+    const headerLen = view.getInt16(off + 4);
+    if (headerLen < HEADER_LEN || packLen < headerLen) {
+      throw new ProtocolError(`bad header at offset ${off}: packLen ${packLen}, headerLen ${headerLen}`);
+    }
+    if (packLen > left) throw new ProtocolError(`truncated packet at offset ${off}: packLen ${packLen}, ${left} bytes left`);
+    const packet = {
+      ver: view.getInt16(off + 6),
+      op: view.getInt32(off + 8),
+      seq: view.getInt32(off + 12),
+      body: bytes.subarray(off + headerLen, off + packLen),
+    };
+    if (unwrapRaw && packet.op === Op.RAW) {
+      // One level only: goim never nests raw packets, and recursion would let a peer nest deeply.
+      for (const inner of decodePackets(packet.body, { unwrapRaw: false })) out.push(inner);
+    } else {
+      out.push(packet);
+    }
+    off += packLen;
+  }
+  return out;
+}
+
+/** goim's JSON token (the op-7 body the embedded server accepts by default). */
+export function jsonToken({ mid = 0, key, room = '', platform = 'web', accepts = [] } = {}) {
+  const token = { mid: Number(mid) };
+  if (key) token.key = String(key);
+  token.room_id = room;
+  token.platform = platform;
+  token.accepts = accepts.map(Number);
+  return JSON.stringify(token);
+}
+
+/** The heartbeat reply's body: the room's online count, a big-endian int32. */
+export function onlineCount(body) {
+  if (body.length < 4) return null;
+  return new DataView(body.buffer, body.byteOffset, 4).getInt32(0);
+}
+
+// Ops that are the protocol's own, never handed to onMessage.
+const CONTROL_OPS = new Set([
+  Op.HEARTBEAT_REPLY, Op.DISCONNECT_REPLY, Op.AUTH_REPLY, Op.RAW,
+  Op.CHANGE_ROOM_REPLY, Op.SUB_REPLY, Op.UNSUB_REPLY,
+]);
+
+const DEFAULTS = {
+  transports: TRANSPORTS,
+  heartbeatMs: 30000,
+  heartbeatTimeoutMs: null,
+  openTimeoutMs: 10000,
+  authTimeoutMs: 10000,
+  requestTimeoutMs: 10000,
+  pollTimeoutS: null,
+  mid: 0,
+  key: '',
+  room: '',
+  platform: 'web',
+  accepts: [1000, 1001, 1002],
+  maxQueued: 64,
+  maxPending: 256,
+  maxBufferedBytes: 1 << 20,
+  reconnect: {},
+};
+
+const RECONNECT_DEFAULTS = { initialMs: 1000, maxMs: 30000, factor: 2, jitter: 0.5, maxAttempts: Infinity };
+
+/**
+ * A connection to a comet that stays connected: it authenticates, heartbeats, reconnects and
+ * falls back to long-polling on its own until `close()`.
+ *
+ * Status: 'idle' → 'connecting' → 'connected' ⇄ 'reconnecting' → 'closed'.
+ */
+export class GoimClient {
+  constructor(options = {}) {
+    this.options = { ...DEFAULTS, ...options, reconnect: { ...RECONNECT_DEFAULTS, ...(options.reconnect || {}) } };
+    const o = this.options;
+    for (const t of o.transports) {
+      if (!TRANSPORTS.includes(t)) throw new TypeError(`unknown transport ${t}; use ${TRANSPORTS.join(' or ')}`);
+    }
+    if (o.transports.length === 0) throw new TypeError('transports is empty');
+    this.onStatus = o.onStatus || null;
+    this.onMessage = o.onMessage || null;
+    this.onOnline = o.onOnline || null;
+    this.onDisconnect = o.onDisconnect || null;
+    // What the default token carries; changeRoom/sub/unsub keep it current so a reconnect
+    // rejoins the room and ops the client was in.
+    this.room = o.room;
+    this.accepts = [...o.accepts];
+    this.status = 'idle';
+    this.transport = null;
+    this.online = null;
+    this._gen = 0; // bumped per attempt and on close(); callbacks of older pipes are ignored
+    this._pipe = null;
+    this._authed = false;
+    this._attempts = 0; // failed attempts since the last successful auth
+    this._lastGood = null; // the transport that last authenticated: tried first next time
+    this._seq = 0;
+    this._pending = new Map(); // seq → {replyOp, resolve, reject, timer}
+    this._queue = []; // packets waiting for a connection, at most maxQueued
+    this._timers = { reconnect: null, heartbeat: null, auth: null };
+    this._hbSentAt = null; // when the unanswered heartbeat went out
+    this._every = this.options.heartbeatMs; // the heartbeat interval in use
+    this._waiters = [];
+  }
+
+  /** Starts connecting; the promise resolves at the first 'connected', rejects if closed first. */
+  connect() {
+    const p = new Promise((resolve, reject) => this._waiters.push({ resolve, reject }));
+    p.catch(() => {}); // callers that ignore the promise must not see an unhandled rejection
+    if (this.status === 'connected') {
+      this._settle(true);
+    } else if (this.status === 'idle' || this.status === 'closed') {
+      this._attempts = 0;
+      this._attempt();
+    }
+    return p;
+  }
+
+  /** Closes the connection for good (no reconnect) and fails pending requests. */
+  close() {
+    if (this.status === 'closed') return;
+    this._finish({ reason: 'client' });
+  }
+
+  /** Moves to another room (`type://id`); resolves with the echoed room. */
+  changeRoom(room) {
+    this.room = room;
+    return this._request(Op.CHANGE_ROOM, Op.CHANGE_ROOM_REPLY, room).then((p) => text.decode(p.body));
+  }
+
+  /** Adds ops to those that key and mid pushes may deliver. */
+  sub(ops) {
+    for (const op of ops.map(Number)) if (!this.accepts.includes(op)) this.accepts.push(op);
+    return this._request(Op.SUB, Op.SUB_REPLY, ops.join(',')).then((p) => text.decode(p.body));
+  }
+
+  /** Removes ops from those that key and mid pushes may deliver. */
+  unsub(ops) {
+    const drop = new Set(ops.map(Number));
+    this.accepts = this.accepts.filter((op) => !drop.has(op));
+    return this._request(Op.UNSUB, Op.UNSUB_REPLY, ops.join(',')).then((p) => text.decode(p.body));
+  }
+
+  /** Sends an uplink packet (default op 4); resolves when the server echoes it. */
+  send(op = Op.SEND_MSG, body = '') {
+    return this._request(op, op, body).then(() => undefined);
+  }
+
+  /** Sends a heartbeat now; resolves with the room's online count. */
+  heartbeat() {
+    if (this._hbSentAt === null) this._hbSentAt = Date.now();
+    return this._request(Op.HEARTBEAT, Op.HEARTBEAT_REPLY, null).then((p) => onlineCount(p.body));
+  }
+
+  // ---- connecting ------------------------------------------------------------------------
+
+  _order() {
+    const list = [...this.options.transports];
+    if (this._lastGood && list.includes(this._lastGood)) {
+      list.splice(list.indexOf(this._lastGood), 1);
+      list.unshift(this._lastGood);
+    }
+    return list;
+  }
+
+  async _attempt() {
+    const gen = ++this._gen;
+    this._authed = false;
+    let failure = null;
+    let previous = null;
+    for (const name of this._order()) {
+      if (gen !== this._gen) return;
+      this.transport = name;
+      this._setStatus('connecting', { transport: name, attempt: this._attempts, fallbackFrom: previous, error: failure && failure.message });
+      try {
+        if (name === 'websocket') await this._openWebSocket(gen);
+        else await this._openLongPoll(gen);
+        return; // the pipe is open; auth and later events take over
+      } catch (e) {
+        if (gen !== this._gen) return;
+        if (e && e.final) {
+          this._emitDisconnect(e.info);
+          this._finish(e.info);
+          return;
+        }
+        failure = e instanceof Error ? e : new Error(String(e));
+        previous = name;
+      }
+    }
+    if (gen === this._gen) this._retry({ reason: 'unreachable', message: failure && failure.message });
+  }
+
+  async _token() {
+    const t = this.options.token;
+    const value = typeof t === 'function' ? await t(this) : t;
+    if (value != null) return toBytes(value);
+    const o = this.options;
+    return toBytes(jsonToken({ mid: o.mid, key: o.key, room: this.room, platform: o.platform, accepts: this.accepts }));
+  }
+
+  async _openWebSocket(gen) {
+    const Impl = this.options.WebSocket || globalThis.WebSocket;
+    if (typeof Impl !== 'function') throw new Error('WebSocket is not available');
+    const token = await this._token();
+    if (gen !== this._gen) return;
+    const pipe = new WebSocketPipe(this._url(), Impl, this.options.maxBufferedBytes);
+    this._attach(pipe, gen);
+    await pipe.open(this.options.openTimeoutMs);
+    if (gen !== this._gen) return;
+    pipe.send(encodePacket({ op: Op.AUTH, seq: this._nextSeq(), body: token }));
+    this._timers.auth = setTimeout(() => {
+      if (gen === this._gen && !this._authed) this._dropped({ reason: 'auth_timeout' });
+    }, this.options.authTimeoutMs);
+  }
+
+  async _openLongPoll(gen) {
+    const fetchImpl = this.options.fetch || globalThis.fetch;
+    if (typeof fetchImpl !== 'function') throw new Error('fetch is not available');
+    const token = await this._token();
+    if (gen !== this._gen) return;
+    const pipe = new LongPollPipe(this._pollUrl(), fetchImpl.bind(globalThis), this.options);
+    this._attach(pipe, gen);
+    const { heartbeatMs } = await pipe.open(token, this.options.openTimeoutMs);
+    if (gen !== this._gen) return;
+    this._authenticated(heartbeatMs);
+  }
+
+  _attach(pipe, gen) {
+    if (this._pipe) this._pipe.close();
+    this._pipe = pipe;
+    pipe.onPackets = (packets) => {
+      if (gen === this._gen) this._receive(packets);
+    };
+    pipe.onClose = (info) => {
+      if (gen === this._gen) this._dropped(info);
+    };
+  }
+
+  _url() {
+    if (this.options.url) return this.options.url;
+    if (typeof location === 'undefined') throw new Error('no url given');
+    return `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}/sub`;
+  }
+
+  _pollUrl() {
+    if (this.options.pollUrl) return this.options.pollUrl.replace(/\/+$/, '');
+    if (typeof location === 'undefined') throw new Error('no pollUrl given');
+    return `${location.origin}/poll`;
+  }
+
+  _authenticated(serverHeartbeatMs) {
+    clearTimeout(this._timers.auth);
+    this._authed = true;
+    this._attempts = 0;
+    this._lastGood = this.transport;
+    let every = this.options.heartbeatMs;
+    // A long-poll session expires without traffic: the server's interval caps ours.
+    if (serverHeartbeatMs > 0) every = Math.min(every, serverHeartbeatMs);
+    this._every = every;
+    this._setStatus('connected', { transport: this.transport, heartbeatMs: every });
+    this._settle(true);
+    this._flushQueue();
+    this._hbSentAt = null;
+    this._beat();
+    clearInterval(this._timers.heartbeat);
+    this._timers.heartbeat = setInterval(() => this._beat(), every);
+  }
+
+  _beat() {
+    // An earlier heartbeat still unanswered after heartbeatTimeoutMs (by default a full
+    // interval, 10 s at least) means the connection is dead even if the socket has not noticed.
+    const limit = this.options.heartbeatTimeoutMs || Math.max(this._every, 10000);
+    if (this._hbSentAt !== null && Date.now() - this._hbSentAt > limit) {
+      this._dropped({ reason: 'heartbeat_timeout' });
+      return;
+    }
+    this.heartbeat().catch(() => {});
+  }
+
+  // ---- receiving -------------------------------------------------------------------------
+
+  _receive(packets) {
+    for (const p of packets) {
+      if (this.status === 'closed') return;
+      switch (p.op) {
+        case Op.AUTH_REPLY:
+          if (!this._authed) this._authenticated(0);
+          break;
+        case Op.HEARTBEAT_REPLY: {
+          this._hbSentAt = null;
+          const n = onlineCount(p.body);
+          if (n !== null) {
+            this.online = n;
+            this._call('onOnline', n);
+          }
+          break;
+        }
+        case Op.DISCONNECT_REPLY:
+          this._told(p.body);
+          return; // nothing after op 6 counts
+        default:
+          break;
+      }
+      const waiting = p.seq !== 0 && this._pending.get(p.seq);
+      if (waiting && waiting.replyOp === p.op) {
+        this._pending.delete(p.seq);
+        clearTimeout(waiting.timer);
+        waiting.resolve(p);
+      } else if (!CONTROL_OPS.has(p.op)) {
+        this._call('onMessage', {
+          op: p.op,
+          ver: p.ver,
+          seq: p.seq,
+          body: p.body,
+          get text() {
+            return text.decode(this.body);
+          },
+        });
+      }
+    }
+  }
+
+  // The server said why it is closing (op 6). Reconnect after its hint, or not at all when it
+  // gave none (auth_failed, kicked, protocol: the same token would fail again).
+  _told(body) {
+    let info;
+    try {
+      info = JSON.parse(text.decode(body));
+      if (!info || typeof info !== 'object') throw new Error('not an object');
+    } catch {
+      info = { reason: 'unknown' };
+    }
+    this._emitDisconnect(info);
+    const after = info.reconnect_after_ms;
+    if (typeof after === 'number' && Number.isFinite(after) && after >= 0) {
+      this._retry({ reason: info.reason, message: info.message }, after);
+    } else {
+      this._finish(info);
+    }
+  }
+
+  // The connection ended without op 6: reconnect with backoff.
+  _dropped(info) {
+    if (this.status === 'closed') return;
+    this._retry(info);
+  }
+
+  _retry(info, delayMs) {
+    this._teardown(new Error(`disconnected: ${info.reason}`));
+    const r = this.options.reconnect;
+    if (this._attempts >= r.maxAttempts) {
+      this._finish({ ...info, reason: info.reason, gaveUp: true });
+      return;
+    }
+    let delay = delayMs;
+    if (delay === undefined) {
+      const base = Math.min(r.maxMs, r.initialMs * Math.pow(r.factor, this._attempts));
+      delay = Math.round(base * (1 - r.jitter * Math.random()));
+    }
+    this._attempts += 1;
+    this._setStatus('reconnecting', { ...info, delayMs: delay, attempt: this._attempts });
+    this._timers.reconnect = setTimeout(() => {
+      this._timers.reconnect = null;
+      this._attempt();
+    }, delay);
+  }
+
+  _finish(info) {
+    this._gen += 1;
+    this._teardown(new Error(`closed: ${info.reason}`));
+    this._failQueue(new Error(`closed: ${info.reason}`));
+    this.transport = null;
+    this._setStatus('closed', info);
+    this._settle(false, info);
+  }
+
+  _teardown(why) {
+    this._gen += 1;
+    clearTimeout(this._timers.reconnect);
+    clearTimeout(this._timers.auth);
+    clearInterval(this._timers.heartbeat);
+    this._timers = { reconnect: null, heartbeat: null, auth: null };
+    this._authed = false;
+    this._hbSentAt = null;
+    if (this._pipe) {
+      this._pipe.close();
+      this._pipe = null;
+    }
+    for (const w of this._pending.values()) {
+      clearTimeout(w.timer);
+      w.reject(why);
+    }
+    this._pending.clear();
+  }
+
+  // ---- requests --------------------------------------------------------------------------
+
+  _nextSeq() {
+    this._seq = this._seq >= 0x7fffffff ? 1 : this._seq + 1;
+    return this._seq;
+  }
+
+  _request(op, replyOp, body) {
+    return new Promise((resolve, reject) => {
+      if (this.status === 'closed' || this.status === 'idle') {
+        reject(new Error(`not connected (${this.status})`));
+        return;
+      }
+      if (this._pending.size >= this.options.maxPending) {
+        reject(new Error('too many requests awaiting a reply'));
+        return;
+      }
+      const seq = this._nextSeq();
+      const packet = encodePacket({ op, seq, body });
+      const waiting = { replyOp, resolve, reject, timer: null, packet, sent: false };
+      waiting.timer = setTimeout(() => {
+        this._pending.delete(seq);
+        const i = this._queue.indexOf(waiting);
+        if (i >= 0) this._queue.splice(i, 1);
+        reject(new Error(`no reply to op ${op} within ${this.options.requestTimeoutMs} ms`));
+      }, this.options.requestTimeoutMs);
+      if (this._authed && this._pipe) {
+        try {
+          this._pipe.send(packet);
+        } catch (e) {
+          clearTimeout(waiting.timer);
+          reject(e);
+          return;
+        }
+        this._pending.set(seq, waiting);
+      } else if (this._queue.length >= this.options.maxQueued) {
+        clearTimeout(waiting.timer);
+        reject(new Error('send queue is full'));
+      } else {
+        waiting.seq = seq;
+        this._queue.push(waiting);
+      }
+    });
+  }
+
+  _flushQueue() {
+    const queued = this._queue;
+    this._queue = [];
+    for (const w of queued) {
+      try {
+        this._pipe.send(w.packet);
+        this._pending.set(w.seq, w);
+      } catch (e) {
+        clearTimeout(w.timer);
+        w.reject(e);
+      }
+    }
+  }
+
+  _failQueue(why) {
+    for (const w of this._queue) {
+      clearTimeout(w.timer);
+      w.reject(why);
+    }
+    this._queue = [];
+  }
+
+  // ---- events ----------------------------------------------------------------------------
+
+  _setStatus(status, detail) {
+    this.status = status;
+    this._call('onStatus', status, detail);
+  }
+
+  _emitDisconnect(info) {
+    this._call('onDisconnect', info);
+  }
+
+  _settle(ok, info) {
+    const waiters = this._waiters;
+    this._waiters = [];
+    for (const w of waiters) {
+      if (ok) w.resolve(this);
+      else w.reject(Object.assign(new Error(`closed: ${info.reason}`), { info }));
+    }
+  }
+
+  _call(name, ...args) {
+    const fn = this[name];
+    if (typeof fn !== 'function') return;
+    try {
+      fn.apply(this, args);
+    } catch (e) {
+      // A throwing callback must not break the connection.
+      console.error(`goim: ${name} threw`, e);
+    }
+  }
+}
+
+// ---- transports -------------------------------------------------------------------------
+// A pipe carries packets for one connection attempt and reports its end once, via onClose.
+
+class WebSocketPipe {
+  constructor(url, Impl, maxBufferedBytes) {
+    this.url = url;
+    this.Impl = Impl;
+    this.maxBufferedBytes = maxBufferedBytes;
+    this.ws = null;
+    this.closed = false;
+    this.onPackets = () => {};
+    this.onClose = () => {};
+  }
+
+  // Resolves when the socket opens; rejects when it fails first (the caller falls back).
+  open(timeoutMs) {
+    return new Promise((resolve, reject) => {
+      let opened = false;
+      let ws;
+      try {
+        ws = new this.Impl(this.url);
+      } catch (e) {
+        reject(e);
+        return;
+      }
+      this.ws = ws;
+      ws.binaryType = 'arraybuffer';
+      const timer = setTimeout(() => {
+        this.close();
+        reject(new Error(`websocket did not open within ${timeoutMs} ms`));
+      }, timeoutMs);
+      ws.onopen = () => {
+        opened = true;
+        clearTimeout(timer);
+        resolve();
+      };
+      ws.onerror = () => {
+        if (!opened) {
+          clearTimeout(timer);
+          this.close();
+          reject(new Error('websocket failed to open'));
+        }
+      };
+      ws.onclose = (ev) => {
+        clearTimeout(timer);
+        if (!opened) {
+          reject(new Error(`websocket closed before opening (code ${ev && ev.code})`));
+        } else if (!this.closed) {
+          this.closed = true;
+          this.onClose({ reason: 'closed', code: ev && ev.code });
+        }
+      };
+      ws.onmessage = (ev) => this._message(ev.data);
+    });
+  }
+
+  _message(data) {
+    if (this.closed) return;
+    if (typeof data === 'string') data = utf8.encode(data);
+    let packets;
+    try {
+      packets = decodePackets(data);
+    } catch (e) {
+      this._fail({ reason: 'protocol', message: e.message });
+      return;
+    }
+    this.onPackets(packets);
+  }
+
+  _fail(info) {
+    if (this.closed) return;
+    this.close();
+    this.onClose(info);
+  }
+
+  send(bytes) {
+    if (this.closed || !this.ws) throw new Error('websocket is closed');
+    if (this.ws.bufferedAmount > this.maxBufferedBytes) throw new Error('websocket send buffer is full');
+    this.ws.send(bytes); // one packet per message: comet reads exactly one per message
+  }
+
+  close() {
+    this.closed = true;
+    const ws = this.ws;
+    if (!ws) return;
+    ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+    try {
+      ws.close(1000);
+    } catch {
+      // already closed
+    }
+  }
+}
+
+class LongPollPipe {
+  constructor(base, fetchImpl, options) {
+    this.base = base;
+    this.fetch = fetchImpl;
+    this.pollTimeoutS = options.pollTimeoutS;
+    this.maxQueued = options.maxQueued;
+    this.sid = null;
+    this.closed = false;
+    this.abort = new AbortController();
+    this.outbox = []; // packets waiting for the POST /poll/send in flight, at most maxQueued
+    this.sending = false;
+    this.onPackets = () => {};
+    this.onClose = () => {};
+  }
+
+  // POST /poll/auth. Resolves with the server's heartbeat interval; a 401 rejects as final
+  // (the token is refused: no reconnect), anything else as a failure to open.
+  async open(token, timeoutMs) {
+    const timer = setTimeout(() => this.abort.abort(), timeoutMs);
+    let res;
+    let reply;
+    try {
+      res = await this.fetch(`${this.base}/auth`, { method: 'POST', body: token, cache: 'no-store', signal: this.abort.signal });
+      reply = await res.text();
+    } catch (e) {
+      throw new Error(`long-poll auth failed: ${e && e.message}`);
+    } finally {
+      clearTimeout(timer);
+    }
+    let json = null;
+    try {
+      json = JSON.parse(reply);
+    } catch {
+      // not JSON: reported below by status
+    }
+    if (res.status === 401 || res.status === 403) {
+      const message = json && (json.message || json.error || json.reason);
+      throw Object.assign(new Error('token rejected'), { final: true, info: { reason: 'auth_failed', message: message || `HTTP ${res.status}` } });
+    }
+    if (!res.ok || !json || typeof json.sid !== 'string') {
+      throw new Error(`long-poll auth: HTTP ${res.status}`);
+    }
+    this.sid = json.sid;
+    this._loop();
+    return { heartbeatMs: Number(json.heartbeat_ms) || 0 };
+  }
+
+  _query() {
+    return `sid=${encodeURIComponent(this.sid)}`;
+  }
+
+  async _loop() {
+    const timeout = this.pollTimeoutS ? `&timeout=${this.pollTimeoutS}` : '';
+    let failures = 0;
+    while (!this.closed) {
+      let res;
+      let body;
+      try {
+        res = await this.fetch(`${this.base}?${this._query()}${timeout}`, { cache: 'no-store', signal: this.abort.signal });
+        body = res.status === 200 ? await res.arrayBuffer() : null;
+      } catch (e) {
+        if (this.closed) return;
+        // The session outlives a failed poll for its heartbeat timeout: retry a few times.
+        if (++failures > 3) return this._fail({ reason: 'network', message: e && e.message });
+        await sleep(500 * 2 ** failures);
+        continue;
+      }
+      if (this.closed) return;
+      if (res.status === 204) {
+        failures = 0;
+        continue;
+      }
+      if (res.status === 404) return this._fail({ reason: 'session_expired' });
+      if (res.status !== 200) {
+        if (res.status >= 500 && ++failures <= 3) {
+          await sleep(500 * 2 ** failures);
+          continue;
+        }
+        return this._fail({ reason: 'http', message: `HTTP ${res.status}` });
+      }
+      failures = 0;
+      if (!this._deliver(body)) return;
+    }
+  }
+
+  _deliver(bytes) {
+    let packets;
+    try {
+      packets = decodePackets(bytes);
+    } catch (e) {
+      this._fail({ reason: 'protocol', message: e.message });
+      return false;
+    }
+    if (packets.length) this.onPackets(packets);
+    return !this.closed;
+  }
+
+  send(bytes) {
+    if (this.closed) throw new Error('long-poll session is closed');
+    if (this.outbox.length >= this.maxQueued) throw new Error('long-poll send queue is full');
+    this.outbox.push(bytes);
+    if (!this.sending) this._drain();
+  }
+
+  // One POST at a time, carrying everything queued, so replies come back in order.
+  async _drain() {
+    this.sending = true;
+    while (this.outbox.length && !this.closed) {
+      const batch = this.outbox;
+      this.outbox = [];
+      const body = new Uint8Array(batch.reduce((n, b) => n + b.length, 0));
+      let off = 0;
+      for (const b of batch) {
+        body.set(b, off);
+        off += b.length;
+      }
+      let res;
+      let reply;
+      try {
+        res = await this.fetch(`${this.base}/send?${this._query()}`, { method: 'POST', body, cache: 'no-store', signal: this.abort.signal });
+        reply = await res.arrayBuffer();
+      } catch (e) {
+        if (!this.closed) this._fail({ reason: 'network', message: e && e.message });
+        break;
+      }
+      if (this.closed) break;
+      if (res.status === 404) {
+        this._fail({ reason: 'session_expired' });
+        break;
+      }
+      if (res.status !== 200) {
+        this._fail({ reason: 'http', message: `HTTP ${res.status}` });
+        break;
+      }
+      if (!this._deliver(reply)) break;
+    }
+    this.sending = false;
+  }
+
+  _fail(info) {
+    if (this.closed) return;
+    this.close();
+    this.onClose(info);
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    this.abort.abort();
+  }
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
