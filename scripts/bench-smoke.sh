@@ -9,7 +9,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 # Debug builds: CI's test run has built most of both already.
-cargo build --locked --bin goim --bin goim-bench
+cargo build --locked -p goim --bin goim -p goim-bench --bin goim-bench
 target="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
 start=$(date +%s)
 "$target/debug/goim-bench" smoke --goim-bin "$target/debug/goim" --out "${BENCH_SMOKE_OUT:-$target/bench-smoke}"

@@ -75,7 +75,12 @@ install_python() {
     fi
     log "creating the Python venv $venv (confluent-kafka, protobuf, grpcio-tools)"
     mkdir -p "$tools"
-    python3 -m venv "$venv"
+    if ! python3 -m venv "$venv" 2>/dev/null; then
+        # Debian's python3 keeps venv (and ensurepip) in a package of its own.
+        apt_install python3-venv
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+    fi
     "$venv/bin/python" -m pip install -q --disable-pip-version-check confluent-kafka protobuf grpcio-tools
 }
 

@@ -47,7 +47,9 @@ impl Admin {
     }
 }
 
-/// `[queue]`: where logic publishes pushes and job consumes them.
+/// `[queue]`: where logic publishes pushes and job consumes them. With `kind = "kafka"` the
+/// broker settings are the binary's top-level `[kafka]` table (the producer's in goim-logic,
+/// the consumer group's in goim-job).
 ///
 /// ```toml
 /// [queue]
@@ -68,16 +70,6 @@ pub enum QueueKind {
     Memory,
     /// Kafka, topic `goim-push-topic` (goim's `PushMsg` protobuf values).
     Kafka,
-}
-
-impl QueueConfig {
-    fn validate(&self) -> Result<(), String> {
-        match self.kind {
-            QueueKind::Memory => Ok(()),
-            // KAFKA: replace with the Kafka settings' validation once the backend is wired.
-            QueueKind::Kafka => Err("queue.kind: \"kafka\" is not wired into this build yet".into()),
-        }
-    }
 }
 
 fn grace_valid(grace: std::time::Duration) -> Result<(), String> {
@@ -156,8 +148,13 @@ mod tests {
     }
 
     #[test]
-    fn the_kafka_queue_is_refused_until_it_is_wired() {
-        let q = QueueConfig { kind: QueueKind::Kafka };
-        assert!(q.validate().unwrap_err().starts_with("queue.kind"));
+    fn kafka_settings_are_checked_only_when_the_queue_is_kafka() {
+        let mut job = JobSettings::default();
+        job.discovery.comets =
+            vec![discovery::StaticComet { server_id: "c".into(), addr: "127.0.0.1:3109".into() }];
+        job.kafka.brokers = Vec::new();
+        job.validate().unwrap();
+        job.queue.kind = QueueKind::Kafka;
+        assert!(job.validate().unwrap_err().starts_with("kafka.brokers"));
     }
 }

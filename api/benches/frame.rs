@@ -34,6 +34,10 @@ fn encode(c: &mut Criterion) {
             black_box(dst.len())
         })
     });
+    g.finish();
+    // A room batch of 20 packets (job's default `room.batch`), per packet.
+    let mut g = c.benchmark_group("batch");
+    g.throughput(Throughput::Elements(20));
     g.bench_function("batch_of_20", |b| {
         let mut batch = Batch::new();
         b.iter(|| {

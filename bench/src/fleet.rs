@@ -147,6 +147,11 @@ impl Fleet {
         Ok(Fleet { workers })
     }
 
+    /// The worker processes' ids (to read their CPU time).
+    pub fn pids(&self) -> Vec<u32> {
+        self.workers.iter().map(|w| w.child.id()).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.workers.len()
     }

@@ -333,12 +333,12 @@ fn steps(r: &Results, o: &mut String) {
         );
         let _ = writeln!(
             o,
-            "| push/s | accepted/s | delivered msgs/s | p50 | p99 | p99.9 | max | loss | push errors | dropped |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "| push/s | accepted/s | delivered msgs/s | p50 | p99 | p99.9 | max | loss | push errors | dropped | server CPU | server µs/msg | load generator CPU |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for x in &s.steps {
             let _ = writeln!(
                 o,
-                "| {} | {:.0} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.3}% | {} | {} |",
+                "| {} | {:.0} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.3}% | {} | {} | {:.2} cores | {:.2} | {:.2} cores |",
                 x.rate,
                 x.achieved,
                 x.delivered_per_sec,
@@ -348,7 +348,10 @@ fn steps(r: &Results, o: &mut String) {
                 x.max_ms,
                 x.loss() * 100.0,
                 x.pushes_failed,
-                x.dropped
+                x.dropped,
+                x.server_cores(),
+                x.server_us_per_msg(),
+                x.loadgen_cores()
             );
         }
         if !s.errors.is_empty() {

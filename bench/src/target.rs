@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::usage;
 use crate::protocol::Protocol;
+use crate::usage;
 
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
@@ -139,6 +139,11 @@ impl Target {
 
     pub fn rss(&self) -> Result<u64> {
         usage::rss_sum(&self.pids())
+    }
+
+    /// CPU seconds the target's processes have used.
+    pub fn cpu_secs(&self) -> f64 {
+        usage::cpu_secs_sum(&self.pids())
     }
 
     pub fn endpoints(&self, protocol: Protocol) -> Vec<SocketAddr> {

@@ -66,8 +66,7 @@ struct CometServer {
 }
 
 async fn start_comet() -> CometServer {
-    let mut config = Config::default();
-    config.server_id = "comet-test".into();
+    let mut config = Config { server_id: "comet-test".into(), ..Config::default() };
     config.tcp.bind = vec!["127.0.0.1:0".into()];
     config.websocket.bind = Vec::new();
     let listeners = Listeners::bind(&config).await.unwrap();

@@ -143,6 +143,8 @@ impl Tier for CometProcess {
                 error!(error = %e, "admin server failed");
             }
         });
+        // The demo page and goim.js on the WebSocket port (while `comet.websocket.demo` is on).
+        comet.serve_assets(crate::web::assets());
         comet.start(listeners);
         ready.store(true, Ordering::Release);
         info!(server_id = comet.server_id(), tcp = ?addrs.tcp, websocket = ?addrs.websocket, grpc = %addrs.grpc,
@@ -199,7 +201,8 @@ mod tests {
     fn the_admin_port_defaults_to_comets_and_an_admin_table_needs_its_addr() {
         let s: CometSettings = load(None, env(&[("POD_NAME", "p")])).unwrap();
         assert_eq!(s.admin.addr, "0.0.0.0:3100");
-        let err = load::<CometSettings>(None, env(&[("POD_NAME", "p"), ("GOIM_ADMIN__PORT", "1")])).unwrap_err();
+        let err =
+            load::<CometSettings>(None, env(&[("POD_NAME", "p"), ("GOIM_ADMIN__PORT", "1")])).unwrap_err();
         assert!(err.to_string().contains("port"), "{err}");
     }
 }

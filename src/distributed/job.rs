@@ -8,6 +8,7 @@
 //! [discovery]   # static list or Kubernetes EndpointSlices
 //! [comet]       # goim_job::comet::ClientConfig: deadline, keepalive
 //! [queue]       # kind = "kafka" (or "memory": nothing to consume, see below)
+//! [kafka]       # goim_job::KafkaConfig: brokers, topic, group (goim-push-group-job), ...
 //! ```
 //!
 //! With `queue.kind = "memory"` this process has no producer (the memory queue lives inside
@@ -43,6 +44,8 @@ pub struct JobSettings {
     pub discovery: discovery::Config,
     pub comet: CometClientConfig,
     pub queue: QueueConfig,
+    /// The consumer group, when `queue.kind = "kafka"`.
+    pub kafka: goim_job::KafkaConfig,
 }
 
 impl Default for JobSettings {
@@ -54,6 +57,7 @@ impl Default for JobSettings {
             discovery: Default::default(),
             comet: Default::default(),
             queue: Default::default(),
+            kafka: Default::default(),
         }
     }
 }
@@ -65,7 +69,10 @@ impl Settings for JobSettings {
         self.job.validate().map_err(|e| format!("job.{e}"))?;
         self.discovery.validate().map_err(|e| e.to_string())?;
         self.comet.validate().map_err(|e| e.to_string())?;
-        self.queue.validate()
+        match self.queue.kind {
+            QueueKind::Memory => Ok(()),
+            QueueKind::Kafka => self.kafka.validate().map_err(|e| e.to_string()),
+        }
     }
 }
 
@@ -106,7 +113,7 @@ impl Tier for JobProcess {
         let metrics = goim_job::Metrics::new();
         metrics.register(&mut registry);
         let comets = Arc::new(GrpcComets::new(&*discovery, s.comet.clone()));
-        let job = goim_job::Job::new(s.job.clone(), comets, metrics);
+        let job = goim_job::Job::new(s.job.clone(), comets, metrics.clone());
         let idle = match s.queue.kind {
             QueueKind::Memory => {
                 warn!("queue.kind = \"memory\": this job has no producer and consumes nothing; use kafka");
@@ -119,9 +126,16 @@ impl Tier for JobProcess {
                 });
                 Some(tx)
             }
-            // KAFKA: build the consumer (goim_job::KafkaSource) from `[queue.kafka]` and run the
-            // job on it here; validate() refuses this kind until then.
-            QueueKind::Kafka => anyhow::bail!("queue.kind = \"kafka\" is not wired into this build yet"),
+            QueueKind::Kafka => {
+                let source = goim_job::KafkaSource::new(&s.kafka, metrics)?;
+                let stop = job_stop.clone();
+                job_tasks.spawn(async move {
+                    if let Err(e) = job.run(source, stop).await {
+                        error!(error = %e, "job stopped");
+                    }
+                });
+                None
+            }
         };
 
         let ready = Arc::new(AtomicBool::new(false));

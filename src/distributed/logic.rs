@@ -8,6 +8,7 @@
 //! [grpc]        # goim_logic::grpc::ServerConfig; addr = "0.0.0.0:3119"
 //! [store]       # kind = "memory" | "redis", [store.redis]
 //! [queue]       # kind = "memory" | "kafka"
+//! [kafka]       # goim_logic::queue::KafkaConfig: brokers, topic (goim-push-topic), delivery_timeout
 //! [discovery]   # optional: which comets exist (static list or Kubernetes EndpointSlices)
 //! [job]         # goim_job::Config, for the in-process dispatch of the memory queue
 //! [comet]       # goim_job::comet::ClientConfig, likewise
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 use goim_job::comet::{ClientConfig as CometClientConfig, GrpcComets};
 use goim_job::discovery;
+use goim_logic::queue::{KafkaConfig, KafkaQueue};
 use goim_logic::store::{RedisStore, StoreConfig, StoreKind};
 use goim_logic::{Logic, MemoryStore, Store};
 use prometheus_client::registry::Registry;
@@ -47,6 +49,8 @@ pub struct LogicSettings {
     pub grpc: goim_logic::grpc::ServerConfig,
     pub store: StoreConfig,
     pub queue: QueueConfig,
+    /// The producer, when `queue.kind = "kafka"`.
+    pub kafka: KafkaConfig,
     pub discovery: Option<discovery::Config>,
     pub job: goim_job::Config,
     pub comet: CometClientConfig,
@@ -61,6 +65,7 @@ impl Default for LogicSettings {
             grpc: Default::default(),
             store: Default::default(),
             queue: Default::default(),
+            kafka: Default::default(),
             discovery: Default::default(),
             job: Default::default(),
             comet: Default::default(),
@@ -75,7 +80,9 @@ impl Settings for LogicSettings {
         self.logic.validate().map_err(|e| format!("logic.{e}"))?;
         self.grpc.validate().map_err(|e| e.to_string())?;
         self.store.validate().map_err(|e| e.to_string())?;
-        self.queue.validate()?;
+        if self.queue.kind == QueueKind::Kafka {
+            self.kafka.validate().map_err(|e| e.to_string())?;
+        }
         if let Some(d) = &self.discovery {
             d.validate().map_err(|e| e.to_string())?;
         }
@@ -161,9 +168,7 @@ impl Tier for LogicProcess {
                 });
                 Arc::new(queue)
             }
-            // KAFKA: build the Kafka producer here (goim_logic::queue::KafkaQueue) from the
-            // `[queue.kafka]` settings; validate() refuses this kind until then.
-            QueueKind::Kafka => anyhow::bail!("queue.kind = \"kafka\" is not wired into this build yet"),
+            QueueKind::Kafka => Arc::new(KafkaQueue::new(&s.kafka)?),
         };
         let mut logic = Logic::new(s.logic.clone(), store, queue)?;
         if let Some(d) = &discovery {

@@ -11,9 +11,9 @@ use tokio::time::Instant;
 
 use super::{Progress, connect_all};
 use crate::fleet::{Fleet, workers_for};
-use crate::usage;
 use crate::protocol::Protocol;
 use crate::target::{Kind, Options, Target};
+use crate::usage;
 
 /// Connections one server process is given at most (the per-process open-file limit is 20,000).
 pub const PER_SERVER: u64 = 12_500;

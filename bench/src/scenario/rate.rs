@@ -17,6 +17,7 @@ use crate::fleet::{Fleet, workers_for};
 use crate::protocol::Protocol;
 use crate::publisher::{self, Plan, Push};
 use crate::target::{Kind, Options, Target};
+use crate::usage;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "rooms")]
@@ -76,6 +77,30 @@ pub struct RateStep {
     pub max_ms: f64,
     /// Subscribers the server dropped during the step.
     pub dropped: u64,
+    /// Wall time of the step, pushing and draining.
+    #[serde(default)]
+    pub wall_secs: f64,
+    /// CPU seconds the server used in that time.
+    #[serde(default)]
+    pub server_cpu_secs: f64,
+    /// CPU seconds the load generator's workers used in that time.
+    #[serde(default)]
+    pub loadgen_cpu_secs: f64,
+}
+
+impl RateStep {
+    pub fn server_cores(&self) -> f64 {
+        self.server_cpu_secs / self.wall_secs.max(1e-3)
+    }
+
+    pub fn loadgen_cores(&self) -> f64 {
+        self.loadgen_cpu_secs / self.wall_secs.max(1e-3)
+    }
+
+    /// Server CPU per delivered message, in microseconds.
+    pub fn server_us_per_msg(&self) -> f64 {
+        if self.received == 0 { 0.0 } else { self.server_cpu_secs * 1e6 / self.received as f64 }
+    }
 }
 
 impl RateStep {
@@ -120,9 +145,11 @@ impl RateSeries {
     }
 }
 
-/// HTTP connections for a push rate: about one per 250 pushes per second.
+/// HTTP connections for a push rate: one per 20 pushes per second, at least two, so a server
+/// whose API answers slowly while it fans out still gets the offered rate (each connection
+/// waits for its answer before its next push).
 fn pusher_conns(rate: f64) -> usize {
-    ((rate / 250.0).ceil() as usize).clamp(1, 64)
+    ((rate / 20.0).ceil() as usize).clamp(2, 64)
 }
 
 /// A fixed scramble of push numbers over rooms or users (Knuth's multiplicative hash).
@@ -167,8 +194,12 @@ pub async fn run(spec: &Spec, opts: &Options, progress: &Progress) -> Result<Rat
             conns: pusher_conns(rate),
             make,
         };
+        let (cpu0, lg0, t0) = (target.cpu_secs(), usage::cpu_secs_sum(&fleet.pids()), Instant::now());
         let outcome = publisher::run(plan).await;
         let (received, latency, dropped) = drain(&mut fleet, step, outcome.expected).await?;
+        let wall_secs = t0.elapsed().as_secs_f64();
+        let server_cpu_secs = target.cpu_secs() - cpu0;
+        let loadgen_cpu_secs = usage::cpu_secs_sum(&fleet.pids()) - lg0;
         let s = RateStep {
             rate,
             achieved: outcome.achieved(),
@@ -182,10 +213,13 @@ pub async fn run(spec: &Spec, opts: &Options, progress: &Progress) -> Result<Rat
             p999_ms: ms(&latency, 0.999),
             max_ms: latency.max() as f64 / 1000.0,
             dropped: dropped.saturating_sub(series.steps.iter().map(|s| s.dropped).sum()),
+            wall_secs,
+            server_cpu_secs,
+            loadgen_cpu_secs,
         };
         progress.say(format!(
             "{label}: {rate} push/s (got {:.0}): delivered {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, p999 {:.1} ms, \
-             loss {:.3}%, push errors {}, dropped {}",
+             loss {:.3}%, push errors {}, dropped {}; server {:.2} cores ({:.2} µs/msg), load generator {:.2} cores",
             s.achieved,
             s.delivered_per_sec,
             s.p50_ms,
@@ -193,7 +227,10 @@ pub async fn run(spec: &Spec, opts: &Options, progress: &Progress) -> Result<Rat
             s.p999_ms,
             s.loss() * 100.0,
             s.pushes_failed,
-            s.dropped
+            s.dropped,
+            s.server_cores(),
+            s.server_us_per_msg(),
+            s.loadgen_cores()
         ));
         for (e, c) in outcome.errors {
             *push_errors.entry(e).or_insert(0) += c;

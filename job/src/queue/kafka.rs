@@ -99,7 +99,7 @@ impl KafkaSource {
 
     /// When the next commit should go out, if anything is waiting to be committed.
     fn commit_due(&self) -> Option<Instant> {
-        let waiting = !self.offsets.lock().uncommitted().is_empty();
+        let waiting = self.offsets.lock().any_uncommitted();
         waiting.then(|| self.last_commit + self.commit_interval)
     }
 

@@ -68,6 +68,11 @@ impl Offsets {
             .collect()
     }
 
+    /// Whether any partition's commit point is past what Kafka holds.
+    pub(super) fn any_uncommitted(&self) -> bool {
+        self.partitions.values().any(|p| p.commit_point() > p.committed)
+    }
+
     /// Kafka confirmed it holds `offset` for `partition`.
     pub(super) fn committed(&mut self, partition: i32, offset: i64) {
         if let Some(p) = self.partitions.get_mut(&partition) {
@@ -104,6 +109,7 @@ mod tests {
         o.delivered(0, 10);
         o.delivered(0, 11);
         assert_eq!(o.uncommitted(), []);
+        assert!(!o.any_uncommitted());
         assert_eq!(o.pending(), 2);
     }
 
@@ -114,6 +120,7 @@ mod tests {
         o.delivered(0, 11);
         assert_eq!(o.acked(0, 10), Ok(true));
         assert_eq!(o.uncommitted(), [(0, 11)]);
+        assert!(o.any_uncommitted());
         assert_eq!(o.acked(0, 11), Ok(true));
         assert_eq!(o.uncommitted(), [(0, 12)]);
     }
