@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// The full benchmark: every scenario, goim-rs and the peers side by side.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Every scenario against goim-rs at tiny sizes, in seconds; fails on any error.
     Smoke(Common),
     /// Renders report.md and the plots again from <out>/results.json.
@@ -142,6 +142,7 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
                 step_secs: a.step_secs,
                 storm_secs: a.storm_secs,
                 heartbeat: Duration::from_secs_f64(a.heartbeat_secs),
+                settle: Duration::from_secs(3),
                 nginx_workers: a.nginx_workers,
                 out: a.common.out.clone(),
                 options: options(&a.common)?,
@@ -172,6 +173,7 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
                 step_secs: 1.0,
                 storm_secs: 1.0,
                 heartbeat: Duration::from_secs(1),
+                settle: Duration::from_secs(1),
                 nginx_workers: 1,
                 out: c.out.clone(),
                 options: options(&c)?,

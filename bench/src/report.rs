@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::protocol::Protocol;
 use crate::scenario::Progress;
 use crate::scenario::idle::IdleResult;
-use crate::scenario::rate::{Fanout, RateSeries};
+use crate::scenario::rate::{Fanout, RateSeries, RateStep};
 use crate::scenario::storm::StormSeries;
 use crate::target::{Kind, Options};
 
@@ -135,6 +135,17 @@ impl Results {
     }
 }
 
+/// How a target and protocol are named in tables and legends: the peers by name, goim-rs with
+/// its transport.
+pub fn label(kind: Kind, protocol: Protocol) -> String {
+    match protocol {
+        Protocol::GoimWs => format!("{} WebSocket", kind.name()),
+        Protocol::GoimTcp => format!("{} TCP", kind.name()),
+        Protocol::GoimPoll => format!("{} long-poll", kind.name()),
+        Protocol::Nchan | Protocol::Socketio => kind.name().to_string(),
+    }
+}
+
 /// The thresholds of issue 5, checked in the report.
 const ROOM_P99_MS: f64 = 100.0;
 const TARGET_USER_BYTES: f64 = 2048.0;
@@ -210,11 +221,19 @@ fn targets(r: &Results, o: &mut String) {
         );
     }
     if let (Some(g), Some(n)) = (goim_room, nchan_room) {
-        let best_n = n.best(ROOM_P99_MS).map(|s| s.delivered_per_sec).unwrap_or(0.0);
+        // nchan's sustained rate by the scenario's rule (p99 < 100 ms); when no step met it,
+        // its best loss-free rate whatever the latency, so the ratio stays meaningful.
+        let (best_n, how) = match n.best(ROOM_P99_MS) {
+            Some(s) => (s.delivered_per_sec, "p99 < 100 ms"),
+            None => (
+                n.best(f64::INFINITY).map(|s| s.delivered_per_sec).unwrap_or(0.0),
+                "no step under 100 ms; best loss-free",
+            ),
+        };
         let best_g = g.best(TARGET_ROOM_P99_MS).map(|s| s.delivered_per_sec).unwrap_or(0.0);
         let _ = writeln!(
             o,
-            "| room broadcast to {} subscribers, delivered msgs/s with p99 < 50 ms | ≥ 10× nchan ({:.0}/s) | {:.0}/s = {} | {} |",
+            "| room broadcast to {} subscribers, delivered msgs/s with p99 < 50 ms | ≥ 10× nchan ({:.0}/s, {how}) | {:.0}/s = {} | {} |",
             g.subscribers,
             best_n,
             best_g,
@@ -248,7 +267,7 @@ fn side_by_side(r: &Results, o: &mut String) {
         );
         let _ = writeln!(
             o,
-            "| target | protocol | connections | processes | held | user space / conn | peer ÷ goim-rs | kernel buffers / conn | kernel slab / conn | connect time |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "| server | connections | processes | held | user space / conn | ÷ goim-rs WebSocket | kernel buffers / conn | kernel slab / conn | connect time |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for i in &r.idle {
             let goim = r
@@ -257,12 +276,12 @@ fn side_by_side(r: &Results, o: &mut String) {
                 .find(|g| g.target == Kind::Goim && g.protocol == Protocol::GoimWs && g.n == i.n)
                 .map(|g| g.user_bytes())
                 .unwrap_or(0.0);
-            let vs = if i.target == Kind::Goim { "–".to_string() } else { ratio(i.user_bytes(), goim) };
+            let vs =
+                if i.protocol == Protocol::GoimWs { "–".to_string() } else { ratio(i.user_bytes(), goim) };
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s |",
-                i.target.name(),
-                i.protocol.name(),
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s |",
+                label(i.target, i.protocol),
                 i.n,
                 i.instances,
                 i.connected,
@@ -277,36 +296,38 @@ fn side_by_side(r: &Results, o: &mut String) {
     }
     let rooms: Vec<&RateSeries> = r.rates.iter().filter(|s| s.fanout == Fanout::Room).collect();
     if !rooms.is_empty() {
-        let goim =
-            r.room(Kind::Goim).and_then(|g| g.best(ROOM_P99_MS)).map(|s| s.delivered_per_sec).unwrap_or(0.0);
+        let delivered = |s: Option<&RateStep>| s.map(|b| b.delivered_per_sec).unwrap_or(0.0);
+        let goim = r.room(Kind::Goim);
+        let goim_sustained = delivered(goim.and_then(|g| g.best(ROOM_P99_MS)));
+        let goim_lossless = delivered(goim.and_then(|g| g.lossless()));
         let _ = writeln!(o, "## Room broadcast (scenario b)\n");
         let _ = writeln!(
             o,
             "Sustained: the highest push rate with no loss, every push accepted, and p99 push → receive \
-             under {ROOM_P99_MS} ms.\n"
+             under {ROOM_P99_MS} ms. Loss-free: the most delivered in a step with no loss, whatever the latency \
+             and the rate the push API took. Ratios are goim-rs over WebSocket divided by the server of the row.\n"
         );
         let _ = writeln!(
             o,
-            "| target | protocol | subscribers | sustained push/s | delivered msgs/s there | p99 there | p99 at 1 push/s | goim-rs ÷ target |\n|---|---|---:|---:|---:|---:|---:|---:|"
+            "| server | subscribers | sustained push/s | delivered msgs/s there | p99 there | ratio | loss-free delivered msgs/s | ratio | p99 at 1 push/s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for s in rooms {
             let best = s.best(ROOM_P99_MS);
+            let lossless = s.lossless();
             let one = s.at_rate(1.0).map(|x| format!("{:.1} ms", x.p99_ms)).unwrap_or("–".into());
+            let is_goim = s.protocol == Protocol::GoimWs;
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                s.target.name(),
-                s.protocol.name(),
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                label(s.target, s.protocol),
                 s.subscribers,
                 best.map(|b| format!("{}", b.rate)).unwrap_or("none".into()),
                 best.map(|b| format!("{:.0}", b.delivered_per_sec)).unwrap_or("–".into()),
                 best.map(|b| format!("{:.1} ms", b.p99_ms)).unwrap_or("–".into()),
+                if is_goim { "–".into() } else { ratio(goim_sustained, delivered(best)) },
+                lossless.map(|b| format!("{:.0}", b.delivered_per_sec)).unwrap_or("–".into()),
+                if is_goim { "–".into() } else { ratio(goim_lossless, delivered(lossless)) },
                 one,
-                if s.target == Kind::Goim {
-                    "–".into()
-                } else {
-                    ratio(goim, best.map(|b| b.delivered_per_sec).unwrap_or(0.0))
-                }
             );
         }
         let _ = writeln!(o);
@@ -324,13 +345,7 @@ fn steps(r: &Results, o: &mut String) {
             Fanout::Rooms(n) => format!("{} subscribers in {n} rooms, pushes to random rooms", s.subscribers),
             Fanout::Users => format!("{} users, pushes to random users", s.subscribers),
         };
-        let _ = writeln!(
-            o,
-            "### {} – {} over {}: {what}\n",
-            s.fanout.scenario(),
-            s.target.name(),
-            s.protocol.name()
-        );
+        let _ = writeln!(o, "### {} – {}: {what}\n", s.fanout.scenario(), label(s.target, s.protocol));
         let _ = writeln!(
             o,
             "| push/s | accepted/s | delivered msgs/s | p50 | p99 | p99.9 | max | loss | push errors | dropped | server CPU | server µs/msg | load generator CPU |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -360,7 +375,7 @@ fn steps(r: &Results, o: &mut String) {
         let _ = writeln!(o);
     }
     for s in &r.storms {
-        let _ = writeln!(o, "### storm – {} over {}\n", s.target.name(), s.protocol.name());
+        let _ = writeln!(o, "### storm – {}\n", label(s.target, s.protocol));
         let _ = writeln!(
             o,
             "| connects/s offered | ok | failed | connects + auths/s | p50 | p99 |\n|---:|---:|---:|---:|---:|---:|"

@@ -45,6 +45,8 @@ pub struct Plan {
     pub step_secs: f64,
     pub storm_secs: f64,
     pub heartbeat: Duration,
+    /// Least hold after the last idle connection before memory is read.
+    pub settle: Duration,
     pub nginx_workers: usize,
     pub out: PathBuf,
     pub options: Options,

@@ -16,6 +16,17 @@ use super::Results;
 use crate::scenario::rate::Fanout;
 
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+/// Line colours, readable on white.
+const COLORS: [RGBColor; 8] = [
+    RGBColor(214, 39, 40),
+    RGBColor(31, 119, 180),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(23, 190, 207),
+    RGBColor(127, 127, 127),
+];
 const SIZE: (u32, u32) = (960, 600);
 
 /// Registers the font once per process; false when it cannot be read.
@@ -55,9 +66,9 @@ pub fn all(r: &Results, dir: &Path) -> Vec<(String, String)> {
             .iter()
             .map(|s| Series {
                 name: match s.fanout {
-                    Fanout::Room => format!("{} {} (1 room)", s.target.name(), s.protocol.name()),
-                    Fanout::Rooms(n) => format!("{} {} ({n} rooms)", s.target.name(), s.protocol.name()),
-                    Fanout::Users => format!("{} {} (users)", s.target.name(), s.protocol.name()),
+                    Fanout::Room => format!("{}, 1 room", super::label(s.target, s.protocol)),
+                    Fanout::Rooms(n) => format!("{}, {n} rooms", super::label(s.target, s.protocol)),
+                    Fanout::Users => format!("{}, users", super::label(s.target, s.protocol)),
                 },
                 points: s.steps.iter().filter(|x| x.received > 0).map(|x| (x.rate, value(x))).collect(),
             })
@@ -113,7 +124,7 @@ pub fn all(r: &Results, dir: &Path) -> Vec<(String, String)> {
 fn memory_series(r: &Results) -> Vec<Series> {
     let mut out: Vec<Series> = Vec::new();
     for i in &r.idle {
-        let name = format!("{} {}", i.target.name(), i.protocol.name());
+        let name = super::label(i.target, i.protocol);
         let point = (i.connected as f64, i.rss_after.saturating_sub(i.rss_before) as f64 / 1e6);
         match out.iter_mut().find(|s| s.name == name) {
             Some(s) => s.points.push(point),
@@ -179,20 +190,22 @@ fn draw(path: &Path, c: &Chart, series: &[Series]) -> Result<()> {
             .x_label_formatter(&|v| label(*v, lx))
             .y_label_formatter(&|v| label(*v, ly))
             .label_style(("sans-serif", 14))
+            .light_line_style(WHITE)
             .draw()
             .map_err(|e| anyhow!("{e}"))?;
         for (i, s) in series.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba().stroke_width(2);
+            let c = COLORS[i % COLORS.len()];
+            let color = c.stroke_width(2);
             let pts: Vec<(f64, f64)> = s.points.iter().map(|p| (axis(p.0, lx), axis(p.1, ly))).collect();
             chart
                 .draw_series(LineSeries::new(pts.clone(), color))
                 .map_err(|e| anyhow!("{e}"))?
                 .label(&s.name)
                 .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], Palette99::pick(i).stroke_width(2))
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
                 });
             chart
-                .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, Palette99::pick(i).filled())))
+                .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, c.filled())))
                 .map_err(|e| anyhow!("{e}"))?;
         }
         chart
@@ -209,6 +222,7 @@ fn draw(path: &Path, c: &Chart, series: &[Series]) -> Result<()> {
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), SIZE.0, SIZE.1);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
+    enc.set_compression(png::Compression::Best);
     enc.write_header()?.write_image_data(&buf)?;
     Ok(())
 }

@@ -140,6 +140,16 @@ impl RateSeries {
         self.steps.iter().filter(|s| s.sustained(p99_limit_ms)).max_by(|a, b| a.rate.total_cmp(&b.rate))
     }
 
+    /// The step that delivered most with no loss, no push refused and no subscriber dropped,
+    /// whatever its latency and even when the API could not take the offered rate (a peer
+    /// whose publisher answers only after fanning out is limited that way).
+    pub fn lossless(&self) -> Option<&RateStep> {
+        self.steps
+            .iter()
+            .filter(|s| s.pushes_failed == 0 && s.dropped == 0 && s.received >= s.expected && s.received > 0)
+            .max_by(|a, b| a.delivered_per_sec.total_cmp(&b.delivered_per_sec))
+    }
+
     pub fn at_rate(&self, rate: f64) -> Option<&RateStep> {
         self.steps.iter().find(|s| (s.rate - rate).abs() < 1e-9)
     }
