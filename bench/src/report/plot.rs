@@ -201,9 +201,7 @@ fn draw(path: &Path, c: &Chart, series: &[Series]) -> Result<()> {
                 .draw_series(LineSeries::new(pts.clone(), color))
                 .map_err(|e| anyhow!("{e}"))?
                 .label(&s.name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
             chart
                 .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, c.filled())))
                 .map_err(|e| anyhow!("{e}"))?;
