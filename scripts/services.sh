@@ -14,6 +14,7 @@
 #   GOIM_TEST_REDIS_URL      redis://127.0.0.1:PORT/0
 #   GOIM_TEST_KAFKA_BROKERS  127.0.0.1:PORT
 #   GOIM_TEST_REDIS_SERVER   the redis-server binary (tests that start and kill their own Redis)
+#   GOIM_TEST_TANSU          the tansu binary (tests that start and kill their own broker)
 #   GOIM_TEST_PYTHON         the venv's python, with confluent-kafka, protobuf and grpcio-tools
 #   GOIM_TEST_SERVICES       this script (fault tests call `restart kafka` / `restart redis`)
 #
@@ -194,6 +195,7 @@ write_env() {
             echo "export GOIM_TEST_KAFKA_BROKERS=$host:$(cat "$state/kafka.port")"
         fi
         echo "export GOIM_TEST_REDIS_SERVER=$(command -v redis-server || echo redis-server)"
+        echo "export GOIM_TEST_TANSU=$tansu"
         echo "export GOIM_TEST_PYTHON=$venv/bin/python"
         echo "export GOIM_TEST_SERVICES=$here/services.sh"
     } >"$state/env"

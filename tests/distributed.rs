@@ -6,7 +6,7 @@ mod support;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,95 +16,10 @@ use goim_bench::{Client, Transport};
 use goim_job::comet::{ClientConfig, GrpcComets};
 use goim_job::discovery::{CometEndpoint, StaticList};
 use serde_json::Value;
+use support::process::{Proc, Scratch, binary, free_port, ready};
 use support::{WAIT, eventually, http};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-/// A port free at the time of asking (the binaries bind it a moment later).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A scratch directory for config files, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("goim-{name}-{}-{}", std::process::id(), free_port()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn file(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A running binary, killed if the test ends before stopping it.
-struct Proc {
-    name: &'static str,
-    child: Option<Child>,
-}
-
-impl Proc {
-    fn start(name: &'static str, config: &PathBuf, env: &[(&str, &str)]) -> Proc {
-        let bin = match name {
-            "goim-comet" => env!("CARGO_BIN_EXE_goim-comet"),
-            "goim-logic" => env!("CARGO_BIN_EXE_goim-logic"),
-            _ => env!("CARGO_BIN_EXE_goim-job"),
-        };
-        let child = Command::new(bin)
-            .arg("--config")
-            .arg(config)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        Proc { name, child: Some(child) }
-    }
-
-    /// SIGTERM, then the exit status (within the wait).
-    fn terminate(mut self) -> ExitStatus {
-        let mut child = self.child.take().unwrap();
-        let ok = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
-        assert!(ok.success(), "kill {}", self.name);
-        let end = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(std::time::Instant::now() < end, "{} did not exit after SIGTERM", self.name);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-async fn ready(admin: u16) -> bool {
-    let url = format!("http://127.0.0.1:{admin}/readyz");
-    eventually(Duration::from_secs(20), || {
-        let url = url.clone();
-        async move { reqwest::get(url).await.is_ok_and(|r| r.status().is_success()) }
-    })
-    .await
-}
 
 struct Ports {
     tcp: u16,
@@ -245,12 +160,8 @@ fn invalid_configuration_exits_64_naming_the_field_before_binding_anything() {
     ];
     for (bin, text, env, field) in cases {
         let path = dir.file("bad.toml", &text);
-        let exe = match bin {
-            "goim-comet" => env!("CARGO_BIN_EXE_goim-comet"),
-            "goim-logic" => env!("CARGO_BIN_EXE_goim-logic"),
-            _ => env!("CARGO_BIN_EXE_goim-job"),
-        };
-        let out = Command::new(exe).arg("--config").arg(&path).envs(env.iter().copied()).output().unwrap();
+        let out =
+            Command::new(binary(bin)).arg("--config").arg(&path).envs(env.iter().copied()).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(64), "{bin}: {stderr}");
         assert!(stderr.contains(field), "{bin} did not name {field}: {stderr}");

@@ -113,7 +113,7 @@ async fn pushes_of_every_kind_reach_a_long_poll_session_in_order() {
     push_ok(&s, "/goim/push/all?operation=1000", b"all").await;
     let got = p.collect(4).await;
     let mut bodies: Vec<String> = got.iter().map(text).collect();
-    // Room pushes wait for their batch (up to 20 ms), so they may arrive after later pushes of
+    // Room pushes may wait for their batch (up to 20 ms), so they may arrive after later pushes of
     // other kinds; within each kind the order holds (see nothing_pushed_between_polls_is_lost).
     bodies.sort();
     assert_eq!(bodies, ["all", "key", "mid", "room"]);

@@ -39,7 +39,8 @@ async fn stopping_tells_every_client_with_a_jittered_reconnect_hint() {
 
 #[tokio::test]
 async fn pushes_accepted_before_stop_are_delivered_before_op_6() {
-    // Batches wait up to a second, so the pushes are still inside job when stop begins.
+    // The first push goes out at once; the next two follow it within `max_delay`, so they wait
+    // in their batch (up to a second) and are still inside job when stop begins.
     let s = start_with(|c| c.job.room.max_delay = Duration::from_secs(1)).await;
     let mut c = login(&s, Transport::Ws, 1, "drain", "live://d", &[]).await;
     for body in [&b"one"[..], b"two", b"three"] {

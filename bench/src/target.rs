@@ -1,6 +1,9 @@
 //! The servers under test, started fresh for each scenario on their own loopback ports:
-//! goim-rs (the release `goim` binary with a config written for the run), nginx with nchan,
-//! and a small socket.io server on Node. Dropping a [`Target`] stops it.
+//! goim-rs (the release `goim` binary with a config written for the run, or its three tiers with
+//! Redis and Kafka: [`kafka`]), nginx with nchan, and a small socket.io server on Node. Dropping a
+//! [`Target`] stops it.
+
+mod kafka;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -19,6 +22,8 @@ use crate::usage;
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
     Goim,
+    /// goim-logic, goim-comet and goim-job, pushes through Kafka, sessions in Redis.
+    GoimKafka,
     Nchan,
     Socketio,
 }
@@ -27,6 +32,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Goim => "goim-rs",
+            Kind::GoimKafka => "goim-rs kafka",
             Kind::Nchan => "nchan",
             Kind::Socketio => "socket.io",
         }
@@ -35,7 +41,7 @@ impl Kind {
     /// The WebSocket protocol the load generator speaks to it.
     pub fn websocket(self) -> Protocol {
         match self {
-            Kind::Goim => Protocol::GoimWs,
+            Kind::Goim | Kind::GoimKafka => Protocol::GoimWs,
             Kind::Nchan => Protocol::Nchan,
             Kind::Socketio => Protocol::Socketio,
         }
@@ -57,6 +63,9 @@ struct Instance {
     tcp: Option<SocketAddr>,
     ws: SocketAddr,
     push: SocketAddr,
+    /// Processes of the instance besides `child`, stopped after it (goim-rs kafka: logic, job
+    /// and the backends).
+    others: Vec<Child>,
 }
 
 pub struct Target {
@@ -110,6 +119,7 @@ impl Target {
                     target.instances.push(start_goim(i, &opts.goim_bin, &dir)?);
                 }
             }
+            Kind::GoimKafka => target.instances.push(kafka::start(&opts.goim_bin, &dir)?),
             Kind::Nchan => target.instances.push(start_nchan(instances.max(1), &dir)?),
             Kind::Socketio => {
                 let script = dir.join("server.js");
@@ -131,8 +141,10 @@ impl Target {
     pub fn pids(&self) -> Vec<u32> {
         let mut pids = Vec::new();
         for i in &self.instances {
-            pids.push(i.child.id());
-            pids.extend(usage::children(i.child.id()));
+            for c in std::iter::once(&i.child).chain(&i.others) {
+                pids.push(c.id());
+                pids.extend(usage::children(c.id()));
+            }
         }
         pids
     }
@@ -161,7 +173,7 @@ impl Target {
     /// The API path that pushes to benchmark room `room`.
     pub fn room_path(&self, room: u32) -> String {
         match self.kind {
-            Kind::Goim => {
+            Kind::Goim | Kind::GoimKafka => {
                 format!("/goim/push/room?operation={}&type=bench&room={room}", crate::protocol::PUSH_OP)
             }
             Kind::Nchan => format!("/pub/r{room}"),
@@ -178,22 +190,28 @@ impl Target {
 impl Drop for Target {
     /// SIGTERM, then SIGKILL for whatever has not exited within five seconds.
     fn drop(&mut self) {
-        for i in &self.instances {
-            // SAFETY: kill has no memory-safety preconditions; the pid is our own child.
-            unsafe { libc::kill(i.child.id() as libc::pid_t, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
         for i in &mut self.instances {
-            loop {
-                match i.child.try_wait() {
-                    Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-                    _ => {
-                        let _ = i.child.kill();
-                        let _ = i.child.wait();
-                        break;
-                    }
-                }
+            stop(&mut i.child);
+            // The kafka target's job, logic and backends, last first.
+            while let Some(mut c) = i.others.pop() {
+                stop(&mut c);
+            }
+        }
+    }
+}
+
+fn stop(child: &mut Child) {
+    // SAFETY: kill has no memory-safety preconditions; the pid is our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
             }
         }
     }
@@ -262,7 +280,7 @@ heartbeat_timeout = "30m"
         .stderr(log_file(dir, &format!("goim-{i}.err"))?)
         .spawn()
         .with_context(|| format!("cannot start {}", bin.display()))?;
-    Ok(Instance { child, tcp: Some(local(tcp)), ws: local(ws), push: local(http) })
+    Ok(Instance { child, tcp: Some(local(tcp)), ws: local(ws), push: local(http), others: Vec::new() })
 }
 
 const NCHAN_MODULE: &str = "/usr/lib/nginx/modules/ngx_nchan_module.so";
@@ -324,7 +342,7 @@ http {{
         .stderr(log_file(dir, "nginx.err")?)
         .spawn()
         .context("cannot start nginx; run scripts/bench-peers.sh")?;
-    Ok(Instance { child, tcp: None, ws: local(port), push: local(port) })
+    Ok(Instance { child, tcp: None, ws: local(port), push: local(port), others: Vec::new() })
 }
 
 fn start_socketio(i: usize, script: &Path, modules: &Path, dir: &Path) -> Result<Instance> {
@@ -341,7 +359,7 @@ fn start_socketio(i: usize, script: &Path, modules: &Path, dir: &Path) -> Result
         .stderr(log_file(dir, &format!("socketio-{i}.err"))?)
         .spawn()
         .context("cannot start node")?;
-    Ok(Instance { child, tcp: None, ws: local(port), push: local(port) })
+    Ok(Instance { child, tcp: None, ws: local(port), push: local(port), others: Vec::new() })
 }
 
 fn wait_listening(child: &mut Child, ports: &[SocketAddr], dir: &Path) -> Result<()> {

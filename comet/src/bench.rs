@@ -30,7 +30,7 @@ impl RoomFanout {
                 let outbox = Outbox::new(config.outbox.capacity, config.outbox.max_bytes);
                 let ch = Arc::new(Channel::new(
                     i as u64,
-                    format!("k{i}"),
+                    format!("k{i}").into(),
                     i as i64,
                     [127, 0, 0, 1].into(),
                     &[],

@@ -12,7 +12,8 @@ use crate::room::Room;
 pub struct Channel {
     /// Unique per process; tells a connection from a newer one with the same key.
     pub id: u64,
-    pub key: String,
+    /// Shared with the hub's key map, which would otherwise hold a copy.
+    pub key: Arc<str>,
     pub mid: i64,
     pub ip: IpAddr,
     pub outbox: Outbox,
@@ -26,7 +27,7 @@ pub struct Channel {
 }
 
 impl Channel {
-    pub fn new(id: u64, key: String, mid: i64, ip: IpAddr, accepts: &[i32], outbox: Outbox) -> Channel {
+    pub fn new(id: u64, key: Arc<str>, mid: i64, ip: IpAddr, accepts: &[i32], outbox: Outbox) -> Channel {
         let mut ops = accepts.to_vec();
         ops.sort_unstable();
         ops.dedup();

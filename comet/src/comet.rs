@@ -145,6 +145,7 @@ impl Comet {
         if keys.is_empty() {
             return Err(PushError::NoKeys);
         }
+        self.received("keys");
         let (delivery, missing) = self.state.hub.push_keys(keys, op, &packet);
         self.count("keys", delivery);
         Ok(PushReport { delivery, missing })
@@ -155,6 +156,7 @@ impl Comet {
         if room.is_empty() {
             return Err(PushError::NoRoom);
         }
+        self.received("room");
         let delivery = self.state.hub.push_room(room, &batch);
         self.count("room", delivery);
         Ok(PushReport { delivery, missing: 0 })
@@ -164,6 +166,7 @@ impl Comet {
     /// paced at about `speed` connections per second. Returns at once; the walk runs in the
     /// background (as goim's does).
     pub fn broadcast(&self, op: i32, packet: Bytes, speed: i32) {
+        self.received("broadcast");
         let state = self.state.clone();
         self.state.tasks.spawn(async move {
             for i in 0..state.hub.shard_count() {
@@ -182,6 +185,10 @@ impl Comet {
 
     fn count(&self, kind: &'static str, d: Delivery) {
         count(&self.state.metrics, kind, d)
+    }
+
+    fn received(&self, kind: &'static str) {
+        self.state.metrics.pushes.get_or_create(&KindLabel { kind }).inc();
     }
 
     /// Authenticated connections held now (sockets and long-poll sessions).

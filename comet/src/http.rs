@@ -2,6 +2,7 @@
 //! long-polling at `/poll`, and the demo page. A small HTTP/1.1 server: bounded heads and
 //! bodies, keep-alive, `Content-Length` bodies only.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
 use crate::comet::State;
+use crate::connection::Peer;
 use crate::long_poll;
 use crate::metrics::TransportLabel;
 use crate::websocket::{self, Request, error_response, read_request, read_request_after};
@@ -81,42 +83,69 @@ pub async fn accept_loop(state: Arc<State>, listener: TcpListener) {
 
 /// Serves one connection on the HTTP port: its first request decides whether it becomes a
 /// WebSocket; otherwise requests are answered one after another until it closes or idles.
-pub async fn serve<S>(state: Arc<State>, mut stream: S, peer: SocketAddr)
+///
+/// The requests (and the upgrade) run as a boxed future apart from the WebSocket that may
+/// follow, so a WebSocket's task does not carry HTTP parsing state for its whole life (see
+/// [`connection::serve`](crate::connection::serve)).
+pub fn serve<S>(state: Arc<State>, stream: S, peer: SocketAddr) -> impl Future<Output = ()> + Send + 'static
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let cfg = &state.config.websocket;
-    let head =
-        timeout(state.config.protocol.handshake_timeout, read_request(&mut stream, cfg.max_request_head))
-            .await;
-    let Some((mut req, mut leftover)) = respond_to_bad_head(&state, &mut stream, head).await else {
-        return;
-    };
-    loop {
-        if req.path() == "/sub" && req.header("upgrade").is_some() {
-            return websocket::upgrade(state, stream, peer, req, leftover).await;
-        }
-        let body = match read_body(&state, &mut stream, &req, &mut leftover).await {
-            Ok(b) => b,
-            Err(resp) => {
-                let _ = write(&mut stream, &resp, true, &state).await;
-                return;
-            }
-        };
-        // Not cut short by shutdown: a waiting poll answers with op 6 when comet stops, and
-        // every other route is bounded by its own deadline.
-        let resp = route(&state, peer, &req, body).await;
-        let close = req.wants_close() || state.shutdown.is_cancelled();
-        if write(&mut stream, &resp, close, &state).await.is_err() || close {
-            return;
-        }
-        let next = tokio::select! {
-            r = timeout(cfg.idle_timeout, read_request_after(&mut stream, leftover, cfg.max_request_head)) => r,
-            _ = state.shutdown.cancelled() => return,
-        };
-        match respond_to_bad_head(&state, &mut stream, next).await {
-            Some((r, rest)) => (req, leftover) = (r, rest),
+    let requests = Box::pin(serve_requests(state, stream, peer));
+    async move {
+        let websocket = match requests.await {
+            Some((state, stream, peer)) => websocket::serve(state, stream, peer),
             None => return,
+        };
+        websocket.await
+    }
+}
+
+/// Answers requests until the connection closes, idles, or upgrades; an upgraded connection is
+/// returned with its WebSocket peer. (Not an `async fn`, which would hold its arguments twice
+/// for as long as a long-poll waits; see `connection::Conn::run`.)
+#[expect(clippy::manual_async_fn, reason = "an `async fn` would store its arguments twice")]
+fn serve_requests<S>(
+    state: Arc<State>,
+    mut stream: S,
+    peer: SocketAddr,
+) -> impl Future<Output = Option<(Arc<State>, S, Peer)>> + Send
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    async move {
+        let cfg = &state.config.websocket;
+        let head =
+            timeout(state.config.protocol.handshake_timeout, read_request(&mut stream, cfg.max_request_head))
+                .await;
+        let (mut req, mut leftover) = respond_to_bad_head(&state, &mut stream, head).await?;
+        loop {
+            if req.path() == "/sub" && req.header("upgrade").is_some() {
+                let ws = websocket::upgrade(&state, &mut stream, peer, req, leftover).await?;
+                return Some((state, stream, ws));
+            }
+            let body = match read_body(&state, &mut stream, &req, &mut leftover).await {
+                Ok(b) => b,
+                Err(resp) => {
+                    let _ = write(&mut stream, &resp, true, &state).await;
+                    return None;
+                }
+            };
+            // Not cut short by shutdown: a waiting poll answers with op 6 when comet stops, and
+            // every other route is bounded by its own deadline.
+            let resp = route(&state, peer, &req, body).await;
+            let close = req.wants_close() || state.shutdown.is_cancelled();
+            if write(&mut stream, &resp, close, &state).await.is_err() || close {
+                return None;
+            }
+            let next = tokio::select! {
+                r = timeout(cfg.idle_timeout, read_request_after(&mut stream, leftover, cfg.max_request_head)) => r,
+                _ = state.shutdown.cancelled() => return None,
+            };
+            match respond_to_bad_head(&state, &mut stream, next).await {
+                Some((r, rest)) => (req, leftover) = (r, rest),
+                None => return None,
+            }
         }
     }
 }
@@ -204,12 +233,14 @@ async fn route(state: &Arc<State>, peer: SocketAddr, req: &Request, body: Bytes)
     let method = req.method.as_str();
     match (method, req.path()) {
         ("OPTIONS", p) if p.starts_with("/poll") => preflight(),
+        // Auth and send are boxed: a long-poll connection spends its life waiting in a poll, and
+        // their state would make every such connection's future larger.
         ("POST", "/poll/auth") => {
             let cookie = req.header("cookie").unwrap_or_default().to_string();
-            long_poll::auth(state, peer, cookie, body).await
+            Box::pin(long_poll::auth(state, peer, cookie, body)).await
         }
         ("GET", "/poll") => long_poll::poll(state, req.query("sid"), req.query("timeout")).await,
-        ("POST", "/poll/send") => long_poll::send(state, req.query("sid"), body).await,
+        ("POST", "/poll/send") => Box::pin(long_poll::send(state, req.query("sid"), body)).await,
         (_, "/poll" | "/poll/auth" | "/poll/send") => {
             Response::error("405 Method Not Allowed", "method", "see the long-polling protocol")
         }
@@ -242,5 +273,28 @@ fn asset(state: &State, path: &str) -> Response {
             cors: false,
         },
         None => Response::error("404 Not Found", "not_found", "not found"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<A, F: Future>(_: impl FnOnce(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Issue #5: memory per idle connection. The task of an HTTP-port connection holds only the
+    /// box of its current phase, and a long-poll that waits holds the requests phase; these
+    /// bounds fail if handshake or parsing state creeps back into either (see `connection`'s
+    /// own test for the WebSocket session).
+    #[test]
+    fn a_waiting_http_connection_holds_small_futures() {
+        let task = future_size(|(s, st, p): (Arc<State>, TcpStream, SocketAddr)| serve(s, st, p));
+        assert!(task <= 64, "the HTTP port's task future is {task} bytes");
+        let requests =
+            future_size(|(s, st, p): (Arc<State>, TcpStream, SocketAddr)| serve_requests(s, st, p));
+        assert!(requests <= 1024, "the requests phase (a waiting long-poll) is {requests} bytes");
     }
 }

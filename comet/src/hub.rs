@@ -18,7 +18,7 @@ type Shard<K, V> = RwLock<HashMap<K, V>>;
 
 pub struct Hub {
     hasher: std::hash::RandomState,
-    keys: Box<[Shard<String, Arc<Channel>>]>,
+    keys: Box<[Shard<Arc<str>, Arc<Channel>>]>,
     rooms: Box<[Shard<Arc<str>, Arc<Room>>]>,
     ips: Mutex<HashMap<IpAddr, u32>>,
 }
@@ -42,7 +42,7 @@ impl Hub {
     /// newest wins, as in goim. The old one is marked replaced and asked to close.
     pub fn put(&self, ch: Arc<Channel>) -> Option<Arc<Channel>> {
         *self.ips.lock().entry(ch.ip).or_default() += 1;
-        let old = self.shard(&self.keys, ch.key.as_str()).write().insert(ch.key.clone(), ch);
+        let old = self.shard(&self.keys, &*ch.key).write().insert(ch.key.clone(), ch);
         if let Some(old) = &old {
             old.mark_replaced();
             old.outbox.close(Disconnect::Kicked);
@@ -53,7 +53,7 @@ impl Hub {
     /// Removes `ch` from its key (only if the key still maps to it) and from its room.
     pub fn remove(&self, ch: &Arc<Channel>) {
         {
-            let mut shard = self.shard(&self.keys, ch.key.as_str()).write();
+            let mut shard = self.shard(&self.keys, &*ch.key).write();
             if let Entry::Occupied(e) = shard.entry(ch.key.clone())
                 && e.get().id == ch.id
             {

@@ -146,7 +146,8 @@ async fn poll_session(state: &Arc<State>, s: &Arc<Session>, sid: &str, deadline:
         items.clear();
         let closing = s.ch.outbox.drain(&mut items);
         if let Some(reason) = closing {
-            return finish(state, s, sid, &items, reason).await;
+            // Boxed: ending a session (telling logic) would otherwise enlarge every waiting poll.
+            return Box::pin(finish(state, s, sid, &items, reason)).await;
         }
         if !items.is_empty() {
             return Response::packets(encode(&items));

@@ -31,6 +31,9 @@ pub struct Metrics {
     /// Bytes from clients that were not a valid packet or WebSocket frame.
     pub bad_input: Family<TransportLabel, Counter>,
     pub accept_errors: Counter,
+    /// Push calls received (from job, or logic's in-process dispatch), by push kind. A room call
+    /// carries one batch of messages, so this counts batches for rooms.
+    pub pushes: Family<KindLabel, Counter>,
     /// Messages queued for delivery, by push kind.
     pub queued: Family<KindLabel, Counter>,
     /// Pushes refused because the connection's queue overflowed (each disconnects a client).
@@ -48,6 +51,7 @@ impl Metrics {
         r.register("disconnects", "Connections ended, by reason", self.disconnects.clone());
         r.register("bad_input", "Invalid packets or frames received", self.bad_input.clone());
         r.register("accept_errors", "Errors accepting sockets", self.accept_errors.clone());
+        r.register("pushes", "Push calls received, by kind (a room call is one batch)", self.pushes.clone());
         r.register("queued", "Messages queued for clients, by push kind", self.queued.clone());
         r.register("slow_consumers", "Pushes refused by a full connection queue", self.slow.clone());
         r.register("logic_errors", "Failed calls to logic, by call", self.logic_errors.clone());

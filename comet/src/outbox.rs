@@ -48,8 +48,9 @@ pub enum Refused {
 struct State {
     queue: VecDeque<Outbound>,
     bytes: usize,
-    /// Set once; the writer sends op 6 for it and ends the connection.
-    closing: Option<Disconnect>,
+    /// Set once; the writer sends op 6 for it and ends the connection. Boxed: it is rarely set,
+    /// and inline it would make every connection's `Channel` larger.
+    closing: Option<Box<Disconnect>>,
 }
 
 pub struct Outbox {
@@ -75,7 +76,7 @@ impl Outbox {
         let weight = item.weight();
         // One item alone is always accepted, however large (a room batch may exceed `max_bytes`).
         if s.queue.len() >= self.capacity || (s.bytes > 0 && s.bytes + weight > self.max_bytes) {
-            s.closing = Some(Disconnect::Slow);
+            s.closing = Some(Box::new(Disconnect::Slow));
             drop(s);
             self.wake.notify_one();
             return Err(Refused::Slow);
@@ -94,7 +95,7 @@ impl Outbox {
         if s.closing.is_some() {
             return false;
         }
-        s.closing = Some(reason);
+        s.closing = Some(Box::new(reason));
         drop(s);
         self.wake.notify_one();
         true
@@ -107,20 +108,32 @@ impl Outbox {
 
     /// The reason the connection is closing, if it is.
     pub fn closing(&self) -> Option<Disconnect> {
-        self.state.lock().closing.clone()
+        self.state.lock().closing.as_deref().cloned()
     }
 
-    /// Waits until something is queued or the connection is closing.
-    pub async fn ready(&self) {
-        self.wake.notified().await
+    /// Waits until something is queued or the connection is closing. (The `Notified` itself,
+    /// not an `async fn` around it, which would make every waiting writer larger.)
+    pub fn ready(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
     }
 
     /// Moves everything queued into `into`, and returns the closing reason if one is set.
+    ///
+    /// The queue's allocation goes with its items (into an empty `into`), so a connection that
+    /// goes idle after a burst keeps no queue capacity; the next push allocates afresh.
     pub fn drain(&self, into: &mut Vec<Outbound>) -> Option<Disconnect> {
         let mut s = self.state.lock();
-        into.extend(s.queue.drain(..));
+        let queue = std::mem::take(&mut s.queue);
         s.bytes = 0;
-        s.closing.clone()
+        let closing = s.closing.as_deref().cloned();
+        drop(s);
+        if into.is_empty() {
+            // Reuses the deque's buffer; at most rotates it in place.
+            *into = Vec::from(queue);
+        } else {
+            into.extend(queue);
+        }
+        closing
     }
 
     #[cfg(test)]
@@ -170,6 +183,18 @@ mod tests {
         o.drain(&mut Vec::new());
         o.push(push(50)).unwrap();
         assert_eq!(o.len(), 1);
+    }
+
+    #[test]
+    fn drain_hands_over_the_queue_allocation_so_an_idle_outbox_holds_none() {
+        let o = Outbox::new(8, 100);
+        for _ in 0..3 {
+            o.push(push(1)).unwrap();
+        }
+        let mut items = Vec::new();
+        o.drain(&mut items);
+        assert_eq!(items.len(), 3);
+        assert_eq!(o.state.lock().queue.capacity(), 0);
     }
 
     #[test]

@@ -34,10 +34,10 @@ impl Encoder for TcpEncoder {
 }
 
 pub async fn accept_loop(state: Arc<State>, listener: TcpListener) {
-    crate::comet::accept_loop(state, listener, "tcp", |state, stream, peer| async move {
+    crate::comet::accept_loop(state, listener, "tcp", |state, stream, peer| {
         let max_body = state.config.protocol.max_body;
         let peer = Peer { addr: peer, cookie: String::new(), leftover: BytesMut::new(), transport: "tcp" };
-        connection::serve(state, stream, TcpDecoder { max_body }, TcpEncoder, peer).await
+        connection::serve(state, stream, TcpDecoder { max_body }, TcpEncoder, peer)
     })
     .await
 }

@@ -49,15 +49,19 @@ pub async fn accept_loop(state: Arc<State>, listener: TcpListener, acceptor: Acc
     crate::comet::accept_loop(state, listener, "wss", move |state, stream: TcpStream, peer: SocketAddr| {
         let acceptor = acceptor.clone();
         async move {
-            let handshake = timeout(state.config.protocol.handshake_timeout, acceptor.0.accept(stream)).await;
-            match handshake {
-                Ok(Ok(tls)) => crate::http::serve(state, tls, peer).await,
+            // Boxed, and matched into the next future rather than awaited inside the match: the
+            // TLS handshake's state would otherwise stay in the connection's task for its life.
+            let handshake = timeout(state.config.protocol.handshake_timeout, acceptor.0.accept(stream));
+            let serve = match Box::pin(handshake).await {
+                Ok(Ok(tls)) => crate::http::serve(state, tls, peer),
                 Ok(Err(e)) => {
                     debug!(peer = %peer, error = %e, "tls handshake failed");
                     state.metrics.bad_input.get_or_create(&TransportLabel { transport: "wss" }).inc();
+                    return;
                 }
-                Err(_) => debug!(peer = %peer, "tls handshake timed out"),
-            }
+                Err(_) => return debug!(peer = %peer, "tls handshake timed out"),
+            };
+            serve.await
         }
     })
     .await

@@ -344,3 +344,38 @@ async fn grpc_logic_spreads_calls_over_every_address() {
     assert_eq!(na + nb, 40);
     assert!(na > 0 && nb > 0, "calls went {na} / {nb}");
 }
+
+#[tokio::test]
+async fn grpc_logic_skips_an_instance_that_is_down_and_uses_it_once_it_is_up() {
+    // The first instance is not listening yet (a comet that started before one of its logics).
+    let late = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let late_addr = late.local_addr().unwrap();
+    drop(late);
+    let (up, seen_up) = start_logic(Duration::ZERO).await;
+    let logic = client(vec![late_addr.to_string(), up], Duration::from_secs(2));
+    for _ in 0..10 {
+        logic.connect(connect(b"good")).await.expect("the live instance serves every call");
+    }
+    assert_eq!(seen_up.calls.load(Ordering::SeqCst), 10);
+
+    // The late instance comes up on its address: calls reach it too, without a new client.
+    let listener = TcpListener::bind(late_addr).await.unwrap();
+    let seen_late = Arc::new(Seen::default());
+    let service = LogicServer::new(FakeLogic { seen: seen_late.clone(), delay: Duration::ZERO });
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let reached = async {
+        for _ in 0..200 {
+            logic.connect(connect(b"good")).await.expect("every call is served");
+            if seen_late.calls.load(Ordering::SeqCst) > 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    };
+    assert!(reached.await, "the instance that came up late never got a call");
+}

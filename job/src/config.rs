@@ -2,9 +2,10 @@
 //!
 //! ```toml
 //! [room]
-//! batch = 20                 # flush a room's batch at this many packets
-//! max_delay = "20ms"         # ... or this long after its first packet (at most 1s)
-//! max_rooms_pending = 100000 # rooms with an open batch; past it the oldest batch flushes early
+//! batch = 20                 # packets per batch
+//! max_delay = "20ms"         # a push to a room idle this long goes out at once; later ones wait for
+//!                            # `batch` packets or this long after the room's last flush (at most 1s)
+//! max_rooms_pending = 100000 # rooms tracked; past it the oldest is forgotten, its batch flushed early
 //!
 //! [dispatch]
 //! timeout = "5s"             # deadline of one comet call
@@ -39,16 +40,25 @@ pub struct Config {
 }
 
 /// Room batching: a room's packets are collected into one op-9 body and sent to every comet at once.
+///
+/// The rule is Nagle's. A push to an idle room (no flush within the last `max_delay`) is flushed
+/// at once, as a batch of one, so a lone message never waits. Pushes that arrive within
+/// `max_delay` of the room's last flush (a burst) are batched: the batch flushes when it holds
+/// `batch` packets, or `max_delay` after that last flush, whichever comes first. A room thus
+/// flushes a partial batch at most once per `max_delay`, no packet waits longer than `max_delay`,
+/// and a room's packets always leave in push order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoomConfig {
     /// Packets per batch; a batch flushes as soon as it holds this many. Default 20 (goim's).
     pub batch: usize,
-    /// How long a batch may wait after its first packet. Default 20 ms; at most 1 s.
+    /// How long after a room's flush its next pushes are batched rather than flushed at once, and
+    /// so the longest a batched packet waits. Default 20 ms; at most 1 s.
     #[serde(with = "humantime_serde")]
     pub max_delay: Duration,
-    /// Rooms with an open batch. Opening one more flushes the oldest open batch early, so
-    /// memory stays bounded however many rooms are pushed to. Default 100,000.
+    /// Rooms tracked: those that flushed within the last `max_delay`, with their open batches.
+    /// Tracking one more forgets the one with the oldest flush, flushing its open batch early,
+    /// so memory stays bounded however many rooms are pushed to. Default 100,000.
     pub max_rooms_pending: usize,
 }
 

@@ -47,8 +47,10 @@ impl Job {
     ///
     /// - Key pushes are encoded once and sent to the comet named in the message. A comet that does
     ///   not exist is counted (`goim_job_dropped_total{reason="unknown_server"}`) and logged.
-    /// - Room pushes are batched per room (`room.batch` packets or `room.max_delay`), and each batch,
-    ///   encoded once, goes to every comet, in push order.
+    /// - Room pushes to an idle room go out at once; those within `room.max_delay` of the room's
+    ///   last flush are batched (`room.batch` packets or `room.max_delay` after that flush; see
+    ///   [`RoomConfig`](crate::RoomConfig)). Each batch, encoded once, goes to every comet, in
+    ///   push order.
     /// - Broadcasts go to every comet, each paced at its share of `speed`.
     /// - Each call has `dispatch.timeout`; `Unavailable` and timed-out calls are retried
     ///   `dispatch.retries` times. A delivery is acked once every comet answered for it
@@ -71,7 +73,7 @@ impl Job {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
-                    info!(open_rooms = rooms.len(), "job shutting down");
+                    info!(open_rooms = rooms.open_batches(), "job shutting down");
                     break Ok(());
                 }
                 Some(done) = dispatcher.next(), if !dispatcher.is_idle() => {
@@ -86,7 +88,7 @@ impl Job {
                 received = source.recv(), if !dispatcher.is_full() => match received {
                     Ok(Some(delivery)) => self.accept(delivery, &mut rooms, &mut dispatcher),
                     Ok(None) => {
-                        info!(open_rooms = rooms.len(), "queue closed");
+                        info!(open_rooms = rooms.open_batches(), "queue closed");
                         break Ok(());
                     }
                     Err(e) => {

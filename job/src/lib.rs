@@ -6,7 +6,8 @@
 //!   (at-least-once, unlike goim's commit-first consumer).
 //! - [`Comets`] ([`comet`]): the port job calls to reach comets; [`comet::GrpcComets`] over gRPC.
 //! - [`discovery`]: which comets exist (a static list, or Kubernetes EndpointSlices).
-//! - `room`: per-room batches, flushed at `room.batch` packets or `room.max_delay`, encoded once.
+//! - `room`: per-room batches, encoded once: a push to an idle room flushes at once, a burst after
+//!   it flushes at `room.batch` packets or `room.max_delay` after the room's last flush.
 //! - `dispatch`: concurrent calls to comets with a deadline and retries, in order per room.
 //! - [`Config`] and [`Metrics`] (`goim_job_*`).
 

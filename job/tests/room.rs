@@ -25,40 +25,74 @@ fn bodies(range: std::ops::Range<usize>) -> impl Iterator<Item = String> {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_lone_room_message_flushes_after_max_delay_and_not_before() {
+async fn a_lone_room_message_flushes_at_once_and_is_acked_only_after_dispatch() {
     let h = Harness::start(Config::default(), &["c1"]);
+    h.comets.script("c1", [Answer::Delay(5 * MS)]);
     h.push(room_msg("live://1", "hello")).await;
+    h.settle().await;
+    assert!(h.acks().is_empty(), "acked before the comet accepted the batch");
 
-    tokio::time::sleep(19 * MS).await;
-    assert!(room_calls(&h).is_empty(), "flushed before max_delay: {:?}", h.calls());
-    assert!(h.acks().is_empty(), "acked before its batch was flushed");
-
-    tokio::time::sleep(5 * MS).await;
+    tokio::time::sleep(6 * MS).await;
     let calls = room_calls(&h);
     assert_eq!(calls.len(), 1);
     let (server, room, batch, at) = &calls[0];
     assert_eq!((server.as_str(), room.as_str()), ("c1", "live://1"));
     assert_eq!(batch, &packets(1000, ["hello".to_string()]));
-    assert_eq!(*at, 20 * MS, "flushed exactly max_delay after the first packet");
+    assert_eq!(*at, 5 * MS, "flushed at once (answered after the comet's 5 ms), not after max_delay");
     assert_eq!(h.acks(), [0]);
 }
 
 #[tokio::test(start_paused = true)]
-async fn twenty_messages_flush_at_once_as_one_batch_of_exactly_those_packets_in_order() {
+async fn a_room_pushed_once_a_second_flushes_every_message_at_once() {
     let h = Harness::start(Config::default(), &["c1"]);
-    for body in bodies(0..20) {
+    for i in 0..3 {
+        h.push(room_msg("live://1", format!("m{i}"))).await;
+        h.settle().await;
+        let calls = room_calls(&h);
+        assert_eq!(calls.len(), i + 1, "message {i} flushed without waiting");
+        assert_eq!(calls[i].3, i as u32 * 1000 * MS);
+        tokio::time::sleep(1000 * MS).await;
+    }
+    assert_eq!(h.acks(), [0, 1, 2]);
+    assert_eq!(h.metric("goim_job_room_batches_flushed_total"), 3.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_right_after_a_flush_waits_for_max_delay_as_one_batch() {
+    let h = Harness::start(Config::default(), &["c1"]);
+    for body in bodies(0..5) {
+        h.push(room_msg("live://1", body)).await;
+    }
+    h.settle().await;
+    assert_eq!(room_calls(&h).len(), 1, "only the first message, which found the room idle, is out");
+    assert_eq!(h.acks(), [0]);
+
+    tokio::time::sleep(19 * MS).await;
+    assert_eq!(room_calls(&h).len(), 1, "the rest waits for max_delay after the first flush");
+    tokio::time::sleep(2 * MS).await;
+    let calls = room_calls(&h);
+    assert_eq!(calls.len(), 2, "five messages, two flushes");
+    assert_eq!((calls[1].2.clone(), calls[1].3), (packets(1000, bodies(1..5)), 20 * MS));
+    assert_eq!(h.acks(), [0, 1, 2, 3, 4]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_twenty_after_a_flush_goes_at_once_as_one_batch_of_exactly_those_packets_in_order() {
+    let h = Harness::start(Config::default(), &["c1"]);
+    for body in bodies(0..21) {
         h.push(room_msg("live://1", body)).await;
     }
     h.settle().await;
 
     let calls = room_calls(&h);
-    assert_eq!(calls.len(), 1, "one batch, not {}", calls.len());
-    assert_eq!(calls[0].2, packets(1000, bodies(0..20)));
-    assert!(calls[0].3 < MS, "a full batch does not wait for max_delay (flushed at {:?})", calls[0].3);
-    assert_eq!(h.acks(), (0..20).collect::<Vec<_>>());
-    assert_eq!(h.metric("goim_job_room_batches_flushed_total"), 1.0);
-    assert_eq!(h.metric("goim_job_room_batch_packets_sum"), 20.0);
-    assert_eq!(h.metric("goim_job_messages_consumed_total{kind=\"room\"}"), 20.0);
+    assert_eq!(calls.len(), 2, "the idle room's first message, then one batch, not {}", calls.len());
+    assert_eq!(calls[0].2, packets(1000, bodies(0..1)));
+    assert_eq!(calls[1].2, packets(1000, bodies(1..21)));
+    assert!(calls[1].3 < MS, "a full batch does not wait for max_delay (flushed at {:?})", calls[1].3);
+    assert_eq!(h.acks(), (0..21).collect::<Vec<_>>());
+    assert_eq!(h.metric("goim_job_room_batches_flushed_total"), 2.0);
+    assert_eq!(h.metric("goim_job_room_batch_packets_sum"), 21.0);
+    assert_eq!(h.metric("goim_job_messages_consumed_total{kind=\"room\"}"), 21.0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -74,7 +108,7 @@ async fn room_order_is_kept_across_batches_even_when_an_earlier_flush_is_slower(
     let calls = room_calls(&h);
     let sizes: Vec<usize> =
         calls.iter().map(|c| goim_api::frame::split_packets(c.2.clone().into()).count()).collect();
-    assert_eq!(sizes, [20, 20, 5]);
+    assert_eq!(sizes, [1, 20, 20, 4]);
     let received: Vec<u8> = calls.iter().flat_map(|c| c.2.clone()).collect();
     assert_eq!(received, packets(1000, bodies(0..45)), "packets arrive in push order");
     assert_eq!(h.acks(), (0..45).collect::<Vec<_>>());
@@ -90,20 +124,25 @@ async fn rooms_are_batched_separately() {
     tokio::time::sleep(25 * MS).await;
 
     let mut calls = room_calls(&h);
-    calls.sort_by(|a, b| a.1.cmp(&b.1));
-    assert_eq!(calls.len(), 2);
-    assert_eq!(calls[0].1, "live://even");
-    assert_eq!(calls[0].2, packets(1000, ["m0", "m2", "m4"].map(String::from)));
-    assert_eq!(calls[1].1, "live://odd");
-    assert_eq!(calls[1].2, packets(1000, ["m1", "m3", "m5"].map(String::from)));
+    calls.sort_by(|a, b| (&a.1, a.3).cmp(&(&b.1, b.3)));
+    let got: Vec<(&str, Vec<u8>)> = calls.iter().map(|c| (c.1.as_str(), c.2.clone())).collect();
+    let batch = |room, bodies: &[&str]| (room, packets(1000, bodies.iter().map(|b| b.to_string())));
+    assert_eq!(
+        got,
+        [
+            batch("live://even", &["m0"]),
+            batch("live://even", &["m2", "m4"]),
+            batch("live://odd", &["m1"]),
+            batch("live://odd", &["m3", "m5"]),
+        ],
+        "each room: its first message alone, then its own burst"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn one_encoded_batch_goes_to_every_server() {
     let h = Harness::start(Config::default(), &["c1", "c2", "c3"]);
-    for body in bodies(0..20) {
-        h.push(room_msg("live://1", body)).await;
-    }
+    h.push(room_msg("live://1", "m")).await;
     h.settle().await;
 
     let calls: Vec<Call> = h.calls().into_iter().map(|(call, _, _)| call).collect();
@@ -115,25 +154,27 @@ async fn one_encoded_batch_goes_to_every_server() {
         assert_eq!(call.bytes().as_ptr(), first.as_ptr(), "every server gets the same buffer, not a copy");
         assert_eq!(call.bytes(), first);
     }
-    assert_eq!(h.acks().len(), 20, "acked once every server accepted");
+    assert_eq!(h.acks(), [0], "acked once every server accepted");
 }
 
 #[tokio::test(start_paused = true)]
-async fn opening_a_room_past_max_rooms_pending_flushes_the_oldest_at_once() {
+async fn tracking_a_room_past_max_rooms_pending_flushes_the_oldest_at_once() {
     let config =
         Config { room: RoomConfig { max_rooms_pending: 2, ..RoomConfig::default() }, ..Config::default() };
     let h = Harness::start(config, &["c1"]);
     h.push(room_msg("a", "1")).await;
     h.push(room_msg("b", "2")).await;
+    h.push(room_msg("a", "3")).await;
     h.settle().await;
-    assert!(room_calls(&h).is_empty());
+    assert_eq!(room_calls(&h).len(), 2, "a's and b's first messages; a's second waits");
 
-    h.push(room_msg("c", "3")).await;
+    h.push(room_msg("c", "4")).await;
     h.settle().await;
     let calls = room_calls(&h);
-    assert_eq!(calls.len(), 1);
-    assert_eq!((calls[0].1.as_str(), calls[0].3 < MS), ("a", true), "the oldest room flushed early");
-    assert_eq!(h.acks(), [0]);
+    let got: Vec<(&str, bool)> = calls[2..].iter().map(|c| (c.1.as_str(), c.3 < MS)).collect();
+    assert_eq!(got, [("a", true), ("c", true)], "the oldest room's batch flushed early, then c's message");
+    assert_eq!(calls[2].2, packets(1000, ["3".to_string()]));
+    assert_eq!(h.acks(), [0, 1, 2, 3]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -142,14 +183,14 @@ async fn room_deliveries_are_acked_only_after_the_batch_holding_them_was_accepte
     h.comets.script("c2", [Answer::Delay(30 * MS)]);
     h.push(room_msg("live://1", "a")).await;
     h.push(room_msg("live://1", "b")).await;
-    tokio::time::sleep(40 * MS).await;
+    tokio::time::sleep(29 * MS).await;
     assert!(h.acks().is_empty(), "acked while c2 had not yet accepted the batch");
 
-    tokio::time::sleep(20 * MS).await;
+    tokio::time::sleep(2 * MS).await;
     assert_eq!(h.acks(), [0, 1]);
     let calls = h.calls();
     let last_answer = calls.iter().map(|c| c.2).max().unwrap();
-    assert_eq!(last_answer, 50 * MS, "c2 answered 30 ms after the 20 ms flush");
+    assert_eq!(last_answer, 30 * MS, "c2 answered a's batch 30 ms after its flush, then b's behind it");
     let acked_after = h.events().iter().position(|e| matches!(e, harness::Event::Acked(_))).unwrap();
     assert_eq!(acked_after, 2, "both comets answered before the first ack");
 }
@@ -160,31 +201,35 @@ async fn shutdown_flushes_pending_batches_without_waiting_for_their_deadline() {
     h.push(room_msg("a", "1")).await;
     h.push(room_msg("b", "2")).await;
     h.push(room_msg("a", "3")).await;
+    h.push(room_msg("b", "4")).await;
+    h.push(room_msg("a", "5")).await;
     h.settle().await;
-    assert!(room_calls(&h).is_empty());
+    assert_eq!(room_calls(&h).len(), 2, "only each room's first message is out");
 
     let (result, h) = h.stop().await;
     result.expect("shutdown is not an error");
     let mut calls = room_calls(&h);
     calls.sort_by(|a, b| a.1.cmp(&b.1));
-    assert_eq!(calls.len(), 2);
-    assert_eq!((calls[0].1.as_str(), calls[0].2.clone()), ("a", packets(1000, ["1", "3"].map(String::from))));
-    assert_eq!((calls[1].1.as_str(), calls[1].2.clone()), ("b", packets(1000, ["2".to_string()])));
+    let got: Vec<(&str, Vec<u8>)> = calls.iter().map(|c| (c.1.as_str(), c.2.clone())).collect();
+    let batch = |room, bodies: &[&str]| (room, packets(1000, bodies.iter().map(|b| b.to_string())));
+    assert_eq!(got, [batch("a", &["1"]), batch("a", &["3", "5"]), batch("b", &["2"]), batch("b", &["4"])]);
     assert!(calls.iter().all(|c| c.3 < MS), "flushed at shutdown, not at the deadline");
     let mut acks = h.acks();
     acks.sort();
-    assert_eq!(acks, [0, 1, 2]);
+    assert_eq!(acks, [0, 1, 2, 3, 4]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_closed_queue_flushes_everything_and_run_returns() {
     let h = Harness::start(Config::default(), &["c1"]);
     h.push(room_msg("a", "1")).await;
+    h.push(room_msg("a", "2")).await;
     let (result, h) = h.close().await;
     result.expect("a closed queue is not an error");
-    assert_eq!(room_calls(&h).len(), 1);
-    assert!(room_calls(&h)[0].3 < MS);
-    assert_eq!(h.acks(), [0]);
+    let calls = room_calls(&h);
+    assert_eq!(calls.len(), 2, "the first at once, the second when the queue closed");
+    assert!(calls.iter().all(|c| c.3 < MS));
+    assert_eq!(h.acks(), [0, 1]);
 }
 
 #[tokio::test(start_paused = true)]

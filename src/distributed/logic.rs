@@ -168,7 +168,11 @@ impl Tier for LogicProcess {
                 });
                 Arc::new(queue)
             }
-            QueueKind::Kafka => Arc::new(KafkaQueue::new(&s.kafka)?),
+            QueueKind::Kafka => {
+                let queue = KafkaQueue::new(&s.kafka)?;
+                queue.register(&mut registry);
+                Arc::new(queue)
+            }
         };
         let mut logic = Logic::new(s.logic.clone(), store, queue)?;
         if let Some(d) = &discovery {

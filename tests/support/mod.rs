@@ -1,6 +1,8 @@
 //! Starting a real embedded server on loopback ports, and talking to its HTTP API.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -50,8 +52,13 @@ pub struct Reply {
     pub raw: String,
 }
 
-pub async fn http(method: reqwest::Method, url: String, body: &'static [u8], bearer: Option<&str>) -> Reply {
-    let mut req = reqwest::Client::new().request(method, url).body(body);
+pub async fn http(
+    method: reqwest::Method,
+    url: String,
+    body: impl Into<Vec<u8>>,
+    bearer: Option<&str>,
+) -> Reply {
+    let mut req = reqwest::Client::new().request(method, url).body(body.into());
     if let Some(t) = bearer {
         req = req.bearer_auth(t);
     }

@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! [logic]
-//! addrs = ["127.0.0.1:3119"]   # one or more logic instances, balanced per call
+//! addrs = ["127.0.0.1:3119"]   # one or more logic instances, taken in turn; an unreachable one is skipped
 //! timeout = "1s"               # deadline of every call
 //! connect_timeout = "1s"       # goim's rpcClient.dial
 //! keepalive_interval = "10s"   # HTTP/2 pings, also while idle (goim: 10s)
@@ -12,6 +12,9 @@
 //! ```
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -106,14 +109,22 @@ fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
     }
 }
 
-/// comet's [`Logic`] over gRPC. Connections open lazily and reconnect on their own; building one
-/// does no I/O. Cheap to clone.
+/// comet's [`Logic`] over gRPC. One lazily connected channel per logic instance, each
+/// reconnecting on its own; calls take the instances in turn, and a call that finds its
+/// instance unreachable (`Unavailable`) goes on to the next, so one logic down or not yet up
+/// costs no client its auth. Building one does no I/O. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct GrpcLogic {
+    instances: Arc<[Instance]>,
+    next: Arc<AtomicUsize>,
+    timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+struct Instance {
     client: LogicClient<Channel>,
     /// The same channel, sending gzip: goim's comet compresses RenewOnline, the largest message.
     gzip: LogicClient<Channel>,
-    timeout: Duration,
 }
 
 impl GrpcLogic {
@@ -121,12 +132,12 @@ impl GrpcLogic {
     /// [`ClientConfig::validate`]). Must be called inside a Tokio runtime.
     pub fn new(config: &ClientConfig) -> Result<GrpcLogic, ConfigError> {
         config.validate()?;
-        let endpoints: Vec<Endpoint> = config
+        let instances: Vec<Instance> = config
             .addrs
             .iter()
             .map(|a| {
                 // validate() parsed every address.
-                endpoint(a)
+                let channel = endpoint(a)
                     .expect("validated address")
                     .connect_timeout(config.connect_timeout)
                     .timeout(config.timeout)
@@ -134,23 +145,49 @@ impl GrpcLogic {
                     .keep_alive_timeout(config.keepalive_timeout)
                     .keep_alive_while_idle(true)
                     .tcp_nodelay(true)
+                    .connect_lazy();
+                let client = LogicClient::new(channel)
+                    .accept_compressed(CompressionEncoding::Gzip)
+                    .max_decoding_message_size(config.max_message_size);
+                let gzip = client.clone().send_compressed(CompressionEncoding::Gzip);
+                Instance { client, gzip }
             })
             .collect();
-        let channel = match endpoints.as_slice() {
-            [one] => one.connect_lazy(),
-            _ => Channel::balance_list(endpoints.into_iter()),
-        };
-        let client = LogicClient::new(channel)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(config.max_message_size);
-        let gzip = client.clone().send_compressed(CompressionEncoding::Gzip);
-        Ok(GrpcLogic { client, gzip, timeout: config.timeout })
+        Ok(GrpcLogic {
+            instances: instances.into(),
+            next: Arc::new(AtomicUsize::new(0)),
+            timeout: config.timeout,
+        })
     }
 
     fn request<T>(&self, msg: T) -> Request<T> {
         let mut req = Request::new(msg);
         req.set_timeout(self.timeout);
         req
+    }
+
+    /// Runs `call` on the next instance, and on the following ones while the instance tried is
+    /// unreachable: each instance at most twice, because a channel whose last connection
+    /// attempt failed reports that stale error once before it dials again.
+    async fn call<T, F, Fut>(&self, name: &'static str, call: F) -> Result<T, Error>
+    where
+        F: Fn(Instance) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let attempts = 2 * self.instances.len();
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut tried = 0;
+        loop {
+            let instance = self.instances[(first + tried) % self.instances.len()].clone();
+            tried += 1;
+            match call(instance).await {
+                Ok(v) => return Ok(v),
+                Err(s) if s.code() == Code::Unavailable && tried < attempts => {
+                    tracing::debug!(call = name, error = %s, "logic instance unavailable, trying the next");
+                }
+                Err(s) => return Err(port_error(name, s)),
+            }
+        }
     }
 }
 
@@ -168,28 +205,55 @@ fn port_error(call: &'static str, s: Status) -> Error {
 #[async_trait]
 impl Logic for GrpcLogic {
     async fn connect(&self, req: Connect) -> Result<Session, Error> {
-        let reply = self.client.clone().connect(self.request(ConnectReq::from(req))).await;
-        reply.map(|r| Session::from(r.into_inner())).map_err(|s| port_error("connect", s))
+        let req = ConnectReq::from(req);
+        let reply = self
+            .call("connect", |mut i| {
+                let r = self.request(req.clone());
+                async move { i.client.connect(r).await }
+            })
+            .await?;
+        Ok(Session::from(reply.into_inner()))
     }
 
     async fn disconnect(&self, presence: Presence) -> Result<(), Error> {
-        let reply = self.client.clone().disconnect(self.request(DisconnectReq::from(presence))).await;
-        reply.map(drop).map_err(|s| port_error("disconnect", s))
+        let req = DisconnectReq::from(presence);
+        self.call("disconnect", |mut i| {
+            let r = self.request(req.clone());
+            async move { i.client.disconnect(r).await }
+        })
+        .await
+        .map(drop)
     }
 
     async fn heartbeat(&self, presence: Presence) -> Result<(), Error> {
-        let reply = self.client.clone().heartbeat(self.request(HeartbeatReq::from(presence))).await;
-        reply.map(drop).map_err(|s| port_error("heartbeat", s))
+        let req = HeartbeatReq::from(presence);
+        self.call("heartbeat", |mut i| {
+            let r = self.request(req.clone());
+            async move { i.client.heartbeat(r).await }
+        })
+        .await
+        .map(drop)
     }
 
     async fn renew_online(&self, online: Online) -> Result<HashMap<String, i32>, Error> {
-        let reply = self.gzip.clone().renew_online(self.request(OnlineReq::from(online))).await;
-        reply.map(|r| r.into_inner().all_room_count).map_err(|s| port_error("renew_online", s))
+        let req = OnlineReq::from(online);
+        let reply = self
+            .call("renew_online", |mut i| {
+                let r = self.request(req.clone());
+                async move { i.gzip.renew_online(r).await }
+            })
+            .await?;
+        Ok(reply.into_inner().all_room_count)
     }
 
     async fn receive(&self, uplink: Uplink) -> Result<(), Error> {
-        let reply = self.client.clone().receive(self.request(ReceiveReq::from(uplink))).await;
-        reply.map(drop).map_err(|s| port_error("receive", s))
+        let req = ReceiveReq::from(uplink);
+        self.call("receive", |mut i| {
+            let r = self.request(req.clone());
+            async move { i.client.receive(r).await }
+        })
+        .await
+        .map(drop)
     }
 }
 

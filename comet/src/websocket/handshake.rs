@@ -93,24 +93,13 @@ pub async fn read_request_after<R: AsyncRead + Unpin>(
     max: usize,
 ) -> Result<(Request, BytesMut), Error> {
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf).map_err(Error::Malformed)? {
-            httparse::Status::Complete(n) => {
-                let out = Request {
-                    version: req.version.unwrap_or(1),
-                    method: req.method.unwrap_or_default().to_string(),
-                    target: req.path.unwrap_or_default().to_string(),
-                    headers: req
-                        .headers
-                        .iter()
-                        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
-                        .collect(),
-                };
-                let rest = buf.split_off(n);
-                return Ok((out, rest));
+        if let Some((out, n)) = parse(&buf)? {
+            let mut rest = buf.split_off(n);
+            if rest.is_empty() {
+                // Not a slice of the head buffer, which would otherwise live as long as `rest`.
+                rest = BytesMut::new();
             }
-            httparse::Status::Partial => {}
+            return Ok((out, rest));
         }
         if buf.len() >= max {
             return Err(Error::TooLarge(max));
@@ -121,6 +110,30 @@ pub async fn read_request_after<R: AsyncRead + Unpin>(
         if n == 0 {
             return Err(Error::Closed);
         }
+    }
+}
+
+/// The request head at the start of `buf` and its length, or `None` if it is incomplete. A
+/// function of its own so that its header array (2 KB) lives on the stack while it parses, not
+/// in the reading future (and so in every connection's) across its wait for bytes.
+fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, Error> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf).map_err(Error::Malformed)? {
+        httparse::Status::Complete(n) => Ok(Some((
+            Request {
+                version: req.version.unwrap_or(1),
+                method: req.method.unwrap_or_default().to_string(),
+                target: req.path.unwrap_or_default().to_string(),
+                headers: req
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                    .collect(),
+            },
+            n,
+        ))),
+        httparse::Status::Partial => Ok(None),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The in-memory [`Store`] of the embedded setup: the same semantics as Redis, TTLs included.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -24,13 +25,21 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
 }
 
+/// One entry per connection in `keys` and (for a user) `mids`, so this is lean: comet ids are
+/// shared, and a user's keys are a list rather than a map of their own (issue #5: memory per
+/// connection).
 #[derive(Debug)]
 struct Inner {
-    keys: HashMap<String, Expiring<String>>,
-    mids: HashMap<i64, Expiring<HashMap<String, String>>>,
+    keys: HashMap<String, Expiring<Arc<str>>>,
+    mids: HashMap<i64, Expiring<MidKeys>>,
     online: HashMap<String, Expiring<(Online, SystemTime)>>,
+    /// The comet ids the mappings name, each stored once.
+    servers: HashSet<Arc<str>>,
     last_sweep: Instant,
 }
+
+/// A user's keys with their comets. A user has a handful of connections: a list, not a map.
+type MidKeys = Vec<(String, Arc<str>)>;
 
 #[derive(Debug)]
 struct Expiring<T> {
@@ -57,6 +66,7 @@ impl MemoryStore {
             keys: HashMap::new(),
             mids: HashMap::new(),
             online: HashMap::new(),
+            servers: HashSet::new(),
             last_sweep: Instant::now(),
         };
         MemoryStore { ttl, inner: Mutex::new(inner) }
@@ -78,11 +88,22 @@ impl Inner {
         self.keys.retain(|_, e| e.alive(now));
         self.mids.retain(|_, e| e.alive(now));
         self.online.retain(|_, e| e.alive(now));
+        self.servers.retain(|s| Arc::strong_count(s) > 1);
     }
 
     /// The live key set of `mid`, if any.
-    fn mid_keys(&mut self, mid: i64, now: Instant) -> Option<&mut Expiring<HashMap<String, String>>> {
+    fn mid_keys(&mut self, mid: i64, now: Instant) -> Option<&mut Expiring<MidKeys>> {
         self.mids.get_mut(&mid).filter(|e| e.alive(now))
+    }
+
+    /// `server`, shared with every other mapping that names it.
+    fn intern(&mut self, server: &str) -> Arc<str> {
+        if let Some(s) = self.servers.get(server) {
+            return s.clone();
+        }
+        let s: Arc<str> = server.into();
+        self.servers.insert(s.clone());
+        s
     }
 }
 
@@ -93,15 +114,23 @@ impl Store for MemoryStore {
         let expires = now + self.ttl;
         let mut inner = self.inner.lock();
         inner.sweep_if_due(now, self.ttl);
+        let server = inner.intern(server);
         if mid > 0 {
-            let entry = inner.mids.entry(mid).or_insert_with(|| Expiring { value: HashMap::new(), expires });
+            let entry = inner.mids.entry(mid).or_insert_with(|| Expiring { value: Vec::new(), expires });
             if !entry.alive(now) {
                 entry.value.clear();
             }
-            entry.value.insert(key.to_owned(), server.to_owned());
+            match entry.value.iter_mut().find(|(k, _)| k == key) {
+                Some((_, s)) => *s = server.clone(),
+                None => {
+                    // Most users have one connection: room for exactly it, not the default four.
+                    entry.value.reserve_exact(1);
+                    entry.value.push((key.to_owned(), server.clone()));
+                }
+            }
             entry.expires = expires;
         }
-        inner.keys.insert(key.to_owned(), Expiring { value: server.to_owned(), expires });
+        inner.keys.insert(key.to_owned(), Expiring { value: server, expires });
         Ok(())
     }
 
@@ -128,14 +157,14 @@ impl Store for MemoryStore {
         let mut inner = self.inner.lock();
         if mid > 0
             && let Some(entry) = inner.mid_keys(mid, now)
-            && entry.value.get(key).is_some_and(|s| s == server)
+            && let Some(at) = entry.value.iter().position(|(k, s)| k == key && &**s == server)
         {
-            entry.value.remove(key);
+            entry.value.swap_remove(at);
             if entry.value.is_empty() {
                 inner.mids.remove(&mid);
             }
         }
-        let current = inner.keys.get(key).is_some_and(|e| e.alive(now) && e.value == server);
+        let current = inner.keys.get(key).is_some_and(|e| e.alive(now) && &*e.value == server);
         if current {
             inner.keys.remove(key);
         }
@@ -145,7 +174,10 @@ impl Store for MemoryStore {
     async fn servers_by_keys(&self, keys: &[String]) -> Result<Vec<Option<String>>, Error> {
         let now = Instant::now();
         let inner = self.inner.lock();
-        Ok(keys.iter().map(|k| inner.keys.get(k).filter(|e| e.alive(now)).map(|e| e.value.clone())).collect())
+        Ok(keys
+            .iter()
+            .map(|k| inner.keys.get(k).filter(|e| e.alive(now)).map(|e| e.value.to_string()))
+            .collect())
     }
 
     async fn keys_by_mids(&self, mids: &[i64]) -> Result<(HashMap<String, String>, Vec<i64>), Error> {
@@ -159,7 +191,7 @@ impl Store for MemoryStore {
                 continue;
             }
             if let Some(entry) = inner.mids.get(&mid).filter(|e| e.alive(now) && !e.value.is_empty()) {
-                keys.extend(entry.value.iter().map(|(k, s)| (k.clone(), s.clone())));
+                keys.extend(entry.value.iter().map(|(k, s)| (k.clone(), s.to_string())));
                 online.push(mid);
             }
         }
@@ -247,6 +279,23 @@ mod tests {
         store.add_mapping(7, "new", "comet-b").await.unwrap();
         let (found, _) = store.keys_by_mids(&[7]).await.unwrap();
         assert_eq!(found, HashMap::from([("new".to_string(), "comet-b".to_string())]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_id_is_stored_once_and_forgotten_after_its_last_mapping() {
+        let store = MemoryStore::new(TTL);
+        store.add_mapping(7, "a", "comet-a").await.unwrap();
+        store.add_mapping(8, "b", "comet-a").await.unwrap();
+        {
+            let inner = store.inner.lock();
+            assert_eq!(inner.servers.len(), 1);
+            assert!(Arc::ptr_eq(&inner.keys["a"].value, &inner.keys["b"].value));
+            assert!(Arc::ptr_eq(&inner.keys["a"].value, &inner.mids[&7].value[0].1));
+        }
+        tokio::time::advance(TTL).await;
+        store.add_mapping(9, "c", "comet-b").await.unwrap(); // sweeps the expired mappings
+        let inner = store.inner.lock();
+        assert_eq!(inner.servers.iter().map(|s| &**s).collect::<Vec<_>>(), ["comet-b"]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,6 +10,7 @@
 //! commit_interval = "100ms"       # at most one offset commit per interval while acks arrive
 //! session_timeout = "10s"         # a job that stops heartbeating loses its partitions after this
 //! close_timeout = "5s"            # the final synchronous commit and group leave, at most
+//! fetch_max_wait = "100ms"        # how long the broker may hold a fetch that finds nothing
 //! [kafka.properties]              # any other librdkafka consumer property, applied last
 //! ```
 
@@ -57,6 +58,12 @@ pub struct KafkaConfig {
     /// group. Default 5s.
     #[serde(with = "humantime_serde")]
     pub close_timeout: Duration,
+    /// librdkafka's `fetch.wait.max.ms`: how long the broker may hold a fetch that finds no new
+    /// message. Kafka answers a waiting fetch as soon as a message arrives, so there this only
+    /// paces idle polls; a broker that holds every fetch for its full wait (tansu does) adds up
+    /// to this much to every push's latency. librdkafka's default is 500ms. Default 100ms.
+    #[serde(with = "humantime_serde")]
+    pub fetch_max_wait: Duration,
     /// Extra librdkafka consumer properties (TLS, SASL, `partition.assignment.strategy`, ...),
     /// applied after the defaults. The [`RESERVED_PROPERTIES`] are refused.
     pub properties: BTreeMap<String, String>,
@@ -81,6 +88,7 @@ impl Default for KafkaConfig {
             commit_interval: Duration::from_millis(100),
             session_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
+            fetch_max_wait: Duration::from_millis(100),
             properties: BTreeMap::new(),
         }
     }
@@ -115,6 +123,9 @@ impl KafkaConfig {
         if self.close_timeout.is_zero() {
             return err("kafka.close_timeout", "must be positive".into());
         }
+        if self.fetch_max_wait < Duration::from_millis(1) || self.fetch_max_wait > Duration::from_secs(300) {
+            return err("kafka.fetch_max_wait", "must be between 1ms and 300s".into());
+        }
         if let Some(key) = self.properties.keys().find(|k| RESERVED_PROPERTIES.contains(&k.as_str())) {
             return err("kafka.properties", format!("{key:?} is set by goim-rs and cannot be overridden"));
         }
@@ -137,6 +148,7 @@ impl KafkaConfig {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", reset)
             .set("session.timeout.ms", self.session_timeout.as_millis().to_string())
+            .set("fetch.wait.max.ms", self.fetch_max_wait.as_millis().to_string())
             .set("enable.partition.eof", "false");
         for (key, value) in &self.properties {
             config.set(key, value);
@@ -170,13 +182,17 @@ mod tests {
         assert_eq!(client.get("enable.auto.commit"), Some("false"));
         assert_eq!(client.get("auto.offset.reset"), Some("earliest"));
         assert_eq!(client.get("group.id"), Some("goim-push-group-job"));
+        assert_eq!(client.get("fetch.wait.max.ms"), Some("100"));
     }
 
     #[test]
     fn durations_and_offset_reset_parse_from_toml() {
-        let config: KafkaConfig =
-            toml::from_str("auto_offset_reset = \"latest\"\ncommit_interval = \"1s\"\n").unwrap();
+        let config: KafkaConfig = toml::from_str(
+            "auto_offset_reset = \"latest\"\ncommit_interval = \"1s\"\nfetch_max_wait = \"10ms\"\n",
+        )
+        .unwrap();
         assert_eq!(config.auto_offset_reset, OffsetReset::Latest);
+        assert_eq!(config.client_config().get("fetch.wait.max.ms"), Some("10"));
         assert_eq!(config.commit_interval, Duration::from_secs(1));
         assert_eq!(config.client_config().get("auto.offset.reset"), Some("latest"));
     }
@@ -193,6 +209,7 @@ mod tests {
         assert_eq!(bad(|c| c.group = String::new()), "kafka.group");
         assert_eq!(bad(|c| c.session_timeout = Duration::ZERO), "kafka.session_timeout");
         assert_eq!(bad(|c| c.close_timeout = Duration::ZERO), "kafka.close_timeout");
+        assert_eq!(bad(|c| c.fetch_max_wait = Duration::ZERO), "kafka.fetch_max_wait");
         assert_eq!(
             bad(|c| _ = c.properties.insert("enable.auto.commit".into(), "true".into())),
             "kafka.properties"

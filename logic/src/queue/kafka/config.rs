@@ -5,6 +5,7 @@
 //! brokers = ["127.0.0.1:9092"]
 //! topic = "goim-push-topic"
 //! delivery_timeout = "5s"     # a push fails when the broker has not acked it by then
+//! reset_after_failures = 3    # a fresh producer after this many failed pushes in a row
 //! [kafka.properties]          # any other librdkafka producer property, applied last
 //! "compression.type" = "lz4"
 //! ```
@@ -41,6 +42,12 @@ pub struct KafkaConfig {
     /// unreachable broker never hangs a push request. Default 5s.
     #[serde(with = "humantime_serde")]
     pub delivery_timeout: Duration,
+    /// After this many pushes in a row failed, the producer is replaced by a new one (at most
+    /// once per `delivery_timeout`). librdkafka's idempotent producer can stay stuck after the
+    /// broker lost its producer state (a restarted broker without its data, or a fatal
+    /// idempotence error): it keeps retrying with a producer id the broker no longer knows. A new
+    /// producer asks for a new id. 0 never replaces it. Default 3.
+    pub reset_after_failures: u32,
     /// Extra librdkafka producer properties (TLS, SASL, compression, `linger.ms`, ...), applied
     /// after the defaults. `partitioner` defaults to `fnv1a`, the partitioner of goim's sarama
     /// producer, so goim-rs and Go goim put a key on the same partition. The
@@ -54,6 +61,7 @@ impl Default for KafkaConfig {
             brokers: vec!["127.0.0.1:9092".into()],
             topic: "goim-push-topic".into(),
             delivery_timeout: Duration::from_secs(5),
+            reset_after_failures: 3,
             properties: BTreeMap::new(),
         }
     }

@@ -1,0 +1,541 @@
+//! The full goim topology as separate processes on loopback: two `goim-comet`, two `goim-logic`
+//! and two `goim-job`, one redis-server and one tansu broker. Each test starts its own Redis and
+//! broker (the binaries `scripts/services.sh` installed), so it can stop, kill and restart them
+//! without disturbing anything else, and the tests of this file run one at a time.
+//!
+//! Ignored by default (they need Redis and tansu); `scripts/test.sh` runs them with
+//! `--include-ignored` after `scripts/services.sh start`.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use goim_bench::{Client, Transport};
+use serde_json::Value;
+use support::process::{Proc, Scratch, accepting, free_port, installed, ready};
+use support::{Reply, WAIT, eventually, http, sample};
+
+/// One cluster at a time: six binaries and two backends per test are enough for two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const PARTITIONS: i32 = 4;
+
+/// comet's `protocol.session_renew`: a client heartbeat renews the session in logic at most
+/// this often (10 minutes by default).
+const SESSION_RENEW_MS: u64 = 300;
+
+/// A redis-server of the test's own, without persistence: a restart comes back empty, as a
+/// Redis that lost its data would.
+struct Redis {
+    port: u16,
+    dir: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl Redis {
+    async fn start(dir: PathBuf) -> Redis {
+        let mut r = Redis { port: free_port(), dir, proc: None };
+        r.run().await;
+        r
+    }
+
+    async fn run(&mut self) {
+        let mut cmd = Command::new(installed("GOIM_TEST_REDIS_SERVER"));
+        cmd.args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &self.port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(&self.dir)
+        .stdout(std::process::Stdio::null());
+        self.proc = Some(Proc::spawn("redis-server", cmd));
+        assert!(accepting(self.port, Duration::from_secs(10)).await, "redis-server did not start");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn stop(&mut self) {
+        assert!(self.proc.take().expect("running").kill9().code().is_none(), "redis was killed");
+    }
+}
+
+/// A tansu broker of the test's own, in memory: a restart loses every topic and offset, so
+/// [`Broker::run`] creates the test topic again (a real Kafka keeps its topics on disk).
+struct Broker {
+    port: u16,
+    topic: String,
+    proc: Option<Proc>,
+}
+
+impl Broker {
+    async fn start(topic: &str) -> Broker {
+        let mut b = Broker { port: free_port(), topic: topic.to_string(), proc: None };
+        b.run().await;
+        b
+    }
+
+    async fn run(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let mut cmd = Command::new(installed("GOIM_TEST_TANSU"));
+        cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        self.proc = Some(Proc::spawn("tansu", cmd));
+        assert!(accepting(self.port, Duration::from_secs(30)).await, "tansu did not start");
+        let config = goim_logic::queue::KafkaConfig {
+            brokers: vec![self.addr()],
+            topic: self.topic.clone(),
+            ..Default::default()
+        };
+        goim_logic::queue::ensure_topic(&config, PARTITIONS, 1).await.expect("create the topic");
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        assert!(self.proc.take().expect("running").kill9().code().is_none(), "tansu was killed");
+    }
+}
+
+/// One tier process and the ports it serves.
+struct Node {
+    id: String,
+    proc: Option<Proc>,
+    admin: u16,
+    /// comet: TCP; logic: HTTP; job: unused.
+    port: u16,
+    /// comet: WebSocket; others: unused.
+    ws: u16,
+}
+
+impl Node {
+    async fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.admin);
+        reqwest::get(url).await.expect("metrics").text().await.expect("metrics body")
+    }
+
+    fn tcp(&self) -> SocketAddr {
+        format!("127.0.0.1:{}", self.port).parse().unwrap()
+    }
+
+    fn ws(&self) -> SocketAddr {
+        format!("127.0.0.1:{}", self.ws).parse().unwrap()
+    }
+
+    fn kill9(&mut self) {
+        let status = self.proc.take().expect("running").kill9();
+        assert!(status.code().is_none(), "{} was killed by a signal: {status}", self.id);
+    }
+}
+
+/// Fields drop in order: the tiers stop before the backends they use.
+struct Cluster {
+    jobs: Vec<Node>,
+    comets: Vec<Node>,
+    logics: Vec<Node>,
+    broker: Broker,
+    redis: Redis,
+    _dir: Scratch,
+}
+
+impl Cluster {
+    async fn start(name: &str) -> Cluster {
+        let dir = Scratch::new(name);
+        let redis_dir = dir.0.join("redis");
+        std::fs::create_dir_all(&redis_dir).unwrap();
+        let redis = Redis::start(redis_dir).await;
+        let broker = Broker::start("goim-push-topic").await;
+        let comet_grpc = [free_port(), free_port()];
+        let logic_grpc = [free_port(), free_port()];
+        let comet_list = format!(
+            "comets = [{{ server_id = \"comet-a\", addr = \"127.0.0.1:{}\" }}, \
+             {{ server_id = \"comet-b\", addr = \"127.0.0.1:{}\" }}]",
+            comet_grpc[0], comet_grpc[1]
+        );
+        let kafka = format!("[kafka]\nbrokers = [\"{}\"]\ntopic = \"goim-push-topic\"\n", broker.addr());
+        let mut cluster = Cluster { _dir: dir, redis, broker, comets: vec![], logics: vec![], jobs: vec![] };
+
+        for (i, grpc) in logic_grpc.iter().enumerate() {
+            let (http_port, admin) = (free_port(), free_port());
+            let toml = format!(
+                "[logic.http]\naddr = \"127.0.0.1:{http_port}\"\n[logic.auth]\nmode = \"json\"\n\
+                 [grpc]\naddr = \"127.0.0.1:{grpc}\"\n[admin]\naddr = \"127.0.0.1:{admin}\"\n\
+                 [store]\nkind = \"redis\"\n[store.redis]\nurl = \"{}\"\n[queue]\nkind = \"kafka\"\n\
+                 {kafka}delivery_timeout = \"2s\"\n[discovery]\nkind = \"static\"\n{comet_list}\n",
+                cluster.redis.url()
+            );
+            cluster.logics.push(cluster.node("goim-logic", format!("logic-{i}"), &toml, admin, http_port, 0));
+        }
+        for (i, grpc) in comet_grpc.iter().enumerate() {
+            let id = ["comet-a", "comet-b"][i].to_string();
+            let (tcp, ws, admin) = (free_port(), free_port(), free_port());
+            let toml = format!(
+                "[comet]\nserver_id = \"{id}\"\ntcp.bind = [\"127.0.0.1:{tcp}\"]\n\
+                 websocket.bind = [\"127.0.0.1:{ws}\"]\nonline.renew_interval = \"200ms\"\n\
+                 protocol.session_renew = \"{SESSION_RENEW_MS}ms\"\n\
+                 [grpc]\naddr = \"127.0.0.1:{grpc}\"\n[logic]\naddrs = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n\
+                 [admin]\naddr = \"127.0.0.1:{admin}\"\n",
+                logic_grpc[0], logic_grpc[1]
+            );
+            cluster.comets.push(cluster.node("goim-comet", id, &toml, admin, tcp, ws));
+        }
+        for i in 0..2 {
+            let admin = free_port();
+            let toml = format!(
+                "[discovery]\nkind = \"static\"\n{comet_list}\n[queue]\nkind = \"kafka\"\n{kafka}\
+                 group = \"goim-push-group-job\"\nsession_timeout = \"6s\"\n\
+                 [admin]\naddr = \"127.0.0.1:{admin}\"\n"
+            );
+            cluster.jobs.push(cluster.node("goim-job", format!("job-{i}"), &toml, admin, 0, 0));
+        }
+        for node in cluster.logics.iter().chain(&cluster.comets).chain(&cluster.jobs) {
+            assert!(ready(node.admin).await, "{} never became ready", node.id);
+        }
+        cluster
+    }
+
+    fn node(&self, bin: &'static str, id: String, toml: &str, admin: u16, port: u16, ws: u16) -> Node {
+        let config = self._dir.file(&format!("{id}.toml"), toml);
+        let proc = Proc::start(bin, &config, &[]);
+        Node { id, proc: Some(proc), admin, port, ws }
+    }
+
+    /// POSTs a push to logic `i`; `path` includes the query.
+    async fn push(&self, i: usize, path: &str, body: String) -> Reply {
+        let url = format!("http://127.0.0.1:{}{path}", self.logics[i].port);
+        http(reqwest::Method::POST, url, body, None).await
+    }
+
+    async fn push_ok(&self, i: usize, path: &str, body: &str) {
+        let r = self.push(i, path, body.to_string()).await;
+        assert_eq!(r.body["code"], Value::from(0), "{path} via logic-{i}: {}", r.raw);
+    }
+
+    /// Waits until the consumer group is settled: a push to each of `keys` (one client each) is
+    /// delivered.
+    async fn warm(&self, clients: &mut [(String, Client)]) {
+        for (key, client) in clients.iter_mut() {
+            self.push_ok(0, &format!("/goim/push/keys?operation=1000&keys={key}"), "warm").await;
+            let got = client.recv_op(1000, Duration::from_secs(40)).await.expect("warm-up push");
+            assert_eq!(&got.body[..], b"warm");
+        }
+    }
+}
+
+/// Sums a counter over the nodes.
+async fn total(nodes: &[Node], prefix: &str) -> f64 {
+    let mut sum = 0.0;
+    for n in nodes {
+        sum += sample(&n.metrics().await, prefix);
+    }
+    sum
+}
+
+async fn login(addr: SocketAddr, transport: Transport, mid: i64, key: &str, room: &str) -> Client {
+    let mut c = Client::connect(transport, addr).await.expect("connect");
+    c.login(mid, key, room, &[1000]).await.expect("login");
+    c
+}
+
+/// Reads op-1000 bodies until `n` arrived.
+async fn bodies(c: &mut Client, n: usize, limit: Duration) -> Vec<String> {
+    let mut got = Vec::new();
+    for _ in 0..n {
+        match c.recv_op(1000, limit).await {
+            Ok(f) => got.push(String::from_utf8_lossy(&f.body).into_owned()),
+            Err(e) => panic!("after {got:?}: {e}"),
+        }
+    }
+    got.sort();
+    got
+}
+
+fn sorted(v: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server and tansu (scripts/services.sh)"]
+async fn pushes_by_key_mid_room_and_broadcast_reach_exactly_the_right_clients() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let started = Instant::now();
+    let cluster = Cluster::start("cluster-routes").await;
+    let (a, b) = (&cluster.comets[0], &cluster.comets[1]);
+    // Clients on both comets, over both transports; mid 1 has a device on each comet.
+    let mut a1 = login(a.tcp(), Transport::Tcp, 1, "a1", "live://1").await;
+    let mut a2 = login(a.ws(), Transport::Ws, 2, "a2", "live://2").await;
+    let mut b1 = login(b.ws(), Transport::Ws, 1, "b1", "live://1").await;
+    let mut b3 = login(b.tcp(), Transport::Tcp, 3, "b3", "live://1").await;
+
+    // Alternate the logic instances: either one routes through the shared Redis.
+    cluster.push_ok(0, "/goim/push/keys?operation=1000&keys=a1", "key a1").await;
+    cluster.push_ok(1, "/goim/push/keys?operation=1000&keys=b3", "key b3").await;
+    cluster.push_ok(1, "/goim/push/mids?operation=1000&mids=1", "mid 1").await;
+    cluster.push_ok(0, "/goim/push/mids?operation=1000&mids=2&mids=3", "mids 2 3").await;
+    for n in 0..5 {
+        cluster.push_ok(n % 2, "/goim/push/room?operation=1000&type=live&room=1", &format!("room {n}")).await;
+    }
+    cluster.push_ok(1, "/goim/push/all?operation=1000", "all").await;
+
+    let rooms = ["room 0", "room 1", "room 2", "room 3", "room 4"];
+    let expect_a1: Vec<&str> = ["key a1", "mid 1", "all"].iter().chain(&rooms).copied().collect();
+    let expect_b1: Vec<&str> = ["mid 1", "all"].iter().chain(&rooms).copied().collect();
+    let expect_b3: Vec<&str> = ["key b3", "mids 2 3", "all"].iter().chain(&rooms).copied().collect();
+    let expect_a2 = ["mids 2 3", "all"];
+    assert_eq!(bodies(&mut a1, expect_a1.len(), WAIT).await, sorted(&expect_a1), "a1");
+    assert_eq!(bodies(&mut a2, expect_a2.len(), WAIT).await, sorted(&expect_a2), "a2");
+    assert_eq!(bodies(&mut b1, expect_b1.len(), WAIT).await, sorted(&expect_b1), "b1");
+    assert_eq!(bodies(&mut b3, expect_b3.len(), WAIT).await, sorted(&expect_b3), "b3");
+
+    // Nothing else: a last push to every key arrives next, with nothing before it.
+    cluster.push_ok(0, "/goim/push/keys?operation=1000&keys=a1&keys=a2&keys=b1&keys=b3", "end").await;
+    for (name, c) in [("a1", &mut a1), ("a2", &mut a2), ("b1", &mut b1), ("b3", &mut b3)] {
+        let next = c.recv_op(1000, WAIT).await.expect("end");
+        assert_eq!(String::from_utf8_lossy(&next.body), "end", "{name} got more than it should");
+    }
+
+    // Each room batch went to each comet once: every comet received exactly the batches the jobs
+    // flushed (both comets are in discovery; comet-a has a1 in the room, comet-b b1 and b3), and
+    // each broadcast once.
+    let flushed = total(&cluster.jobs, "goim_job_room_batches_flushed_total").await;
+    assert!((1.0..=5.0).contains(&flushed), "5 room pushes made {flushed} batches");
+    for comet in &cluster.comets {
+        let m = comet.metrics().await;
+        assert_eq!(
+            sample(&m, "goim_comet_pushes_total{kind=\"room\"}"),
+            flushed,
+            "{} room batches",
+            comet.id
+        );
+        assert_eq!(sample(&m, "goim_comet_pushes_total{kind=\"broadcast\"}"), 1.0, "{} broadcasts", comet.id);
+    }
+    eprintln!("cluster routes: {flushed} room batches for 5 room pushes; {:?}", started.elapsed());
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server and tansu (scripts/services.sh)"]
+async fn kill_9_of_a_job_during_numbered_pushes_loses_none() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let started = Instant::now();
+    let mut cluster = Cluster::start("cluster-job-kill").await;
+    // Eight keys: partitioned by key, they spread over the four partitions and both jobs.
+    let mut clients = Vec::new();
+    for i in 0..8 {
+        let key = format!("n{i}");
+        let comet = &cluster.comets[i % 2];
+        clients
+            .push((key.clone(), login(comet.tcp(), Transport::Tcp, 100 + i as i64, &key, "live://n").await));
+    }
+    // Both jobs must own partitions before one dies. A job that joins the group after the other
+    // waits for a rebalance (tansu takes seconds), so warm up until both have consumed.
+    let spread = Instant::now();
+    loop {
+        cluster.warm(&mut clients).await;
+        let mut idle = Vec::new();
+        for job in &cluster.jobs {
+            let consumed = sample(&job.metrics().await, "goim_job_messages_consumed_total{kind=\"keys\"}");
+            if consumed == 0.0 {
+                idle.push(job.id.clone());
+            }
+        }
+        if idle.is_empty() {
+            break;
+        }
+        assert!(spread.elapsed() < Duration::from_secs(60), "{idle:?} never got a partition");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    const PER_KEY: usize = 60;
+    let mut published = 0;
+    for n in 0..PER_KEY {
+        if n == PER_KEY / 3 {
+            cluster.jobs[0].kill9();
+        }
+        for (key, _) in &clients {
+            let path = format!("/goim/push/keys?operation=1000&keys={key}");
+            cluster.push_ok(n % 2, &path, &format!("{key}:{n}")).await;
+            published += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Every number arrives; the survivor takes over the dead job's partitions after the session
+    // timeout and redelivers what was not committed, so some arrive twice.
+    let mut duplicates = 0;
+    for (key, client) in &mut clients {
+        let mut seen: BTreeMap<usize, usize> = BTreeMap::new();
+        let end = Instant::now() + Duration::from_secs(60);
+        while seen.len() < PER_KEY {
+            let left = end.saturating_duration_since(Instant::now());
+            let f = client.recv_op(1000, left).await.unwrap_or_else(|e| {
+                let missing: Vec<usize> = (0..PER_KEY).filter(|n| !seen.contains_key(n)).collect();
+                panic!("{key}: missing {missing:?}: {e}")
+            });
+            let body = String::from_utf8_lossy(&f.body).into_owned();
+            let (k, n) = body.split_once(':').unwrap_or_else(|| panic!("{key}: unexpected {body}"));
+            assert_eq!(k, key, "{key} got another key's push");
+            *seen.entry(n.parse().unwrap()).or_default() += 1;
+        }
+        // Redeliveries still in flight arrive within a moment.
+        while let Ok(f) = client.recv_op(1000, Duration::from_millis(300)).await {
+            let body = String::from_utf8_lossy(&f.body).into_owned();
+            let n: usize = body.split_once(':').unwrap().1.parse().unwrap();
+            *seen.entry(n).or_default() += 1;
+        }
+        duplicates += seen.values().map(|c| c - 1).sum::<usize>();
+    }
+    let consumed = total(&cluster.jobs[1..], "goim_job_messages_consumed_total{kind=\"keys\"}").await;
+    eprintln!(
+        "job kill -9: {published} numbered pushes, 0 lost, {duplicates} delivered twice; \
+         the survivor consumed {consumed}; {:?}",
+        started.elapsed()
+    );
+    assert!(duplicates < published, "{duplicates} duplicates of {published}");
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server and tansu (scripts/services.sh)"]
+async fn pushes_fail_fast_while_the_broker_is_down_and_resume_after_it_restarts() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let started = Instant::now();
+    let mut cluster = Cluster::start("cluster-broker").await;
+    let mut clients =
+        vec![("k".to_string(), login(cluster.comets[0].tcp(), Transport::Tcp, 5, "k", "live://5").await)];
+    cluster.warm(&mut clients).await;
+    let (_, mut client) = clients.pop().unwrap();
+
+    cluster.broker.stop();
+    let asked = Instant::now();
+    let r = cluster.push(0, "/goim/push/keys?operation=1000&keys=k", "lost".into()).await;
+    let took = asked.elapsed();
+    assert_eq!(r.body["code"], Value::from(-500), "{}", r.raw);
+    assert_eq!(r.body["message"], "push queue is unavailable", "{}", r.raw);
+    // delivery_timeout is 2 s: the request ends then, it does not hang.
+    assert!(took < Duration::from_secs(10), "the failed push took {took:?}");
+    let m = cluster.logics[0].metrics().await;
+    let failures = sample(&m, "goim_logic_push_requests_total{kind=\"keys\",result=\"queue_error\"}");
+    assert!(failures >= 1.0, "the failure is not counted");
+
+    cluster.broker.run().await;
+    // The same processes: logic's producer and job's consumer reconnect by themselves. (This
+    // broker lost its log and offsets in the restart, so job's old positions point past the new
+    // log's start; what it reads first depends on when it rejoins. New pushes keep coming until
+    // one arrives, as a real stream would.)
+    let restarted = Instant::now();
+    let (mut tries, mut accepted) = (0, 0);
+    let got = loop {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(60),
+            "no push arrived after the restart ({tries} tries, {accepted} accepted)"
+        );
+        tries += 1;
+        let r =
+            cluster.push(tries % 2, "/goim/push/keys?operation=1000&keys=k", format!("after {tries}")).await;
+        if r.body["code"] == 0 {
+            accepted += 1;
+        }
+        if let Ok(f) = client.recv_op(1000, Duration::from_millis(500)).await {
+            break f;
+        }
+    };
+    assert!(String::from_utf8_lossy(&got.body).starts_with("after"), "{:?}", got.body);
+    let resets = total(&cluster.logics, "goim_logic_kafka_producer_resets_total").await;
+    eprintln!(
+        "broker restart: a push arrived {:?} after the restart ({tries} tries, {accepted} accepted, \
+         {resets} producer resets); {:?}",
+        restarted.elapsed(),
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server and tansu (scripts/services.sh)"]
+async fn logic_reports_redis_down_clearly_and_recovers_when_it_is_back() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let started = Instant::now();
+    let mut cluster = Cluster::start("cluster-redis").await;
+    let comet = cluster.comets[0].tcp();
+    let mut clients = vec![("r".to_string(), login(comet, Transport::Tcp, 9, "r", "live://9").await)];
+    cluster.warm(&mut clients).await;
+    let (_, mut client) = clients.pop().unwrap();
+
+    cluster.redis.stop();
+    let r = cluster.push(0, "/goim/push/mids?operation=1000&mids=9", "lost".into()).await;
+    assert_eq!(r.body["code"], Value::from(-500), "{}", r.raw);
+    assert_eq!(r.body["message"], "session store is unavailable", "{}", r.raw);
+    // A new client still gets in (as in goim): rooms and broadcasts reach it; its mapping is
+    // written by its first heartbeat once Redis is back. The failed write is counted.
+    let mut newcomer = Client::connect(Transport::Tcp, comet).await.unwrap();
+    newcomer.login(10, "r2", "live://9", &[1000]).await.expect("auth while Redis is down");
+    let mut errors = 0.0;
+    for logic in &cluster.logics {
+        let m = logic.metrics().await;
+        errors += m
+            .lines()
+            .filter(|l| l.starts_with("goim_logic_store_errors_total{"))
+            .map(|l| sample(l, ""))
+            .sum::<f64>();
+    }
+    assert!(errors >= 1.0, "store errors are not counted");
+
+    cluster.redis.run().await;
+    // Redis came back empty. The client's next heartbeat re-adds its mapping (as goim does),
+    // and pushes to its mid reach it again.
+    let recovered = eventually(Duration::from_secs(30), || async {
+        cluster.push(1, "/goim/push/mids?operation=1000&mids=9", "ping".into()).await.body["code"] == 0
+    })
+    .await;
+    assert!(recovered, "logic did not recover after Redis restarted");
+    tokio::time::sleep(Duration::from_millis(SESSION_RENEW_MS)).await;
+    client.heartbeat().await.expect("heartbeat");
+    newcomer.heartbeat().await.expect("heartbeat");
+    cluster.push_ok(1, "/goim/push/mids?operation=1000&mids=9&mids=10", "back").await;
+    for c in [&mut client, &mut newcomer] {
+        let got = c.recv_op(1000, WAIT).await.expect("push by mid after recovery");
+        assert_eq!(&got.body[..], b"back");
+    }
+    eprintln!("redis restart: {errors} store errors while down; {:?}", started.elapsed());
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server and tansu (scripts/services.sh)"]
+async fn clients_of_a_killed_comet_reconnect_to_the_other_and_get_their_pushes() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let started = Instant::now();
+    let mut cluster = Cluster::start("cluster-comet").await;
+    let (a, b) = (cluster.comets[0].tcp(), cluster.comets[1].tcp());
+    let mut clients = vec![("c1".to_string(), login(a, Transport::Tcp, 21, "c1", "live://21").await)];
+    cluster.warm(&mut clients).await;
+    let (_, mut moving) = clients.pop().unwrap();
+    let mut staying = login(b, Transport::Tcp, 22, "c2", "live://21").await;
+
+    cluster.comets[0].kill9();
+    let (_, closed) = moving.until_closed(WAIT).await.expect("the dead comet's socket closes");
+    assert_eq!(closed, goim_bench::client::Closed::Eof);
+    // The client reconnects to the other comet with a new connection key, as goim clients do.
+    let mut moved = login(b, Transport::Tcp, 21, "c1-again", "live://21").await;
+
+    cluster.push_ok(0, "/goim/push/mids?operation=1000&mids=21", "to moved").await;
+    assert_eq!(&moved.recv_op(1000, WAIT).await.expect("mid push on comet-b").body[..], b"to moved");
+    cluster.push_ok(1, "/goim/push/room?operation=1000&type=live&room=21", "room").await;
+    assert_eq!(&moved.recv_op(1000, WAIT).await.unwrap().body[..], b"room");
+    assert_eq!(&staying.recv_op(1000, WAIT).await.unwrap().body[..], b"room");
+    eprintln!("comet kill -9: client moved and reached; {:?}", started.elapsed());
+}

@@ -1,0 +1,135 @@
+//! Child processes on loopback: the tier binaries (`goim-comet`, `goim-logic`, `goim-job`) and
+//! the backends the project's scripts installed (redis-server, tansu).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::eventually;
+
+/// A port free at the time of asking (the child binds it a moment later).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A scratch directory for config files and backend data, removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("goim-{name}-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The path of one of our binaries, by name.
+pub fn binary(name: &str) -> &'static str {
+    match name {
+        "goim-comet" => env!("CARGO_BIN_EXE_goim-comet"),
+        "goim-logic" => env!("CARGO_BIN_EXE_goim-logic"),
+        "goim-job" => env!("CARGO_BIN_EXE_goim-job"),
+        _ => panic!("no binary {name}"),
+    }
+}
+
+/// The program an environment variable of `scripts/services.sh env` names.
+pub fn installed(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set; run `scripts/services.sh start` and `eval \"$(scripts/services.sh env)\"`")
+    })
+}
+
+/// A running child, killed if the test ends before stopping it.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+}
+
+impl Proc {
+    /// One of our binaries with `--config`, logging to stderr at `$GOIM_TEST_LOG` (default
+    /// `warn`).
+    pub fn start(name: &'static str, config: &Path, env: &[(&str, &str)]) -> Proc {
+        let level = std::env::var("GOIM_TEST_LOG").unwrap_or_else(|_| "warn".into());
+        let mut cmd = Command::new(binary(name));
+        cmd.arg("--config").arg(config).env("RUST_LOG", level).envs(env.iter().copied());
+        Proc::spawn(name, cmd)
+    }
+
+    /// Any program; its stdout and stderr go to the test's.
+    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+        let child = cmd.stdin(Stdio::null()).spawn().unwrap_or_else(|e| panic!("{name}: {e}"));
+        Proc { name: name.to_string(), child: Some(child) }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGTERM, then the exit status (within ten seconds).
+    pub fn terminate(mut self) -> ExitStatus {
+        self.signal("-TERM");
+        self.wait(Duration::from_secs(10))
+    }
+
+    /// SIGKILL: no chance to clean up, as when a node dies.
+    pub fn kill9(mut self) -> ExitStatus {
+        self.signal("-KILL");
+        self.wait(Duration::from_secs(10))
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").arg(sig).arg(self.id().to_string()).status().unwrap();
+        assert!(ok.success(), "kill {sig} {}", self.name);
+    }
+
+    fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < end, "{} did not exit", self.name);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Waits (up to 20 s) until the admin port at `admin` answers `/readyz` with success.
+pub async fn ready(admin: u16) -> bool {
+    let url = format!("http://127.0.0.1:{admin}/readyz");
+    eventually(Duration::from_secs(20), || {
+        let url = url.clone();
+        async move { reqwest::get(url).await.is_ok_and(|r| r.status().is_success()) }
+    })
+    .await
+}
+
+/// Waits (up to `limit`) until something accepts TCP connections on 127.0.0.1:`port`.
+pub async fn accepting(port: u16, limit: Duration) -> bool {
+    eventually(limit, || async move { tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() })
+        .await
+}
