@@ -12,7 +12,10 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 socketio_dir="$(bash scripts/bench-peers.sh | tail -n 1)"
-cargo build --release --locked -p goim --bin goim -p goim-bench --bin goim-bench
+# redis-server and tansu for the goim-kafka target, which starts its own on loopback ports
+# (tansu from $GOIM_TEST_TANSU, else where services.sh installs it).
+bash scripts/services.sh install
+cargo build --release --locked -p goim --bins -p goim-bench --bin goim-bench
 target="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
 "$target/release/goim-bench" run --goim-bin "$target/release/goim" --socketio-dir "$socketio_dir" \
     --out bench/out "$@"

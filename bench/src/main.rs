@@ -57,7 +57,9 @@ struct Common {
 struct RunArgs {
     #[command(flatten)]
     common: Common,
-    #[arg(long, value_delimiter = ',', default_value = "goim,nchan,socketio")]
+    /// goim (the embedded binary), goim-kafka (logic, comet and job through Redis and Kafka:
+    /// room latency only), nchan, socketio.
+    #[arg(long, value_delimiter = ',', default_value = "goim,goim-kafka,nchan,socketio")]
     targets: Vec<Kind>,
     #[arg(long, value_delimiter = ',', default_value = "idle,room,rooms,users,storm")]
     scenarios: Vec<Scenario>,
