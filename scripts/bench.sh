@@ -12,8 +12,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 socketio_dir="$(bash scripts/bench-peers.sh | tail -n 1)"
-# redis-server and tansu for the goim-kafka target, which starts its own on loopback ports
-# (tansu from $GOIM_TEST_TANSU, else where services.sh installs it).
+# redis-server and Apache Kafka for the goim-kafka target, which starts its own on loopback
+# ports (Kafka from $GOIM_TEST_KAFKA_HOME, else where services.sh installs it).
 bash scripts/services.sh install
 cargo build --release --locked -p goim --bins -p goim-bench --bin goim-bench
 target="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Throwaway Redis and Kafka-protocol broker (tansu) on 127.0.0.1 for the backend tests, and the
-# Python tools that act as a Kafka client we did not write.
+# Throwaway Redis and Apache Kafka (one KRaft broker+controller node) on 127.0.0.1 for the
+# backend tests, and the Python tools that act as a Kafka client we did not write.
 #
 #   scripts/services.sh install                 install what is missing (nothing else)
 #   scripts/services.sh start   [redis|kafka]   install if missing, start (both by default), wait
 #                                               until they accept connections, write the env file
 #   scripts/services.sh stop    [redis|kafka]   stop (both by default); data is thrown away
-#   scripts/services.sh restart  redis|kafka    stop and start again on the same port
+#   scripts/services.sh restart  redis|kafka    stop and start again on the same port (Kafka keeps
+#                                               its log; Redis comes back empty)
 #   scripts/services.sh status                  what runs where
 #   scripts/services.sh env                     print the env file (`eval "$(scripts/services.sh env)"`)
 #
@@ -14,20 +15,31 @@
 #   GOIM_TEST_REDIS_URL      redis://127.0.0.1:PORT/0
 #   GOIM_TEST_KAFKA_BROKERS  127.0.0.1:PORT
 #   GOIM_TEST_REDIS_SERVER   the redis-server binary (tests that start and kill their own Redis)
-#   GOIM_TEST_TANSU          the tansu binary (tests that start and kill their own broker)
+#   GOIM_TEST_KAFKA_HOME     the Kafka install: lib/ (the classpath) and log4j2.properties (tests
+#                            that start, kill and restart their own broker)
+#   GOIM_TEST_JAVA           the java that runs it
 #   GOIM_TEST_PYTHON         the venv's python, with confluent-kafka, protobuf and grpcio-tools
 #   GOIM_TEST_SERVICES       this script (fault tests call `restart kafka` / `restart redis`)
 #
-# Installs go to persistent places: Debian's redis-server via apt-get, tansu via
-# `cargo install --root /var/tmp/goim-tools`, the venv at /var/tmp/goim-tools/venv. Each happens
-# only when missing. The broker keeps data in memory: a restart loses every topic and offset, and
-# `start` (re)creates goim-push-topic with $GOIM_KAFKA_PARTITIONS partitions (default 4).
+# Installs go to persistent places: Debian's redis-server via apt-get; Apache Kafka
+# org.apache.kafka:kafka_2.13:$KAFKA_VERSION and a log4j2 SLF4J binding resolved by `mvn` from
+# Maven Central into /var/tmp/goim-tools/kafka-$KAFKA_VERSION/lib (local repository
+# /var/tmp/goim-tools/m2); the venv at /var/tmp/goim-tools/venv. Each happens only when missing.
+# The broker keeps its log on disk under $GOIM_SERVICES_DIR/kafka-data: `restart kafka` keeps
+# topics, offsets and producer state. Nothing creates topics here: goim-logic creates its own at
+# start (`[kafka] partitions`), tests create theirs.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 tools="${GOIM_TOOLS_DIR:-/var/tmp/goim-tools}"
 state="${GOIM_SERVICES_DIR:-/tmp/goim-services}"
-tansu="$tools/bin/tansu"
+KAFKA_VERSION=4.3.1     # org.apache.kafka:kafka_2.13, the broker (Scala 2.13 build)
+LOG4J_VERSION=2.25.4    # the log4j-core Kafka itself depends on, plus its SLF4J 1.x binding
+kafka_home="$tools/kafka-$KAFKA_VERSION"
+java="${JAVA:-java}"
+# The broker's JVM, up to the main class: 512 MiB of heap is plenty for tests.
+kafka_jvm=("$java" -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true
+    "-Dlog4j2.configurationFile=$kafka_home/log4j2.properties" -cp "$kafka_home/lib/*")
 venv="$tools/venv"
 host=127.0.0.1
 
@@ -55,17 +67,53 @@ install_redis() {
     # Debian's package may start a system instance on 6379; ours never uses that port.
 }
 
-install_tansu() {
-    if [ -x "$tansu" ]; then return; fi
-    mkdir -p "$tools"
-    # One install at a time, even when several scripts start at once.
-    exec 9>"$tools/.tansu-install.lock"
+install_kafka() {
+    if [ -s "$kafka_home/classpath.ok" ]; then return; fi
+    command -v mvn >/dev/null || die "mvn is not installed (Maven resolves the Kafka broker)"
+    command -v "$java" >/dev/null || die "java is not installed (Kafka needs Java 17+)"
+    mkdir -p "$kafka_home"
+    exec 9>"$tools/.kafka-install.lock"
     flock 9
-    if [ ! -x "$tansu" ]; then
-        log "installing tansu into $tools (cargo install, 15-25 minutes cold)"
-        CARGO_TARGET_DIR="$tools/build" cargo install tansu --locked --features dynostore \
-            --root "$tools" >"$tools/tansu-install.log" 2>&1 \
-            || die "cargo install tansu failed; see $tools/tansu-install.log"
+    if [ ! -s "$kafka_home/classpath.ok" ]; then
+        log "installing Apache Kafka $KAFKA_VERSION into $kafka_home (mvn, Maven Central)"
+        cat >"$kafka_home/pom.xml" <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>io.goim-rs.test</groupId>
+  <artifactId>kafka-broker</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_2.13</artifactId>
+      <version>$KAFKA_VERSION</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j-impl</artifactId>
+      <version>$LOG4J_VERSION</version>
+    </dependency>
+  </dependencies>
+</project>
+EOF
+        rm -rf "$kafka_home/lib"
+        mvn -B -q -f "$kafka_home/pom.xml" -Dmaven.repo.local="$tools/m2" \
+            dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$kafka_home/lib" \
+            >"$kafka_home/install.log" 2>&1 || die "mvn could not resolve Kafka; see $kafka_home/install.log"
+        cat >"$kafka_home/log4j2.properties" <<'EOF'
+# The broker's log, to stdout: warnings and errors, plus the start-up line tests wait for.
+status = warn
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = warn
+rootLogger.appenderRef.out.ref = out
+logger.server.name = kafka.server.KafkaRaftServer
+logger.server.level = info
+EOF
+        ls "$kafka_home/lib" >"$kafka_home/classpath.ok"
     fi
     flock -u 9
 }
@@ -88,7 +136,7 @@ install_python() {
 install_all() {
     install_redis
     install_python
-    install_tansu
+    install_kafka
 }
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -165,25 +213,44 @@ start_redis() {
 }
 
 start_kafka() {
-    install_tansu
+    install_kafka
     if running kafka; then return; fi
-    local port
+    local port controller dir
     port="$(port_of kafka)"
-    # setsid: the broker outlives this script and the shell that ran it.
-    setsid "$tansu" broker \
-        --listener-url "tcp://$host:$port" \
-        --advertised-listener-url "tcp://$host:$port" \
-        --storage-engine memory://tansu/ \
-        >"$state/kafka.log" 2>&1 </dev/null &
-    echo $! >"$state/kafka.pid"
-    wait_port kafka 30
-    # tansu does not auto-create topics. goim's topic, for runs of the tiers; tests make their own.
-    if ! "$tansu" topic list --broker "tcp://$host:$port" 2>/dev/null | grep -q '"name":"goim-push-topic"'; then
-        "$tansu" topic create goim-push-topic --broker "tcp://$host:$port" \
-            --partitions "${GOIM_KAFKA_PARTITIONS:-4}" >>"$state/kafka.log" 2>&1 \
-            || die "creating goim-push-topic failed; see $state/kafka.log"
+    controller="$(port_of kafka-controller)"
+    dir="$state/kafka-data"
+    cat >"$state/kafka.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=$host:$controller
+listeners=PLAINTEXT://$host:$port,CONTROLLER://$host:$controller
+advertised.listeners=PLAINTEXT://$host:$port,CONTROLLER://$host:$controller
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$dir
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+EOF
+    # Format once; a restart runs on the same log.
+    if [ ! -s "$dir/meta.properties" ]; then
+        mkdir -p "$dir"
+        "${kafka_jvm[@]}" kafka.tools.StorageTool format --standalone \
+            -t "$("${kafka_jvm[@]}" kafka.tools.StorageTool random-uuid)" -c "$state/kafka.properties" \
+            >"$state/kafka-format.log" 2>&1 || die "formatting Kafka's log failed; see $state/kafka-format.log"
     fi
-    log "kafka (tansu) on $host:$port, topic goim-push-topic"
+    # setsid: the broker outlives this script and the shell that ran it.
+    setsid "${kafka_jvm[@]}" kafka.Kafka "$state/kafka.properties" >>"$state/kafka.log" 2>&1 </dev/null &
+    echo $! >"$state/kafka.pid"
+    wait_port kafka 60
+    log "kafka $KAFKA_VERSION (KRaft, one node) on $host:$port, log in $dir"
 }
 
 write_env() {
@@ -195,7 +262,8 @@ write_env() {
             echo "export GOIM_TEST_KAFKA_BROKERS=$host:$(cat "$state/kafka.port")"
         fi
         echo "export GOIM_TEST_REDIS_SERVER=$(command -v redis-server || echo redis-server)"
-        echo "export GOIM_TEST_TANSU=$tansu"
+        echo "export GOIM_TEST_KAFKA_HOME=$kafka_home"
+        echo "export GOIM_TEST_JAVA=$(command -v "$java" || echo java)"
         echo "export GOIM_TEST_PYTHON=$venv/bin/python"
         echo "export GOIM_TEST_SERVICES=$here/services.sh"
     } >"$state/env"
@@ -227,7 +295,10 @@ main() {
         ;;
     stop)
         if [ "$which" != kafka ]; then stop_pid redis; fi
-        if [ "$which" != redis ]; then stop_pid kafka; fi
+        if [ "$which" != redis ]; then
+            stop_pid kafka
+            rm -rf "$state/kafka-data"
+        fi
         ;;
     restart)
         [ "$which" != all ] || die "restart needs a service: redis or kafka"

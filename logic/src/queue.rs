@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use goim_api::PushMsg;
 use tokio::sync::mpsc;
 
-pub use kafka::{KafkaConfig, KafkaQueue, RESERVED_PROPERTIES, ensure_topic};
+pub use kafka::{KafkaConfig, KafkaQueue, RESERVED_PROPERTIES, TopicError, ensure_topic, prepare_topic};
 
 /// Why a push was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

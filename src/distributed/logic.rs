@@ -169,6 +169,11 @@ impl Tier for LogicProcess {
                 Arc::new(queue)
             }
             QueueKind::Kafka => {
+                // The topic first: a missing topic that may not be created stops logic here, with
+                // the reason, instead of failing every push later.
+                if goim_logic::queue::prepare_topic(&s.kafka).await? {
+                    info!(topic = %s.kafka.topic, partitions = s.kafka.partitions, "created the kafka topic");
+                }
                 let queue = KafkaQueue::new(&s.kafka)?;
                 queue.register(&mut registry);
                 Arc::new(queue)

@@ -1,9 +1,10 @@
 //! goim-rs in its distributed form, for the push→receive latency through Kafka: `goim-logic`
-//! (Redis store, Kafka queue), one `goim-comet` and one `goim-job`, with a redis-server and a
-//! tansu broker of the run's own, all on loopback. The tier binaries are taken from next to the
-//! `goim` binary; redis-server and tansu from `$GOIM_TEST_REDIS_SERVER` and `$GOIM_TEST_TANSU`
-//! (what `scripts/services.sh env` exports), else `redis-server` on the PATH and
-//! `/var/tmp/goim-tools/bin/tansu`. `$GOIM_BENCH_JOB_TOML`, if set, is appended to goim-job's
+//! (Redis store, Kafka queue), one `goim-comet` and one `goim-job`, with a redis-server and an
+//! Apache Kafka node (KRaft) of the run's own, all on loopback. The tier binaries are taken from
+//! next to the `goim` binary; redis-server from `$GOIM_TEST_REDIS_SERVER`, Kafka's install from
+//! `$GOIM_TEST_KAFKA_HOME` run by `$GOIM_TEST_JAVA` (what `scripts/services.sh env` exports),
+//! else `redis-server` and `java` on the PATH and `/var/tmp/goim-tools/kafka-4.3.1`. goim-logic
+//! creates the topic at start. `$GOIM_BENCH_JOB_TOML`, if set, is appended to goim-job's
 //! config (for example `[kafka]`-table keys such as `fetch_max_wait = "10ms"`; `\n` for newlines).
 
 use std::io::{Read, Write};
@@ -35,15 +36,26 @@ fn spawn(cmd: &mut Command, dir: &Path, name: &str) -> Result<Child> {
 /// Starts the backends and the three tiers; returns them as one instance whose `child` is the
 /// comet (the process holding the connections) and whose `others` are the rest.
 pub(super) fn start(goim_bin: &Path, dir: &Path) -> Result<Instance> {
-    let ports: Vec<u16> = (0..10).map(|_| free_port()).collect::<Result<_>>()?;
+    let ports: Vec<u16> = (0..11).map(|_| free_port()).collect::<Result<_>>()?;
     let mut unique = ports.clone();
     unique.sort_unstable();
     unique.dedup();
     if unique.len() != ports.len() {
         bail!("port picking collided; run again");
     }
-    let [redis, kafka, tcp, ws, comet_grpc, comet_admin, http, logic_grpc, logic_admin, job_admin] =
-        ports[..]
+    let [
+        redis,
+        kafka,
+        controller,
+        tcp,
+        ws,
+        comet_grpc,
+        comet_admin,
+        http,
+        logic_grpc,
+        logic_admin,
+        job_admin,
+    ] = ports[..]
     else {
         unreachable!()
     };
@@ -60,33 +72,9 @@ pub(super) fn start(goim_bin: &Path, dir: &Path) -> Result<Instance> {
     wait_listening(&mut redis_child, &[local(redis)], dir)?;
     others.push(redis_child);
 
-    let tansu = program("GOIM_TEST_TANSU", "/var/tmp/goim-tools/bin/tansu");
-    let url = format!("tcp://127.0.0.1:{kafka}");
-    let mut broker = spawn(
-        Command::new(&tansu)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"]),
-        dir,
-        "tansu",
-    )?;
+    let mut broker = start_kafka(dir, kafka, controller)?;
     wait_listening(&mut broker, &[local(kafka)], dir)?;
     others.push(broker);
-    let created = Command::new(&tansu)
-        .args([
-            "topic",
-            "create",
-            "goim-push-topic",
-            "--broker",
-            &url,
-            "--partitions",
-            &PARTITIONS.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .status()
-        .context("tansu topic create")?;
-    if !created.success() {
-        bail!("tansu could not create goim-push-topic: {created}");
-    }
 
     let kafka_table = format!("[kafka]\nbrokers = [\"127.0.0.1:{kafka}\"]\ntopic = \"goim-push-topic\"\n");
     let logic = format!(
@@ -94,7 +82,7 @@ pub(super) fn start(goim_bin: &Path, dir: &Path) -> Result<Instance> {
          [logic.auth]\nmode = \"json\"\n[logic.session]\nheartbeat_timeout = \"30m\"\n\
          [grpc]\naddr = \"127.0.0.1:{logic_grpc}\"\n[admin]\naddr = \"127.0.0.1:{logic_admin}\"\n\
          [shutdown]\ngrace = \"3s\"\n[store]\nkind = \"redis\"\n[store.redis]\nurl = \"redis://127.0.0.1:{redis}/0\"\n\
-         [queue]\nkind = \"kafka\"\n{kafka_table}"
+         [queue]\nkind = \"kafka\"\n{kafka_table}partitions = {PARTITIONS}\n"
     );
     let comet = format!(
         "# goim-comet for the benchmark\n[comet]\nserver_id = \"bench-comet\"\nmax_connections = 200000\n\
@@ -121,6 +109,9 @@ pub(super) fn start(goim_bin: &Path, dir: &Path) -> Result<Instance> {
     let mut logic_child = tier("goim-logic", &logic)?;
     wait_listening(&mut logic_child, &[local(logic_grpc), local(http)], dir)?;
     others.push(logic_child);
+    // Ready once the topic exists: job subscribes to it next.
+    ready(logic_admin)
+        .with_context(|| format!("goim-logic never became ready; logs in {}", dir.display()))?;
     let mut comet_child = tier("goim-comet", &comet)?;
     wait_listening(&mut comet_child, &[local(comet_grpc), local(tcp), local(ws)], dir)?;
     let mut job_child = tier("goim-job", &job)?;
@@ -131,6 +122,60 @@ pub(super) fn start(goim_bin: &Path, dir: &Path) -> Result<Instance> {
         Instance { child: comet_child, tcp: Some(local(tcp)), ws: local(ws), push: local(http), others };
     warm(http, job_admin).with_context(|| format!("job never consumed a push; logs in {}", dir.display()))?;
     Ok(instance)
+}
+
+/// Formats a fresh log in `dir` and starts one Kafka node (broker and controller) on it.
+fn start_kafka(dir: &Path, port: u16, controller: u16) -> Result<Child> {
+    let home = program("GOIM_TEST_KAFKA_HOME", "/var/tmp/goim-tools/kafka-4.3.1");
+    let props = dir.join("kafka.properties");
+    std::fs::write(
+        &props,
+        format!(
+            "process.roles=broker,controller\nnode.id=1\n\
+             controller.quorum.bootstrap.servers=127.0.0.1:{controller}\n\
+             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
+             controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n\
+             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+             log.dirs={}\noffsets.topic.replication.factor=1\noffsets.topic.num.partitions=4\n\
+             transaction.state.log.replication.factor=1\ntransaction.state.log.min.isr=1\n\
+             share.coordinator.state.topic.replication.factor=1\nshare.coordinator.state.topic.min.isr=1\n\
+             group.initial.rebalance.delay.ms=0\nauto.create.topics.enable=false\n",
+            dir.join("kafka-log").display()
+        ),
+    )?;
+    let java = || {
+        let mut cmd = Command::new(program("GOIM_TEST_JAVA", "java"));
+        cmd.args(["-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true"])
+            .arg(format!("-Dlog4j2.configurationFile={}", home.join("log4j2.properties").display()))
+            .arg("-cp")
+            .arg(home.join("lib/*"));
+        cmd
+    };
+    // Any base64url-encoded 16 bytes name a cluster: `goim-rs-broker11`.
+    let format = java()
+        .args(["kafka.tools.StorageTool", "format", "--standalone", "-t", "Z29pbS1ycy1icm9rZXIxMQ", "-c"])
+        .arg(&props)
+        .output()
+        .with_context(|| format!("cannot run Kafka's StorageTool from {}", home.display()))?;
+    if !format.status.success() {
+        bail!("formatting Kafka's log failed: {}", String::from_utf8_lossy(&format.stderr));
+    }
+    spawn(java().arg("kafka.Kafka").arg(&props), dir, "kafka")
+}
+
+/// Waits until `/readyz` on the admin port answers 200.
+fn ready(admin: u16) -> Result<()> {
+    let deadline = Instant::now() + WARM_TIMEOUT;
+    while Instant::now() < deadline {
+        if request(admin, "GET", "/readyz")
+            .is_ok_and(|r| r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"))
+        {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("not ready within {WARM_TIMEOUT:?}")
 }
 
 /// Pushes to an empty room until job has consumed one: its group is joined and it owns the

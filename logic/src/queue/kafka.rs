@@ -22,7 +22,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
 pub use config::{KafkaConfig, RESERVED_PROPERTIES};
-pub use topic::ensure_topic;
+pub use topic::{TopicError, ensure_topic, prepare_topic};
 
 use super::{Error, Queue};
 

@@ -60,8 +60,8 @@ pub struct KafkaConfig {
     pub close_timeout: Duration,
     /// librdkafka's `fetch.wait.max.ms`: how long the broker may hold a fetch that finds no new
     /// message. Kafka answers a waiting fetch as soon as a message arrives, so there this only
-    /// paces idle polls; a broker that holds every fetch for its full wait (tansu does) adds up
-    /// to this much to every push's latency. librdkafka's default is 500ms. Default 100ms.
+    /// paces idle polls; a Kafka-protocol broker that holds every fetch for its full wait adds
+    /// up to this much to every push's latency. librdkafka's default is 500ms. Default 100ms.
     #[serde(with = "humantime_serde")]
     pub fetch_max_wait: Duration,
     /// Extra librdkafka consumer properties (TLS, SASL, `partition.assignment.strategy`, ...),
@@ -149,7 +149,10 @@ impl KafkaConfig {
             .set("auto.offset.reset", reset)
             .set("session.timeout.ms", self.session_timeout.as_millis().to_string())
             .set("fetch.wait.max.ms", self.fetch_max_wait.as_millis().to_string())
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            // librdkafka notices a subscribed topic created after the consumer started (job
+            // started before logic created it) only at a metadata refresh: 5 minutes by default.
+            .set("topic.metadata.refresh.interval.ms", "10000");
         for (key, value) in &self.properties {
             config.set(key, value);
         }

@@ -6,6 +6,10 @@
 //! topic = "goim-push-topic"
 //! delivery_timeout = "5s"     # a push fails when the broker has not acked it by then
 //! reset_after_failures = 3    # a fresh producer after this many failed pushes in a row
+//! create_topic = true         # create `topic` at start when it is missing
+//! partitions = 4              # ...with this many partitions (job's unit of parallelism)
+//! replication_factor = -1     # ...on this many brokers; -1: the broker's default.replication.factor
+//! startup_timeout = "30s"     # how long start waits for the broker before it gives up
 //! [kafka.properties]          # any other librdkafka producer property, applied last
 //! "compression.type" = "lz4"
 //! ```
@@ -48,6 +52,19 @@ pub struct KafkaConfig {
     /// idempotence error): it keeps retrying with a producer id the broker no longer knows. A new
     /// producer asks for a new id. 0 never replaces it. Default 3.
     pub reset_after_failures: u32,
+    /// At start, create `topic` when it does not exist. When false, a missing topic stops logic
+    /// with an error (for clusters where topics are managed elsewhere). Default true.
+    pub create_topic: bool,
+    /// Partitions of a topic created at start. Each is consumed by one job at a time, in order,
+    /// so this bounds how many jobs share the work. Default 4.
+    pub partitions: i32,
+    /// Replicas of each partition of a topic created at start; -1 takes the broker's
+    /// `default.replication.factor`. Default -1.
+    pub replication_factor: i32,
+    /// How long start waits for the broker to answer (to check or create the topic) before logic
+    /// stops with an error. Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub startup_timeout: Duration,
     /// Extra librdkafka producer properties (TLS, SASL, compression, `linger.ms`, ...), applied
     /// after the defaults. `partitioner` defaults to `fnv1a`, the partitioner of goim's sarama
     /// producer, so goim-rs and Go goim put a key on the same partition. The
@@ -62,6 +79,10 @@ impl Default for KafkaConfig {
             topic: "goim-push-topic".into(),
             delivery_timeout: Duration::from_secs(5),
             reset_after_failures: 3,
+            create_topic: true,
+            partitions: 4,
+            replication_factor: -1,
+            startup_timeout: Duration::from_secs(30),
             properties: BTreeMap::new(),
         }
     }
@@ -87,6 +108,18 @@ impl KafkaConfig {
             || self.delivery_timeout > Duration::from_secs(3600)
         {
             return err("kafka.delivery_timeout", "must be between 1ms and 1h".into());
+        }
+        if !(1..=10_000).contains(&self.partitions) {
+            return err("kafka.partitions", format!("{} is not between 1 and 10000", self.partitions));
+        }
+        if self.replication_factor != -1 && !(1..=32).contains(&self.replication_factor) {
+            return err(
+                "kafka.replication_factor",
+                format!("{} is neither -1 (the broker's default) nor 1..=32", self.replication_factor),
+            );
+        }
+        if self.startup_timeout > Duration::from_secs(3600) {
+            return err("kafka.startup_timeout", "must be at most 1h".into());
         }
         if let Some(key) = self.properties.keys().find(|k| RESERVED_PROPERTIES.contains(&k.as_str())) {
             return err("kafka.properties", format!("{key:?} is set by goim-rs and cannot be overridden"));

@@ -1,12 +1,98 @@
 //! Creating the push topic. goim expects it to exist; a fresh cluster (and every test) can ask
 //! for it instead of needing Kafka's own tools.
 
+use std::time::{Duration, Instant};
+
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 
 use super::KafkaConfig;
 use crate::queue::Error;
+
+/// Why the topic is not usable at start.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    /// The broker did not answer within `startup_timeout`.
+    #[error("kafka at {brokers} did not answer within {waited:?}: {last}")]
+    Unreachable { brokers: String, waited: Duration, last: String },
+    /// The topic is missing and logic may not create it (config or broker ACLs).
+    #[error("kafka topic {topic:?} does not exist and logic may not create it: {why}")]
+    Missing { topic: String, why: String },
+}
+
+/// At start: makes sure `config.topic` exists. With `create_topic` it is created when missing
+/// (`partitions`, `replication_factor`); without, a missing topic is an error. Retries while the
+/// broker is unreachable, up to `startup_timeout`. Returns whether the topic was created.
+pub async fn prepare_topic(config: &KafkaConfig) -> Result<bool, TopicError> {
+    let started = Instant::now();
+    let brokers = config.brokers.join(",");
+    loop {
+        let attempt = if config.create_topic {
+            match ensure_topic(config, config.partitions, config.replication_factor).await {
+                Ok(created) => return Ok(created),
+                Err(Error::Unavailable(e)) if refused(&e) => {
+                    return Err(TopicError::Missing {
+                        topic: config.topic.clone(),
+                        why: format!("the broker refused to create it ({e}); create it or grant CREATE"),
+                    });
+                }
+                Err(e) => e.to_string(),
+            }
+        } else {
+            match topic_exists(config).await {
+                Ok(true) => return Ok(false),
+                Ok(false) => {
+                    return Err(TopicError::Missing {
+                        topic: config.topic.clone(),
+                        why: format!(
+                            "kafka.create_topic = false; create it ({} partitions suggested) or set \
+                             kafka.create_topic = true",
+                            config.partitions
+                        ),
+                    });
+                }
+                Err(e) => e.to_string(),
+            }
+        };
+        let waited = started.elapsed();
+        if waited >= config.startup_timeout {
+            return Err(TopicError::Unreachable { brokers, waited, last: attempt });
+        }
+        tracing::warn!(brokers = %brokers, error = %attempt, "kafka not ready yet; retrying");
+        tokio::time::sleep(Duration::from_millis(500).min(config.startup_timeout - waited)).await;
+    }
+}
+
+/// Whether a CreateTopics failure is the broker saying no (not a transport problem).
+fn refused(message: &str) -> bool {
+    [
+        "AuthorizationFailed",
+        "PolicyViolation",
+        "InvalidReplicationFactor",
+        "InvalidPartitions",
+        "InvalidConfig",
+    ]
+    .iter()
+    .any(|code| message.contains(code))
+}
+
+/// Whether `config.topic` exists, from the broker's metadata.
+async fn topic_exists(config: &KafkaConfig) -> Result<bool, Error> {
+    let admin: AdminClient<DefaultClientContext> = config
+        .client_config()
+        .create()
+        .map_err(|e| Error::Unavailable(format!("cannot create the kafka admin client: {e}")))?;
+    let (topic, timeout) = (config.topic.clone(), config.delivery_timeout);
+    let metadata = tokio::task::spawn_blocking(move || {
+        admin.inner().fetch_metadata(Some(&topic), timeout).map(|m| {
+            m.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        })
+    })
+    .await
+    .map_err(|e| Error::Unavailable(format!("metadata task: {e}")))?;
+    metadata.map_err(|e| Error::Unavailable(format!("kafka metadata: {e}")))
+}
 
 /// Creates `config.topic` with `partitions` partitions, each on `replication` brokers, unless it
 /// exists. Returns whether it was created. Bounded by `config.delivery_timeout`.
@@ -37,8 +123,9 @@ pub async fn ensure_topic(config: &KafkaConfig, partitions: i32, replication: i3
             Ok(true)
         }
         Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(false),
+        // The code's name too (`TopicAuthorizationFailed`), which `prepare_topic` matches on.
         Some(Err((name, code))) => {
-            Err(Error::Unavailable(format!("kafka at {brokers}: creating {name}: {code}")))
+            Err(Error::Unavailable(format!("kafka at {brokers}: creating {name}: {code} ({code:?})")))
         }
         None => Err(Error::Unavailable(format!(
             "kafka at {brokers}: no CreateTopics result for {}",
