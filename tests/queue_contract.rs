@@ -327,6 +327,59 @@ async fn a_push_to_an_unreachable_broker_fails_within_the_delivery_timeout() -> 
 
 // ------------------------------------------------------------------------------------ test setup
 
+#[tokio::test]
+#[ignore = "needs kafka"]
+async fn logic_creates_a_missing_topic_at_start_or_says_why_it_may_not() -> Result<()> {
+    let brokers = std::env::var("GOIM_TEST_KAFKA_BROKERS")
+        .expect("GOIM_TEST_KAFKA_BROKERS is not set; run `scripts/services.sh start` and source its env");
+    let mut config = queue::KafkaConfig {
+        brokers: vec![brokers],
+        topic: unique("start"),
+        partitions: 3,
+        replication_factor: 1,
+        ..queue::KafkaConfig::default()
+    };
+    // Not allowed to create it: a clear error naming the topic and the setting.
+    config.create_topic = false;
+    let err = queue::prepare_topic(&config).await.expect_err("a missing topic with create_topic = false");
+    let text = err.to_string();
+    assert!(matches!(err, queue::TopicError::Missing { .. }), "{text}");
+    assert!(text.contains(&config.topic) && text.contains("kafka.create_topic = false"), "{text}");
+    // Allowed: created once with the configured partitions; a second start finds it.
+    config.create_topic = true;
+    assert!(queue::prepare_topic(&config).await?, "the topic was not created");
+    assert!(!queue::prepare_topic(&config).await?, "the topic was created twice");
+    config.create_topic = false;
+    assert!(!queue::prepare_topic(&config).await?, "an existing topic is fine without create_topic");
+    use rdkafka::consumer::Consumer as _;
+    let consumer: rdkafka::consumer::BaseConsumer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", config.brokers.join(",")).create()?;
+    let topic = config.topic.clone();
+    let metadata = tokio::task::spawn_blocking(move || {
+        consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .map(|m| m.topics()[0].partitions().len())
+    })
+    .await??;
+    assert_eq!(metadata, 3, "partitions of the created topic");
+    Ok(())
+}
+
+#[tokio::test]
+async fn logic_gives_up_on_an_unreachable_broker_after_the_startup_timeout() -> Result<()> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let config = queue::KafkaConfig {
+        brokers: vec![format!("127.0.0.1:{port}")],
+        delivery_timeout: Duration::from_millis(300),
+        startup_timeout: Duration::from_secs(1),
+        ..queue::KafkaConfig::default()
+    };
+    let err = queue::prepare_topic(&config).await.expect_err("nothing listens there");
+    assert!(matches!(err, queue::TopicError::Unreachable { .. }), "{err}");
+    assert!(err.to_string().contains(&format!("127.0.0.1:{port} did not answer within")), "{err}");
+    Ok(())
+}
+
 /// A fresh topic on the test broker, and configs for both ends.
 struct Kafka {
     brokers: String,
