@@ -97,7 +97,7 @@ install_kafka() {
   </dependencies>
 </project>
 EOF
-        rm -rf "$kafka_home/lib"
+        rm -rf "${kafka_home:?}/lib"
         mvn -B -q -f "$kafka_home/pom.xml" -Dmaven.repo.local="$tools/m2" \
             dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$kafka_home/lib" \
             >"$kafka_home/install.log" 2>&1 || die "mvn could not resolve Kafka; see $kafka_home/install.log"

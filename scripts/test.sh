@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The second command of the README: installs what the tests need (Redis, the tansu Kafka broker,
-# Python's confluent-kafka, Chromium and playwright-core, cargo-fuzz), starts the services on
-# 127.0.0.1, and runs every test. `.ci/run` calls exactly this. A missing service is a failure.
+# The second command of the README: installs what the tests need (Redis, Apache Kafka, a
+# Kubernetes control plane and Helm, Python's confluent-kafka, Chromium and playwright-core,
+# cargo-fuzz), starts the services on 127.0.0.1, and runs every test. `.ci/run` calls exactly
+# this. A missing service is a failure. docs/testing.md describes each service.
 #
 #   scripts/test.sh            everything
 #   FUZZ_SECONDS=60 scripts/test.sh
 #
-# Steps: formatting and lints; the Rust tests including the ones that need services
-# (`--include-ignored`); the browser tests; a bounded fuzz run of the packet decoder; the
-# benchmark tool's smoke run.
+# Steps: the control plane's one-time build starts in the background (it is the longest install);
+# formatting and lints; Redis and Kafka; the control plane; the Rust tests including the ones
+# that need services (`--include-ignored`); the browser tests; a bounded fuzz run of the packet
+# decoder; the benchmark tool's smoke run. Each step prints the seconds since the start.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,15 +19,37 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 start=$(date +%s)
 step() { echo; echo "=== $* ($(( $(date +%s) - start ))s)"; }
 
+step "control plane install (background; only what is missing)"
+mkdir -p /var/tmp/goim-tools
+bash scripts/k8s.sh install >/var/tmp/goim-tools/k8s-install.log 2>&1 &
+k8s_install=$!
+
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "services: Redis and the Kafka-protocol broker"
+step "services: Redis and Apache Kafka"
 bash scripts/services.sh start
 # shellcheck disable=SC1090
 eval "$(bash scripts/services.sh env)"
-trap 'bash scripts/services.sh stop >/dev/null 2>&1 || true' EXIT
+cleanup() {
+    bash scripts/k8s.sh stop >/dev/null 2>&1 || true
+    bash scripts/services.sh stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+step "kubernetes control plane (etcd, kube-apiserver, controller manager, scheduler, kwok)"
+if ! wait "$k8s_install"; then
+    cat /var/tmp/goim-tools/k8s-install.log
+    echo "the control plane install failed" >&2
+    exit 1
+fi
+grep '^k8s:' /var/tmp/goim-tools/k8s-install.log || echo "k8s: everything was installed already"
+bash scripts/k8s.sh start
+# shellcheck disable=SC1090
+eval "$(bash scripts/k8s.sh env)"
+bash scripts/k8s.sh status
+"$GOIM_K8S_BIN/helm" version --short
 
 step "rust tests (hermetic and service-backed)"
 cargo test --workspace --locked -- --include-ignored
