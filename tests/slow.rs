@@ -13,6 +13,15 @@ fn big_body() -> &'static [u8] {
     Box::leak(vec![b'x'; 4000].into_boxed_slice())
 }
 
+/// Connections ended, over every reason.
+fn disconnects(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("goim_comet_disconnects_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 async fn slow_server() -> goim::Embedded {
     start_with(|c| {
         c.comet.outbox.capacity = 8;
@@ -41,7 +50,15 @@ async fn a_slow_client_is_disconnected_without_blocking_its_room() {
     // The stalled client's socket holds what it was sent before it overflowed, then ends.
     let (seen, _) = stalled.until_closed(Duration::from_secs(20)).await.unwrap();
     assert!(seen.len() < N, "the stalled client was cut off, not fed everything");
+    // comet counts a disconnect once the connection is over, after the client saw its end: it
+    // lingers (up to a second) for the client to close its side after op 6. So wait until both
+    // connections are counted, whatever the reasons, rather than read the metrics at once (the
+    // reader's, closed when its task ended, is `client_closed`); closing ours ends the linger.
+    drop(stalled);
+    let both_counted =
+        eventually(Duration::from_secs(10), || async { disconnects(&metrics(&s).await) == 2.0 }).await;
     let m = metrics(&s).await;
+    assert!(both_counted, "{m}");
     assert_eq!(sample(&m, "goim_comet_disconnects_total{reason=\"slow\"}"), 1.0, "{m}");
     assert!(sample(&m, "goim_comet_slow_consumers_total") >= 1.0, "{m}");
 }

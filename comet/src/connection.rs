@@ -288,9 +288,14 @@ where
         teardown(state, ch).await;
     }
 
-    /// Runs the read loop and the write loop together until the write loop ends the connection:
-    /// when the read loop ends first, it closes the outbox with its reason, and the write loop
-    /// then ends for that reason. (By hand rather than `select!`, which needs more room here.)
+    /// Runs the read loop and the write loop together until the write loop ends the connection,
+    /// and returns why it ended: the outbox's closing reason, the first one set by anyone.
+    ///
+    /// Either loop may see the end first: a slow client's queue overflows (the outbox closes as
+    /// slow), and the client then closes its socket, or its write fails, possibly before the
+    /// writer has looked at the outbox again. A loop's own reason only counts when the outbox
+    /// had none, so the reason reported (and counted in metrics) is never the symptom of a
+    /// disconnect already decided. (By hand rather than `select!`, which needs more room here.)
     async fn session(&mut self) -> Disconnect {
         let shared = &self.shared;
         let mut read_side = pin!(read_loop(shared, &mut self.reader));
@@ -301,7 +306,7 @@ where
                 reading = false;
                 shared.ch.outbox.close(why);
             }
-            write_side.as_mut().poll(cx)
+            write_side.as_mut().poll(cx).map(|why| shared.ch.outbox.close_with(why))
         })
         .await
     }
@@ -436,8 +441,10 @@ fn write_loop<'a, W: AsyncWrite + Unpin, E: Encoder>(
             };
             if writer.write(buf, shared.state.config.protocol.write_timeout).await.is_err() {
                 // A client that stopped reading fills its socket first and its queue next: if the
-                // queue overflowed meanwhile, that is the reason to report.
-                return shared.ch.outbox.closing().unwrap_or(Disconnect::WriteFailed);
+                // queue overflowed meanwhile, that is the reason to report. Closing the outbox (not
+                // just reading it) settles the reason at once: a push can no longer overflow the
+                // queue of a connection already ended, and count a slow consumer for it.
+                return shared.ch.outbox.close_with(Disconnect::WriteFailed);
             }
         }
     }
@@ -550,11 +557,151 @@ pub async fn teardown(state: &State, ch: &Arc<Channel>) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::io;
+    use std::sync::atomic::AtomicU64;
+    use std::task::Context;
+
+    use goim_api::Online;
     use tokio::net::TcpStream;
+    use tokio::sync::Semaphore;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
 
     use super::*;
+    use crate::hub::Hub;
+    use crate::metrics::ReasonLabel;
+    use crate::outbox::Refused;
     use crate::tcp::{TcpDecoder, TcpEncoder};
     use crate::websocket::{WsDecoder, WsEncoder};
+
+    /// A logic that accepts every call; the sessions here are admitted by hand.
+    struct AnyLogic;
+
+    #[async_trait::async_trait]
+    impl logic::Logic for AnyLogic {
+        async fn connect(&self, _: Connect) -> Result<Session, logic::Error> {
+            Err(logic::Error::Unavailable("not used".into()))
+        }
+        async fn disconnect(&self, _: Presence) -> Result<(), logic::Error> {
+            Ok(())
+        }
+        async fn heartbeat(&self, _: Presence) -> Result<(), logic::Error> {
+            Ok(())
+        }
+        async fn renew_online(&self, _: Online) -> Result<HashMap<String, i32>, logic::Error> {
+            Ok(HashMap::new())
+        }
+        async fn receive(&self, _: Uplink) -> Result<(), logic::Error> {
+            Ok(())
+        }
+    }
+
+    /// A client socket: reads end at once (`eof`) or never come; writes all succeed or all fail.
+    struct Socket {
+        eof: bool,
+        writes: bool,
+    }
+
+    impl AsyncRead for Socket {
+        fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            if self.eof { Poll::Ready(Ok(())) } else { Poll::Pending }
+        }
+    }
+
+    impl AsyncWrite for Socket {
+        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            Poll::Ready(if self.writes { Ok(buf.len()) } else { Err(io::ErrorKind::BrokenPipe.into()) })
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// An authenticated TCP connection over `socket` whose queue holds `capacity` items, with its
+    /// auth reply queued (as [`open`] leaves it).
+    fn session(socket: Socket, capacity: usize) -> Conn<Socket, TcpDecoder, TcpEncoder> {
+        let mut config = crate::Config::default();
+        config.outbox.capacity = capacity;
+        let state = Arc::new(State {
+            hub: Hub::new(config.buckets),
+            config,
+            logic: Arc::new(AnyLogic),
+            metrics: Default::default(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            next_id: AtomicU64::new(1),
+            limit: Arc::new(Semaphore::new(1)),
+            sessions: Default::default(),
+            assets: Default::default(),
+        });
+        let session = Session {
+            mid: 1,
+            key: "k".into(),
+            room: "live://1".into(),
+            accepts: vec![],
+            heartbeat: Duration::from_secs(60),
+        };
+        let label = TransportLabel { transport: "tcp" };
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let reply = Outbound::Packet(Frame::push(Op::AuthReply.code(), Bytes::new()));
+        let ch = admit(&state, &session, peer.ip(), &label, Some(reply));
+        let (rd, wr) = tokio::io::split(socket);
+        Conn {
+            shared: Shared { state, ch, heartbeat: session.heartbeat, label, peer },
+            reader: Reader::new(rd, BytesMut::new(), TcpDecoder { max_body: 1 << 16 }),
+            writer: Writer { wr, enc: TcpEncoder },
+        }
+    }
+
+    fn disconnects(state: &State, reason: &'static str) -> u64 {
+        state.metrics.disconnects.get_or_create(&ReasonLabel { reason }).get()
+    }
+
+    /// Issue 15: the queue overflowed (the outbox is closing as slow) and the client's socket
+    /// then ended, so the read loop finishes first, with `client_closed`. The connection is
+    /// still counted as slow: the outbox's reason wins over whichever loop ended first.
+    #[tokio::test]
+    async fn a_slow_client_that_closes_first_is_counted_slow() {
+        let conn = session(Socket { eof: true, writes: true }, 1);
+        let (state, ch) = (conn.shared.state.clone(), conn.shared.ch.clone());
+        assert_eq!(ch.outbox.push(Outbound::Pong(Bytes::new())), Err(Refused::Slow));
+        timeout(Duration::from_secs(5), conn.run()).await.unwrap();
+        assert_eq!(disconnects(&state, "slow"), 1);
+        assert_eq!(disconnects(&state, "client_closed"), 0);
+    }
+
+    /// A failed write ends the connection for good: its reason is settled in the outbox at once,
+    /// so a push that arrives after it (before teardown takes the channel out of the hub) is
+    /// refused as closing, and cannot overflow the queue and count a slow consumer for a
+    /// connection counted as `write_failed`.
+    #[tokio::test]
+    async fn a_failed_write_settles_the_reason_before_a_later_push_can_overflow() {
+        let mut conn = session(Socket { eof: false, writes: false }, 1);
+        let ch = conn.shared.ch.clone();
+        let why = timeout(Duration::from_secs(5), conn.session()).await.unwrap();
+        assert_eq!(why, Disconnect::WriteFailed);
+        assert_eq!(ch.outbox.closing(), Some(Disconnect::WriteFailed));
+        for _ in 0..3 {
+            assert_eq!(ch.outbox.push(Outbound::Pong(Bytes::new())), Err(Refused::Closing));
+        }
+        timeout(Duration::from_secs(5), conn.end(why)).await.unwrap();
+    }
+
+    /// Whatever a loop reports, the session's reason is the outbox's: the first one set.
+    #[tokio::test]
+    async fn the_session_reports_the_reason_the_outbox_closed_with() {
+        for socket in [Socket { eof: true, writes: false }, Socket { eof: false, writes: false }] {
+            let mut conn = session(socket, 8);
+            let ch = conn.shared.ch.clone();
+            assert!(ch.outbox.close(Disconnect::Kicked));
+            let why = timeout(Duration::from_secs(5), conn.session()).await.unwrap();
+            assert_eq!(why, Disconnect::Kicked);
+        }
+    }
 
     /// The size of the future `f` returns, without calling it.
     fn future_size<A, F: Future>(_: impl FnOnce(A) -> F) -> usize {

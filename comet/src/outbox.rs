@@ -101,12 +101,25 @@ impl Outbox {
         true
     }
 
+    /// Ends the connection: closes for `reason` unless a reason is already set, and returns the
+    /// reason that stands. A connection ends for exactly one reason, the outbox's, whichever side
+    /// (read loop, write loop, a push that overflowed, a kick) got there first.
+    pub fn close_with(&self, reason: Disconnect) -> Disconnect {
+        let mut s = self.state.lock();
+        let closing = s.closing.get_or_insert_with(|| Box::new(reason));
+        let reason = Disconnect::clone(closing);
+        drop(s);
+        self.wake.notify_one();
+        reason
+    }
+
     #[cfg(test)]
     pub fn is_closing(&self) -> bool {
         self.state.lock().closing.is_some()
     }
 
     /// The reason the connection is closing, if it is.
+    #[cfg(test)]
     pub fn closing(&self) -> Option<Disconnect> {
         self.state.lock().closing.as_deref().cloned()
     }
@@ -203,6 +216,18 @@ mod tests {
         assert!(o.close(Disconnect::Kicked));
         assert!(!o.close(Disconnect::Shutdown));
         assert_eq!(o.drain(&mut Vec::new()), Some(Disconnect::Kicked));
+    }
+
+    #[test]
+    fn close_with_keeps_a_reason_already_set_and_refuses_later_pushes() {
+        let o = Outbox::new(1, 100);
+        o.push(push(1)).unwrap();
+        assert_eq!(o.push(push(1)), Err(Refused::Slow));
+        assert_eq!(o.close_with(Disconnect::ClientClosed), Disconnect::Slow);
+        let o = Outbox::new(1, 100);
+        assert_eq!(o.close_with(Disconnect::WriteFailed), Disconnect::WriteFailed);
+        assert_eq!(o.push(push(1)), Err(Refused::Closing));
+        assert_eq!(o.closing(), Some(Disconnect::WriteFailed));
     }
 
     #[tokio::test]
