@@ -20,8 +20,9 @@ start=$(date +%s)
 step() { echo; echo "=== $* ($(( $(date +%s) - start ))s)"; }
 
 step "control plane install (background; only what is missing)"
-mkdir -p /var/tmp/goim-tools
-bash scripts/k8s.sh install >/var/tmp/goim-tools/k8s-install.log 2>&1 &
+tools="${GOIM_TOOLS_DIR:-/var/tmp/goim-tools}"
+mkdir -p "$tools"
+bash scripts/k8s.sh install >"$tools/k8s-install.log" 2>&1 &
 k8s_install=$!
 
 step "format and lints"
@@ -40,11 +41,11 @@ trap cleanup EXIT
 
 step "kubernetes control plane (etcd, kube-apiserver, controller manager, scheduler, kwok)"
 if ! wait "$k8s_install"; then
-    cat /var/tmp/goim-tools/k8s-install.log
+    cat "$tools/k8s-install.log"
     echo "the control plane install failed" >&2
     exit 1
 fi
-grep '^k8s:' /var/tmp/goim-tools/k8s-install.log || echo "k8s: everything was installed already"
+grep '^k8s:' "$tools/k8s-install.log" || echo "k8s: everything was installed already"
 bash scripts/k8s.sh start
 # shellcheck disable=SC1090
 eval "$(bash scripts/k8s.sh env)"
