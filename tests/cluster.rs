@@ -210,12 +210,14 @@ struct Cluster {
 
 impl Cluster {
     async fn start(name: &str) -> Cluster {
-        Cluster::start_with(name, false).await
+        Cluster::start_with(name, false, "10s").await
     }
 
     /// With `jobs_first`, the jobs start before logic has created the topic, as pods may on
-    /// Kubernetes: they must pick it up once it exists.
-    async fn start_with(name: &str, jobs_first: bool) -> Cluster {
+    /// Kubernetes: they must pick it up once it exists. `delivery_timeout` is logic's
+    /// `kafka.delivery_timeout`: the broker tests make it short, to see many pushes fail while
+    /// the broker is down; the others leave room for a busy machine.
+    async fn start_with(name: &str, jobs_first: bool, delivery_timeout: &str) -> Cluster {
         let dir = Scratch::new(name);
         let redis_dir = dir.0.join("redis");
         std::fs::create_dir_all(&redis_dir).unwrap();
@@ -247,7 +249,7 @@ impl Cluster {
                 "[logic.http]\naddr = \"127.0.0.1:{http_port}\"\n[logic.auth]\nmode = \"json\"\n\
                  [grpc]\naddr = \"127.0.0.1:{grpc}\"\n[admin]\naddr = \"127.0.0.1:{admin}\"\n\
                  [store]\nkind = \"redis\"\n[store.redis]\nurl = \"{}\"\n[queue]\nkind = \"kafka\"\n\
-                 {kafka}{partitions}delivery_timeout = \"2s\"\n[discovery]\nkind = \"static\"\n{comet_list}\n",
+                 {kafka}{partitions}delivery_timeout = \"{delivery_timeout}\"\n[discovery]\nkind = \"static\"\n{comet_list}\n",
                 cluster.redis.url()
             );
             cluster.logics.push(cluster.node("goim-logic", format!("logic-{i}"), &toml, admin, http_port, 0));
@@ -358,7 +360,7 @@ async fn pushes_by_key_mid_room_and_broadcast_reach_exactly_the_right_clients() 
     let _one = ONE_AT_A_TIME.lock().await;
     let started = Instant::now();
     // The jobs start before the topic exists; they consume once logic has created it.
-    let cluster = Cluster::start_with("cluster-routes", true).await;
+    let cluster = Cluster::start_with("cluster-routes", true, "10s").await;
     let (a, b) = (&cluster.comets[0], &cluster.comets[1]);
     // Clients on both comets, over both transports; mid 1 has a device on each comet.
     let mut a1 = login(a.tcp(), Transport::Tcp, 1, "a1", "live://1").await;
@@ -632,18 +634,24 @@ fn account(sent: &[Sent], counts: &BTreeMap<usize, usize>) -> (usize, usize, usi
     (accepted.len(), duplicates, refused_delivered)
 }
 
-#[tokio::test]
-#[ignore = "needs redis-server and Kafka (scripts/services.sh)"]
-async fn kill_9_of_the_broker_loses_no_accepted_push() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let started = Instant::now();
-    let mut cluster = Cluster::start("cluster-broker-kill").await;
+/// A cluster with one client (key `k`, warmed up) receiving numbered pushes sent every `every`.
+async fn numbered(name: &str, every: Duration) -> (Cluster, Receiver, Pusher) {
+    let cluster = Cluster::start_with(name, false, "2s").await;
     let mut clients =
         vec![("k".to_string(), login(cluster.comets[0].tcp(), Transport::Tcp, 5, "k", "live://5").await)];
     cluster.warm(&mut clients).await;
     let (_, client) = clients.pop().unwrap();
     let receiver = Receiver::start(client);
-    let pusher = Pusher::start(&cluster, "k", Duration::from_millis(50));
+    let pusher = Pusher::start(&cluster, "k", every);
+    (cluster, receiver, pusher)
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server and Kafka (scripts/services.sh)"]
+async fn kill_9_of_the_broker_loses_no_accepted_push() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let started = Instant::now();
+    let (mut cluster, receiver, pusher) = numbered("cluster-broker-kill", Duration::from_millis(50)).await;
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.broker.kill9();
@@ -674,13 +682,7 @@ async fn kill_9_of_the_broker_loses_no_accepted_push() {
 async fn pushes_fail_fast_while_the_broker_is_down_and_resume_after_it_restarts() {
     let _one = ONE_AT_A_TIME.lock().await;
     let started = Instant::now();
-    let mut cluster = Cluster::start("cluster-broker").await;
-    let mut clients =
-        vec![("k".to_string(), login(cluster.comets[0].tcp(), Transport::Tcp, 5, "k", "live://5").await)];
-    cluster.warm(&mut clients).await;
-    let (_, client) = clients.pop().unwrap();
-    let receiver = Receiver::start(client);
-    let pusher = Pusher::start(&cluster, "k", Duration::from_millis(200));
+    let (mut cluster, receiver, pusher) = numbered("cluster-broker", Duration::from_millis(200)).await;
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     cluster.broker.stop();

@@ -22,27 +22,43 @@ pub enum TopicError {
 }
 
 /// At start: makes sure `config.topic` exists. With `create_topic` it is created when missing
-/// (`partitions`, `replication_factor`); without, a missing topic is an error. Retries while the
-/// broker is unreachable, up to `startup_timeout`. Returns whether the topic was created.
+/// (`partitions`, `replication_factor`); without, a missing topic is an error. Then waits until
+/// every partition has a leader, so the first push does not spend its `delivery_timeout` waiting
+/// for one. Retries while the broker is unreachable, up to `startup_timeout`. Returns whether the
+/// topic was created.
 pub async fn prepare_topic(config: &KafkaConfig) -> Result<bool, TopicError> {
     let started = Instant::now();
     let brokers = config.brokers.join(",");
+    // Some(created) once the topic exists.
+    let mut exists: Option<bool> = None;
     loop {
-        let attempt = if config.create_topic {
-            match ensure_topic(config, config.partitions, config.replication_factor).await {
-                Ok(created) => return Ok(created),
-                Err(Error::Unavailable(e)) if refused(&e) => {
-                    return Err(TopicError::Missing {
-                        topic: config.topic.clone(),
-                        why: format!("the broker refused to create it ({e}); create it or grant CREATE"),
-                    });
-                }
+        let attempt = match exists {
+            Some(created) => match topic_state(config).await {
+                Ok(Some(true)) => return Ok(created),
+                Ok(_) => format!("topic {} has partitions without a leader yet", config.topic),
                 Err(e) => e.to_string(),
+            },
+            None if config.create_topic => {
+                match ensure_topic(config, config.partitions, config.replication_factor).await {
+                    Ok(created) => {
+                        exists = Some(created);
+                        continue;
+                    }
+                    Err(Error::Unavailable(e)) if refused(&e) => {
+                        return Err(TopicError::Missing {
+                            topic: config.topic.clone(),
+                            why: format!("the broker refused to create it ({e}); create it or grant CREATE"),
+                        });
+                    }
+                    Err(e) => e.to_string(),
+                }
             }
-        } else {
-            match topic_exists(config).await {
-                Ok(true) => return Ok(false),
-                Ok(false) => {
+            None => match topic_state(config).await {
+                Ok(Some(_)) => {
+                    exists = Some(false);
+                    continue;
+                }
+                Ok(None) => {
                     return Err(TopicError::Missing {
                         topic: config.topic.clone(),
                         why: format!(
@@ -53,14 +69,14 @@ pub async fn prepare_topic(config: &KafkaConfig) -> Result<bool, TopicError> {
                     });
                 }
                 Err(e) => e.to_string(),
-            }
+            },
         };
         let waited = started.elapsed();
         if waited >= config.startup_timeout {
             return Err(TopicError::Unreachable { brokers, waited, last: attempt });
         }
         tracing::warn!(brokers = %brokers, error = %attempt, "kafka not ready yet; retrying");
-        tokio::time::sleep(Duration::from_millis(500).min(config.startup_timeout - waited)).await;
+        tokio::time::sleep(Duration::from_millis(200).min(config.startup_timeout - waited)).await;
     }
 }
 
@@ -77,8 +93,9 @@ fn refused(message: &str) -> bool {
     .any(|code| message.contains(code))
 }
 
-/// Whether `config.topic` exists, from the broker's metadata.
-async fn topic_exists(config: &KafkaConfig) -> Result<bool, Error> {
+/// From the broker's metadata: `None` when `config.topic` does not exist, else whether every
+/// one of its partitions has a leader.
+async fn topic_state(config: &KafkaConfig) -> Result<Option<bool>, Error> {
     let admin: AdminClient<DefaultClientContext> = config
         .client_config()
         .create()
@@ -86,7 +103,11 @@ async fn topic_exists(config: &KafkaConfig) -> Result<bool, Error> {
     let (topic, timeout) = (config.topic.clone(), config.delivery_timeout);
     let metadata = tokio::task::spawn_blocking(move || {
         admin.inner().fetch_metadata(Some(&topic), timeout).map(|m| {
-            m.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+            let t = m.topics().iter().find(|t| t.name() == topic)?;
+            if t.error().is_some() || t.partitions().is_empty() {
+                return None;
+            }
+            Some(t.partitions().iter().all(|p| p.leader() >= 0 && p.error().is_none()))
         })
     })
     .await
