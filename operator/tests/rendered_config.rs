@@ -1,0 +1,155 @@
+//! Every rendered config file is read by the tier's own loader (`goim::process::load`, what
+//! the binaries run at start: the file, the `GOIM_*` environment overrides of the rendered
+//! container, the `POD_NAME` default, unknown keys refused, `validate()`), for each topology.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use goim::distributed::{CometSettings, JobSettings, LogicSettings};
+use goim::process::{LoadError, load};
+use goim_operator::crd::{Kafka, Queue, Redis, SecretKeyRef, Store, Topology};
+use goim_operator::render::{self, Tier};
+use goim_operator::{PushCluster, PushClusterSpec};
+use kube::ResourceExt;
+
+fn cluster(spec: PushClusterSpec) -> PushCluster {
+    let mut pc = PushCluster::new("demo", spec);
+    pc.metadata.namespace = Some("ns1".into());
+    pc.metadata.uid = Some("0f7e9b8e-0000-4000-8000-000000000001".into());
+    pc
+}
+
+fn shapes() -> Vec<(&'static str, PushClusterSpec)> {
+    let redis = Redis { url: "redis://redis.ns1.svc:6379/0".into(), url_secret_ref: None };
+    let secret_redis = Redis {
+        url_secret_ref: Some(SecretKeyRef { name: "redis".into(), key: "url".into() }),
+        ..Default::default()
+    };
+    let kafka = Kafka {
+        brokers: vec!["kafka-0.kafka:9092".into(), "kafka-1.kafka:9092".into()],
+        ..Default::default()
+    };
+    let mut wss = PushClusterSpec::default();
+    wss.comet.service.wss.tls_secret_name = "comet-tls".into();
+    wss.comet.pod.config = "[comet]\nmax_connections = 50000\n[comet.websocket]\ndemo = false\n".into();
+    wss.logic.config = "[logic.http]\ncors_origins = [\"*\"]\n".into();
+    vec![
+        ("memory+direct", PushClusterSpec::default()),
+        (
+            "redis+direct",
+            PushClusterSpec {
+                topology: Topology { store: Store::Redis, redis: redis.clone(), ..Default::default() },
+                ..Default::default()
+            },
+        ),
+        (
+            "redis(secret)+kafka",
+            PushClusterSpec {
+                topology: Topology { store: Store::Redis, queue: Queue::Kafka, redis: secret_redis, kafka },
+                ..Default::default()
+            },
+        ),
+        ("wss+fragments", wss),
+    ]
+}
+
+/// The container's environment as the kubelet would give it (Secrets as sample values).
+fn environment(pc: &PushCluster, tier: Tier) -> Vec<(String, String)> {
+    let c = render::children(pc).unwrap();
+    let d = c.deployments.iter().find(|d| d.name_any() == format!("demo-{}", tier.as_str())).unwrap();
+    let ctr = &d.spec.template.spec.as_ref().unwrap().containers[0];
+    ctr.env
+        .iter()
+        .flatten()
+        .map(|e| {
+            let v = match (&e.value, &e.value_from) {
+                (Some(v), _) => v.clone(),
+                (None, Some(from)) if from.field_ref.is_some() => {
+                    match from.field_ref.as_ref().unwrap().field_path.as_str() {
+                        "metadata.name" => format!("demo-{}-5d9c7b-x2x4q", tier.as_str()),
+                        "metadata.namespace" => "ns1".into(),
+                        other => panic!("unexpected field ref {other}"),
+                    }
+                }
+                (None, Some(from)) if from.secret_key_ref.as_ref().is_some_and(|r| r.key == "url") => {
+                    "redis://:pw@redis.ns1.svc:6379/0".into()
+                }
+                (None, Some(_)) => "sample_Secret_value_0123456789".into(),
+                (None, None) => String::new(),
+            };
+            (e.name.clone(), v)
+        })
+        .collect()
+}
+
+fn write(tier: Tier, shape: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("goim-operator-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{}-{}.toml", shape.replace(['+', '(', ')'], "_"), tier.as_str()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn load_tier(pc: &PushCluster, tier: Tier, shape: &str) -> Result<(), LoadError> {
+    let c = render::children(pc).unwrap();
+    let cm = c.config_maps.iter().find(|m| m.name_any() == format!("demo-{}-config", tier.as_str())).unwrap();
+    let data: &BTreeMap<String, String> = cm.data.as_ref().unwrap();
+    let path = write(tier, shape, &data[&format!("{}.toml", tier.as_str())]);
+    let env = environment(pc, tier);
+    match tier {
+        Tier::Comet => load::<CometSettings>(Some(&path), env).map(|s| {
+            assert_eq!(s.comet.server_id, "demo-comet-5d9c7b-x2x4q", "server_id is the pod name");
+        }),
+        Tier::Logic => load::<LogicSettings>(Some(&path), env).map(|s| {
+            assert_eq!(s.logic.http.push_token.as_deref(), Some("sample_Secret_value_0123456789"));
+        }),
+        Tier::Job => load::<JobSettings>(Some(&path), env).map(|_| ()),
+    }
+}
+
+#[test]
+fn every_rendered_file_loads_with_the_tiers_own_settings() {
+    for (shape, spec) in shapes() {
+        let pc = cluster(spec);
+        for tier in pc.spec.tiers() {
+            if let Err(e) = load_tier(&pc, tier, shape) {
+                panic!("{shape}: {} refuses its rendered config: {e}", tier.binary());
+            }
+        }
+    }
+}
+
+#[test]
+fn an_unknown_key_in_a_fragment_is_refused_by_the_binarys_loader() {
+    let mut spec = PushClusterSpec::default();
+    spec.comet.pod.config = "[comet]\nmax_conections = 5\n".into();
+    let pc = cluster(spec);
+    let err = load_tier(&pc, Tier::Comet, "typo").unwrap_err().to_string();
+    assert!(err.contains("max_conections"), "{err}");
+}
+
+#[test]
+fn an_invalid_value_in_a_fragment_is_refused_by_validate() {
+    let mut spec = PushClusterSpec::default();
+    spec.logic.config = "[shutdown]\ngrace = \"0s\"\n".into();
+    let pc = cluster(spec);
+    let err = load_tier(&pc, Tier::Logic, "invalid").unwrap_err().to_string();
+    assert!(err.contains("shutdown.grace"), "{err}");
+}
+
+#[test]
+fn the_examples_render_files_their_binaries_load() {
+    for name in ["minimal", "production"] {
+        let path = format!("{}/../examples/pushcluster-{name}.yaml", env!("CARGO_MANIFEST_DIR"));
+        let mut pc: PushCluster = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        // The tests render under the name "demo".
+        pc.metadata.name = Some("demo".into());
+        pc.metadata.namespace = Some("ns1".into());
+        pc.metadata.uid = Some("0f7e9b8e-0000-4000-8000-000000000001".into());
+        for tier in pc.spec.tiers() {
+            if let Err(e) = load_tier(&pc, tier, name) {
+                panic!("{name}: {} refuses its rendered config: {e}", tier.binary());
+            }
+        }
+    }
+}
