@@ -1,25 +1,30 @@
 //! The full goim topology as separate processes on loopback: two `goim-comet`, two `goim-logic`
-//! and two `goim-job`, one redis-server and one Apache Kafka broker. Each test starts its own Redis and
-//! broker (the binaries `scripts/services.sh` installed), so it can stop, kill and restart them
-//! without disturbing anything else, and the tests of this file run one at a time.
+//! and two `goim-job`, one redis-server and one Apache Kafka broker. Each test starts its own
+//! Redis and broker (`cluster/backends.rs`, from what `scripts/services.sh` installed), so it can
+//! stop, kill and restart them without disturbing anything else, and the tests of this file run
+//! one at a time. The broker fault tests count numbered pushes (`cluster/numbered.rs`).
 //!
 //! Ignored by default (they need Redis and Kafka); `scripts/test.sh` runs them with
 //! `--include-ignored` after `scripts/services.sh start`.
 
 mod support;
 
+#[path = "cluster/backends.rs"]
+mod backends;
+#[path = "cluster/numbered.rs"]
+mod numbered;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use goim_bench::{Client, Transport};
 use serde_json::Value;
-use support::process::{Proc, Scratch, accepting, free_port, installed, ready};
+use support::process::{Proc, Scratch, free_port, ready};
 use support::{Reply, WAIT, eventually, http, sample};
+
+use backends::{Broker, Redis};
+use numbered::{Pusher, Receiver, Sent, account};
 
 /// One cluster at a time: six binaries and two backends per test are enough for two cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -29,143 +34,6 @@ const PARTITIONS: i32 = 4;
 /// comet's `protocol.session_renew`: a client heartbeat renews the session in logic at most
 /// this often (10 minutes by default).
 const SESSION_RENEW_MS: u64 = 300;
-
-/// A redis-server of the test's own, without persistence: a restart comes back empty, as a
-/// Redis that lost its data would.
-struct Redis {
-    port: u16,
-    dir: PathBuf,
-    proc: Option<Proc>,
-}
-
-impl Redis {
-    async fn start(dir: PathBuf) -> Redis {
-        let mut r = Redis { port: free_port(), dir, proc: None };
-        r.run().await;
-        r
-    }
-
-    async fn run(&mut self) {
-        let mut cmd = Command::new(installed("GOIM_TEST_REDIS_SERVER"));
-        cmd.args([
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &self.port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(&self.dir)
-        .stdout(std::process::Stdio::null());
-        self.proc = Some(Proc::spawn("redis-server", cmd));
-        assert!(accepting(self.port, Duration::from_secs(10)).await, "redis-server did not start");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn stop(&mut self) {
-        assert!(self.proc.take().expect("running").kill9().code().is_none(), "redis was killed");
-    }
-}
-
-/// An Apache Kafka node of the test's own (KRaft, broker and controller in one process), its
-/// log in the test's scratch directory: a restart on the same directory keeps topics, offsets and
-/// producer state, as a real broker does. logic creates the push topic at start.
-struct Broker {
-    port: u16,
-    controller: u16,
-    dir: PathBuf,
-    proc: Option<Proc>,
-}
-
-/// Any base64url-encoded 16 bytes name a cluster; this is `goim-rs-broker11`.
-const KAFKA_CLUSTER_ID: &str = "Z29pbS1ycy1icm9rZXIxMQ";
-
-impl Broker {
-    async fn start(dir: PathBuf) -> Broker {
-        let mut b = Broker { port: free_port(), controller: free_port(), dir, proc: None };
-        let props = b.properties();
-        let format = b
-            .java()
-            .arg("kafka.tools.StorageTool")
-            .arg("format")
-            .arg("--standalone")
-            .args(["-t", KAFKA_CLUSTER_ID, "-c"])
-            .arg(&props)
-            .output()
-            .expect("run kafka's StorageTool");
-        assert!(
-            format.status.success(),
-            "formatting the log failed: {}",
-            String::from_utf8_lossy(&format.stderr)
-        );
-        b.run().await;
-        b
-    }
-
-    /// The JVM with Kafka's classpath (`GOIM_TEST_KAFKA_HOME`, from `scripts/services.sh env`).
-    fn java(&self) -> Command {
-        let home = PathBuf::from(installed("GOIM_TEST_KAFKA_HOME"));
-        let mut cmd = Command::new(installed("GOIM_TEST_JAVA"));
-        cmd.args(["-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true"])
-            .arg(format!("-Dlog4j2.configurationFile={}", home.join("log4j2.properties").display()))
-            .arg("-cp")
-            .arg(home.join("lib/*"));
-        cmd
-    }
-
-    fn properties(&self) -> PathBuf {
-        let (port, controller) = (self.port, self.controller);
-        let text = format!(
-            "process.roles=broker,controller\nnode.id=1\n\
-             controller.quorum.bootstrap.servers=127.0.0.1:{controller}\n\
-             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
-             controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n\
-             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
-             log.dirs={}\nnum.partitions=1\noffsets.topic.replication.factor=1\n\
-             offsets.topic.num.partitions=4\ntransaction.state.log.replication.factor=1\n\
-             transaction.state.log.min.isr=1\nshare.coordinator.state.topic.replication.factor=1\n\
-             share.coordinator.state.topic.min.isr=1\ngroup.initial.rebalance.delay.ms=0\n\
-             auto.create.topics.enable=false\n",
-            self.dir.join("log").display()
-        );
-        let path = self.dir.join("server.properties");
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    /// Starts the broker on its log (formatted by [`Broker::start`]) and waits until it serves.
-    async fn run(&mut self) {
-        let mut cmd = self.java();
-        cmd.arg("kafka.Kafka").arg(self.dir.join("server.properties"));
-        if std::env::var_os("GOIM_TEST_LOG").is_none() {
-            cmd.stdout(std::process::Stdio::null());
-        }
-        self.proc = Some(Proc::spawn("kafka", cmd));
-        assert!(accepting(self.port, Duration::from_secs(60)).await, "kafka did not start");
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// kill -9: nothing flushed, no controlled shutdown.
-    fn kill9(&mut self) {
-        assert!(self.proc.take().expect("running").kill9().code().is_none(), "kafka was killed");
-    }
-
-    /// SIGTERM: Kafka's own orderly shutdown.
-    fn stop(&mut self) {
-        let status = self.proc.take().expect("running").terminate();
-        assert!(status.code().is_some() || status.signal().is_some(), "kafka stopped: {status}");
-    }
-}
 
 /// One tier process and the ports it serves.
 struct Node {
@@ -495,145 +363,6 @@ async fn kill_9_of_a_job_during_numbered_pushes_loses_none() {
     assert!(duplicates < published, "{duplicates} duplicates of {published}");
 }
 
-/// One numbered push and what logic answered.
-#[derive(Debug, Clone)]
-struct Sent {
-    n: usize,
-    sent_at: Instant,
-    took: Duration,
-    accepted: bool,
-    reply: String,
-}
-
-/// Numbered pushes to one key, through the logic instances in turn, every `every`, from a task
-/// of their own, until [`Pusher::stop`].
-struct Pusher {
-    sent: Arc<Mutex<Vec<Sent>>>,
-    stop: tokio_util::sync::CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Pusher {
-    fn start(cluster: &Cluster, key: &str, every: Duration) -> Pusher {
-        let ports: Vec<u16> = cluster.logics.iter().map(|l| l.port).collect();
-        let sent = Arc::new(Mutex::new(Vec::new()));
-        let stop = tokio_util::sync::CancellationToken::new();
-        let (log, done, key) = (sent.clone(), stop.clone(), key.to_string());
-        let task = tokio::spawn(async move {
-            for n in 0.. {
-                if done.is_cancelled() {
-                    return;
-                }
-                let url = format!(
-                    "http://127.0.0.1:{}/goim/push/keys?operation=1000&keys={key}",
-                    ports[n % ports.len()]
-                );
-                let sent_at = Instant::now();
-                let r = http(reqwest::Method::POST, url, n.to_string(), None).await;
-                let accepted = r.body["code"] == 0;
-                log.lock().unwrap().push(Sent {
-                    n,
-                    sent_at,
-                    took: sent_at.elapsed(),
-                    accepted,
-                    reply: r.raw,
-                });
-                tokio::time::sleep(every).await;
-            }
-        });
-        Pusher { sent, stop, task }
-    }
-
-    fn accepted_since(&self, t: Instant) -> usize {
-        self.sent.lock().unwrap().iter().filter(|s| s.accepted && s.sent_at >= t).count()
-    }
-
-    async fn stop(self) -> Vec<Sent> {
-        self.stop.cancel();
-        self.task.await.expect("pusher");
-        Arc::try_unwrap(self.sent).expect("pusher done").into_inner().unwrap()
-    }
-}
-
-/// Receives numbered pushes on a task of its own (heartbeating now and then), with the time each
-/// arrived, until [`Receiver::finish`].
-struct Receiver {
-    got: Arc<Mutex<Vec<(usize, Instant)>>>,
-    stop: tokio_util::sync::CancellationToken,
-    task: tokio::task::JoinHandle<Client>,
-}
-
-impl Receiver {
-    fn start(mut client: Client) -> Receiver {
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let stop = tokio_util::sync::CancellationToken::new();
-        let (log, done) = (got.clone(), stop.clone());
-        let task = tokio::spawn(async move {
-            let mut beat = Instant::now();
-            while !done.is_cancelled() {
-                if beat.elapsed() > Duration::from_secs(10) {
-                    let hb = goim_api::Frame {
-                        ver: 1,
-                        op: goim_api::Op::Heartbeat.code(),
-                        seq: 0,
-                        body: Default::default(),
-                    };
-                    client.send(&hb).await.expect("heartbeat");
-                    beat = Instant::now();
-                }
-                if let Ok(f) = client.recv_op(1000, Duration::from_millis(200)).await {
-                    let body = String::from_utf8_lossy(&f.body).into_owned();
-                    let n = body.parse().unwrap_or_else(|_| panic!("unexpected push {body:?}"));
-                    log.lock().unwrap().push((n, Instant::now()));
-                }
-            }
-            client
-        });
-        Receiver { got, stop, task }
-    }
-
-    /// Waits (up to `limit`) until every number in `want` arrived, then a moment for
-    /// redeliveries; returns how often each number arrived, and the first arrival at or after
-    /// `since`.
-    async fn finish(
-        self,
-        want: &[usize],
-        limit: Duration,
-        since: Instant,
-    ) -> (BTreeMap<usize, usize>, Option<Instant>) {
-        let got = self.got.clone();
-        let complete = eventually(limit, || {
-            let got = got.clone();
-            async move {
-                let got = got.lock().unwrap();
-                want.iter().all(|n| got.iter().any(|&(m, _)| m == *n))
-            }
-        })
-        .await;
-        if complete {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        self.stop.cancel();
-        let _client = self.task.await.expect("receiver");
-        let mut counts = BTreeMap::new();
-        for &(n, _) in got.lock().unwrap().iter() {
-            *counts.entry(n).or_default() += 1;
-        }
-        let first = got.lock().unwrap().iter().map(|&(_, at)| at).filter(|&at| at >= since).min();
-        (counts, first)
-    }
-}
-
-/// Checks that every accepted push arrived; returns (accepted, duplicates, delivered though refused).
-fn account(sent: &[Sent], counts: &BTreeMap<usize, usize>) -> (usize, usize, usize) {
-    let accepted: Vec<usize> = sent.iter().filter(|s| s.accepted).map(|s| s.n).collect();
-    let lost: Vec<usize> = accepted.iter().copied().filter(|n| !counts.contains_key(n)).collect();
-    assert!(lost.is_empty(), "{} of {} accepted pushes lost: {lost:?}", lost.len(), accepted.len());
-    let duplicates = counts.values().map(|c| c - 1).sum();
-    let refused_delivered = sent.iter().filter(|s| !s.accepted && counts.contains_key(&s.n)).count();
-    (accepted.len(), duplicates, refused_delivered)
-}
-
 /// A cluster with one client (key `k`, warmed up) receiving numbered pushes sent every `every`.
 async fn numbered(name: &str, every: Duration) -> (Cluster, Receiver, Pusher) {
     let cluster = Cluster::start_with(name, false, "2s").await;
@@ -642,7 +371,8 @@ async fn numbered(name: &str, every: Duration) -> (Cluster, Receiver, Pusher) {
     cluster.warm(&mut clients).await;
     let (_, client) = clients.pop().unwrap();
     let receiver = Receiver::start(client);
-    let pusher = Pusher::start(&cluster, "k", every);
+    let ports = cluster.logics.iter().map(|l| l.port).collect();
+    let pusher = Pusher::start(ports, "k", every);
     (cluster, receiver, pusher)
 }
 
