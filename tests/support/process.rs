@@ -8,9 +8,30 @@ use std::time::{Duration, Instant};
 
 use super::eventually;
 
-/// A port free at the time of asking (the child binds it a moment later).
+/// A port free at the time of asking (the child binds it a moment later), from 12000-31999:
+/// below the kernel's ephemeral range (32768 and up), so an outgoing connection of some other
+/// process (Kafka's JVM, librdkafka, a client) cannot take it between the asking and the binding,
+/// as a port 0 pick can. Ports are handed out in turn from a random start, so two tests of one
+/// binary never get the same one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 12_000;
+    const SPAN: u32 = 20_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    if NEXT.load(Ordering::Relaxed) == u32::MAX {
+        let seed = std::process::id().wrapping_mul(7919)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+        let _ = NEXT.compare_exchange(u32::MAX, seed % SPAN, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
 /// A scratch directory for config files and backend data, removed on drop.
