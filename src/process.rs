@@ -87,6 +87,11 @@ struct Args {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Check the configuration (the file, the environment overrides, validation) and exit:
+    /// 0 when the binary would start with it, 64 and the reason otherwise. Reads no other
+    /// file and binds nothing: goim-operator runs it on every rendered file before applying.
+    #[arg(long, conflicts_with = "print_config")]
+    check_config: bool,
 }
 
 /// The whole `main` of a tier binary.
@@ -107,6 +112,9 @@ pub fn main<T: Tier>() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    if args.check_config {
+        return ExitCode::SUCCESS;
+    }
     if args.print_config {
         return match toml::to_string_pretty(&settings) {
             Ok(text) => {

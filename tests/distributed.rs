@@ -186,6 +186,34 @@ fn print_config_shows_the_environment_override_and_the_tier_defaults() {
     assert_eq!(printed["logic"]["addrs"][0].as_str(), Some("127.0.0.1:3119"));
 }
 
+#[test]
+fn check_config_says_whether_the_binary_would_start_and_binds_nothing() {
+    // The admin port is held: a check that bound it would fail on it.
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = format!("[admin]\naddr = \"{}\"\n", held.local_addr().unwrap());
+    let dir = Scratch::new("check-config");
+    let comets =
+        "[discovery]\nkind = \"static\"\ncomets = [{ server_id = \"c\", addr = \"127.0.0.1:3109\" }]\n";
+    let cases = [
+        ("goim-comet", String::new()),
+        ("goim-logic", format!("[logic.auth]\nmode = \"json\"\n{comets}")),
+        ("goim-job", comets.to_owned()),
+    ];
+    for (bin, rest) in cases {
+        let good = dir.file(&format!("{bin}.toml"), &format!("{admin}{rest}"));
+        let out =
+            Command::new(binary(bin)).arg("--check-config").arg("--config").arg(&good).output().unwrap();
+        assert!(out.status.success(), "{bin}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.stdout.is_empty(), "{bin} printed on a good check");
+        let bad = dir.file(&format!("{bin}-bad.toml"), &format!("adr = \"x\"\n{admin}{rest}"));
+        let out = Command::new(binary(bin)).arg("--check-config").arg("--config").arg(&bad).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{bin}: {stderr}");
+        assert!(stderr.contains("unknown field `adr`"), "{bin}: {stderr}");
+    }
+    drop(held);
+}
+
 /// A comet in this process (logic in-process too), serving `goim.comet.Comet` on loopback.
 async fn comet_with_grpc() -> (goim_comet::Comet, SocketAddr, SocketAddr) {
     let mut logic_config = goim_logic::Config::default();

@@ -26,6 +26,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
+use crate::check::{CheckError, Checker};
 use crate::crd::{PushCluster, PushClusterStatus, TierStatus};
 use crate::metrics::{ErrorLabels, Metrics};
 use crate::render::{self, MANAGER, Names, RenderError, Tier, config};
@@ -37,6 +38,9 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("{0}")]
     Render(#[from] RenderError),
+    /// A tier's binary refused its rendered file: nothing was applied.
+    #[error("{0}")]
+    Config(#[from] CheckError),
 }
 
 impl Error {
@@ -45,6 +49,8 @@ impl Error {
             Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
             Error::Kube(_) => "kubernetes",
             Error::Render(_) => "render",
+            Error::Config(CheckError::Refused { .. }) => "config",
+            Error::Config(CheckError::Unavailable { .. }) => "config_check",
         }
     }
 }
@@ -56,6 +62,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// How long until an unchanged cluster is looked at again.
     pub resync: Duration,
+    /// Checks each rendered file with its tier's binary before anything is applied.
+    pub checker: Option<Arc<Checker>>,
 }
 
 impl Context {
@@ -66,7 +74,14 @@ impl Context {
             client,
             metrics,
             resync: Duration::from_secs(300),
+            checker: None,
         }
+    }
+
+    /// With the tier binaries' check of every rendered file ([`crate::check`]).
+    pub fn with_checker(mut self, checker: Checker) -> Context {
+        self.checker = Some(Arc::new(checker));
+        self
     }
 
     async fn event(&self, pc: &PushCluster, type_: EventType, reason: &str, note: String) {
@@ -316,7 +331,71 @@ async fn apply_children(
     apply_all::<ConfigMap>(c, ns, &children.config_maps).await?;
     apply_all::<Service>(c, ns, &children.services).await?;
     apply_all::<PodDisruptionBudget>(c, ns, &children.pdbs).await?;
-    Ok(apply_all::<Deployment>(c, ns, &children.deployments).await?)
+    let deployments = apply_all::<Deployment>(c, ns, &children.deployments).await?;
+    prune_tiers(ctx, pc, children).await?;
+    Ok(deployments)
+}
+
+/// Deletes the workload of each tier the last reconcile ran and this topology no longer has
+/// (job, when the queue goes from kafka to direct): its Deployment, ConfigMap and budget. The
+/// tiers last run are in the status's config hashes, so an unchanged cluster costs no request.
+async fn prune_tiers(
+    ctx: &Context,
+    pc: &PushCluster,
+    children: &render::Children,
+) -> Result<(), kube::Error> {
+    let Some(old) = pc.status.as_ref() else { return Ok(()) };
+    let names = Names::new(&pc.name_any());
+    let ns = pc.namespace().unwrap_or_default();
+    for tier in Tier::ALL {
+        if !old.config_hashes.contains_key(tier.as_str()) || children.hashes.contains_key(tier.as_str()) {
+            continue;
+        }
+        delete_if_present::<Deployment>(&ctx.client, &ns, &names.workload(tier)).await?;
+        delete_if_present::<PodDisruptionBudget>(&ctx.client, &ns, &names.workload(tier)).await?;
+        delete_if_present::<ConfigMap>(&ctx.client, &ns, &names.config_map(tier)).await?;
+        ctx.event(
+            pc,
+            EventType::Normal,
+            "TierRemoved",
+            format!(
+                "the topology has no {} any more: its Deployment, ConfigMap and budget are deleted",
+                tier.as_str()
+            ),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+async fn delete_if_present<K>(client: &Client, namespace: &str, name: &str) -> Result<(), kube::Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    match api.delete(name, &kube::api::DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Checks every rendered file, then applies: a file its binary refuses stops the reconcile
+/// before any write, with a Warning event carrying the binary's message.
+async fn checked_apply(
+    ctx: &Context,
+    pc: &PushCluster,
+    children: &render::Children,
+) -> Result<Vec<Deployment>, Error> {
+    if let Some(checker) = &ctx.checker
+        && let Err(e) = checker.check_all(children, &pc.namespace().unwrap_or_default()).await
+    {
+        if matches!(e, CheckError::Refused { .. }) {
+            ctx.event(pc, EventType::Warning, "InvalidConfig", e.to_string()).await;
+        }
+        return Err(e.into());
+    }
+    apply_children(ctx, pc, children).await
 }
 
 /// Brings the cluster's children to the spec and reports the status.
@@ -325,7 +404,7 @@ pub async fn reconcile(pc: Arc<PushCluster>, ctx: Arc<Context>) -> Result<Action
     ctx.metrics.reconciles.inc();
     let key = format!("{}/{}", pc.namespace().unwrap_or_default(), pc.name_any());
     let result = match render::children(&pc) {
-        Ok(children) => match apply_children(&ctx, &pc, &children).await {
+        Ok(children) => match checked_apply(&ctx, &pc, &children).await {
             Ok(deployments) => Ok((deployments, children.hashes)),
             Err(e) => Err(e),
         },

@@ -7,8 +7,10 @@
 //! never links the tier crates: it renders the TOML they read.
 
 pub mod admin;
+pub mod check;
 pub mod controller;
 pub mod crd;
+pub mod leader;
 pub mod metrics;
 pub mod render;
 

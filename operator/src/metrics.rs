@@ -26,6 +26,8 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     pub duration: Histogram,
     pub clusters: Family<ReadyLabels, Gauge>,
+    /// 1 while this replica holds the leader Lease and runs the controller, else 0.
+    pub leader: Gauge,
     /// namespace/name to Ready, behind `clusters`.
     readiness: Mutex<BTreeMap<String, bool>>,
 }
@@ -37,6 +39,7 @@ impl Default for Metrics {
             errors: Family::default(),
             duration: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
             clusters: Family::default(),
+            leader: Gauge::default(),
             readiness: Mutex::new(BTreeMap::new()),
         }
     }
@@ -59,6 +62,11 @@ impl Metrics {
             "goim_operator_clusters",
             "PushClusters by their Ready condition",
             self.clusters.clone(),
+        );
+        registry.register(
+            "goim_operator_leader",
+            "1 while this replica holds the leader lease and runs the controller",
+            self.leader.clone(),
         );
     }
 

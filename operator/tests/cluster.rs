@@ -2,133 +2,25 @@
 //! sets KUBECONFIG). Each test applies the CRD from `crds/`, works in its own namespace and
 //! deletes it. Without KUBECONFIG they fail: they never pass by skipping.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use goim_operator::PushCluster;
+use goim_operator::PushClusterSpec;
 use goim_operator::controller::{Context, reconcile};
-use goim_operator::metrics::Metrics;
 use goim_operator::render::CONFIG_HASH;
-use goim_operator::{PushCluster, PushClusterSpec};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount, Toleration};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::client::ClientBuilder;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
-
-/// Requests a client made, by method.
-#[derive(Default)]
-struct Requests {
-    get: AtomicUsize,
-    writes: AtomicUsize,
-}
-
-async fn client_counting(requests: Arc<Requests>) -> Client {
-    assert!(
-        std::env::var_os("KUBECONFIG").is_some(),
-        "KUBECONFIG is unset: run `bash scripts/k8s.sh start` and `eval \"$(bash scripts/k8s.sh env)\"`"
-    );
-    let config = kube::Config::infer().await.expect("kubeconfig");
-    let layer = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
-        if req.method() == http::Method::GET {
-            requests.get.fetch_add(1, Ordering::SeqCst);
-        } else {
-            requests.writes.fetch_add(1, Ordering::SeqCst);
-        }
-        req
-    });
-    ClientBuilder::try_from(config).expect("client").with_layer(&layer).build()
-}
-
-async fn client() -> Client {
-    client_counting(Arc::default()).await
-}
-
-async fn apply_crd(client: &Client) {
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/pushcluster.yaml")).unwrap();
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(&crd.name_any(), &PatchParams::apply("goim-operator-tests").force(), &Patch::Apply(&crd))
-        .await
-        .unwrap();
-    for _ in 0..100 {
-        let c = api.get(&crd.name_any()).await.unwrap();
-        let established = c
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the PushCluster CRD did not become Established");
-}
-
-/// Runs `body` in a fresh namespace, then deletes the namespace (also when `body` panics).
-async fn in_namespace<F, Fut>(prefix: &str, body: F)
-where
-    F: FnOnce(Client, String) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let client = client().await;
-    apply_crd(&client).await;
-    let name = format!("{prefix}-{}", std::process::id());
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let mut ns = Namespace::default();
-    ns.metadata.name = Some(name.clone());
-    namespaces.create(&PostParams::default(), &ns).await.unwrap();
-    let outcome = std::panic::AssertUnwindSafe(body(client.clone(), name.clone())).catch_unwind().await;
-    let _ = namespaces.delete(&name, &DeleteParams::default()).await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-}
-
-/// A minimal cluster whose pods may land on the kwok node.
-fn minimal() -> PushClusterSpec {
-    let mut spec = PushClusterSpec::default();
-    let kwok = Toleration {
-        key: Some("kwok.x-k8s.io/node".into()),
-        operator: Some("Exists".into()),
-        effect: Some("NoSchedule".into()),
-        ..Default::default()
-    };
-    spec.comet.pod.tolerations = vec![kwok.clone()];
-    spec.logic.tolerations = vec![kwok];
-    spec
-}
-
-async fn create(client: &Client, ns: &str, name: &str, spec: PushClusterSpec) -> PushCluster {
-    let api: Api<PushCluster> = Api::namespaced(client.clone(), ns);
-    let mut last = None;
-    // Right after the CRD is established, discovery may lag a moment.
-    for _ in 0..50 {
-        match api.create(&PostParams::default(), &PushCluster::new(name, spec.clone())).await {
-            Ok(pc) => return pc,
-            Err(kube::Error::Api(s)) if s.code == 404 => last = Some(s),
-            Err(e) => panic!("create: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("create: {last:?}");
-}
-
-fn context(client: &Client) -> Arc<Context> {
-    Arc::new(Context::new(client.clone(), Arc::new(Metrics::default())))
-}
-
-async fn get(client: &Client, ns: &str, name: &str) -> Arc<PushCluster> {
-    Arc::new(Api::<PushCluster>::namespaced(client.clone(), ns).get(name).await.unwrap())
-}
+use support::*;
 
 /// `kind/name` to what this operator last wrote (its managedFields entry, the generation), and
 /// the owner check, for every child of `owner`. Not the resourceVersion: the Deployment and
@@ -451,60 +343,6 @@ async fn each_example_and_every_rendered_object_passes_the_api_server() {
     .await;
 }
 
-/// The ClusterRole of `operator/deploy/rbac.yaml`.
-fn operator_cluster_role() -> k8s_openapi::api::rbac::v1::ClusterRole {
-    use serde::Deserialize;
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rbac.yaml")).unwrap();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let v = serde_yaml::Value::deserialize(doc).unwrap();
-        if v["kind"].as_str() == Some("ClusterRole") {
-            return serde_yaml::from_value(v).unwrap();
-        }
-    }
-    panic!("no ClusterRole in operator/deploy/rbac.yaml");
-}
-
-/// A client acting as the ServiceAccount `ns/goim-operator`, bound to `role` (a ClusterRole
-/// named after the namespace, deleted by the caller).
-async fn as_operator(admin: &Client, ns: &str, mut role: k8s_openapi::api::rbac::v1::ClusterRole) -> Client {
-    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject};
-    let name = format!("goim-operator-{ns}");
-    let mut sa = ServiceAccount::default();
-    sa.metadata.name = Some("goim-operator".into());
-    Api::<ServiceAccount>::namespaced(admin.clone(), ns).create(&PostParams::default(), &sa).await.unwrap();
-    role.metadata = Default::default();
-    role.metadata.name = Some(name.clone());
-    Api::<ClusterRole>::all(admin.clone()).create(&PostParams::default(), &role).await.unwrap();
-    let binding = ClusterRoleBinding {
-        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-            name: Some(name.clone()),
-            ..Default::default()
-        },
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "ClusterRole".into(),
-            name,
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: "goim-operator".into(),
-            namespace: Some(ns.into()),
-            ..Default::default()
-        }]),
-    };
-    Api::<ClusterRoleBinding>::all(admin.clone()).create(&PostParams::default(), &binding).await.unwrap();
-    let mut config = kube::Config::infer().await.unwrap();
-    config.auth_info.impersonate = Some(format!("system:serviceaccount:{ns}:goim-operator"));
-    Client::try_from(config).unwrap()
-}
-
-async fn drop_operator_role(admin: &Client, ns: &str) {
-    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-    let name = format!("goim-operator-{ns}");
-    let _ = Api::<ClusterRoleBinding>::all(admin.clone()).delete(&name, &DeleteParams::default()).await;
-    let _ = Api::<ClusterRole>::all(admin.clone()).delete(&name, &DeleteParams::default()).await;
-}
-
 #[tokio::test]
 #[ignore = "needs the control plane (scripts/k8s.sh start)"]
 async fn the_operators_cluster_role_is_enough_to_reconcile() {
@@ -620,6 +458,99 @@ async fn a_child_changed_behind_the_operators_back_is_repaired() {
         maps.patch("demo-comet-config", &PatchParams::apply("someone-else").force(), &Patch::Apply(&release)).await.unwrap();
         reconcile(get(&client, &ns, "demo").await, ctx.clone()).await.unwrap();
         assert_eq!(maps.get("demo-comet-config").await.unwrap().data, original);
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane (scripts/k8s.sh start)"]
+async fn a_fragment_its_binary_refuses_rolls_nothing() {
+    in_namespace("op-refused", |client, ns| async move {
+        create(&client, &ns, "demo", minimal()).await;
+        let ctx = context(&client);
+        reconcile(get(&client, &ns, "demo").await, ctx.clone()).await.unwrap();
+        let pc = get(&client, &ns, "demo").await;
+        let before = children(&client, &ns, &pc).await;
+        let api: Api<PushCluster> = Api::namespaced(client.clone(), &ns);
+        let typo = serde_json::json!({"spec": {"comet": {"config": "[comet]\nmax_conections = 5000\n"}}});
+        api.patch("demo", &PatchParams::default(), &Patch::Merge(&typo)).await.unwrap();
+        let err = reconcile(get(&client, &ns, "demo").await, ctx.clone()).await.unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("spec.comet.config") && message.contains("unknown field `max_conections`"),
+            "{message}"
+        );
+        assert_eq!(children(&client, &ns, &pc).await, before, "a child was written for a refused config");
+        let pc2 = get(&client, &ns, "demo").await;
+        let status = pc2.status.clone().unwrap();
+        let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+        assert_eq!(degraded.status, "True");
+        assert!(degraded.message.contains("max_conections"), "{}", degraded.message);
+        assert_eq!(
+            status.config_hashes,
+            pc.status.clone().unwrap().config_hashes,
+            "the hashes are still the running ones"
+        );
+        let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        assert!(
+            events.items.iter().any(|e| e.reason.as_deref() == Some("InvalidConfig")
+                && e.note.as_deref().unwrap_or_default().contains("max_conections")),
+            "no InvalidConfig event"
+        );
+        // Fixed, it rolls comet.
+        let fixed = serde_json::json!({"spec": {"comet": {"config": "[comet]\nmax_connections = 5000\n"}}});
+        api.patch("demo", &PatchParams::default(), &Patch::Merge(&fixed)).await.unwrap();
+        reconcile(get(&client, &ns, "demo").await, ctx.clone()).await.unwrap();
+        assert_ne!(children(&client, &ns, &pc).await, before);
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane (scripts/k8s.sh start)"]
+async fn a_topology_without_job_deletes_jobs_workload() {
+    in_namespace("op-prune", |admin, ns| async move {
+        let operator = as_operator(&admin, &ns, operator_cluster_role()).await;
+        let outcome = std::panic::AssertUnwindSafe(async {
+            let mut spec = minimal();
+            spec.job.tolerations = spec.logic.tolerations.clone();
+            spec.topology.store = goim_operator::crd::Store::Redis;
+            spec.topology.redis.url = "redis://redis:6379/0".into();
+            spec.topology.queue = goim_operator::crd::Queue::Kafka;
+            spec.topology.kafka.brokers = vec!["kafka:9092".into()];
+            create(&admin, &ns, "demo", spec).await;
+            let ctx = context(&operator);
+            reconcile(get(&operator, &ns, "demo").await, ctx.clone()).await.unwrap();
+            let pc = get(&admin, &ns, "demo").await;
+            let job = ["ConfigMap/demo-job-config", "Deployment/demo-job", "PodDisruptionBudget/demo-job"];
+            let kids = children(&admin, &ns, &pc).await;
+            for k in job {
+                assert!(kids.contains_key(k), "{k} missing: {:?}", kids.keys());
+            }
+            let api: Api<PushCluster> = Api::namespaced(admin.clone(), &ns);
+            let direct = serde_json::json!({"spec": {"topology": {"queue": "direct"}}});
+            api.patch("demo", &PatchParams::default(), &Patch::Merge(&direct)).await.unwrap();
+            reconcile(get(&operator, &ns, "demo").await, ctx.clone()).await.unwrap();
+            let after = children(&admin, &ns, &pc).await;
+            for k in job {
+                assert!(!after.contains_key(k), "{k} is left after the topology dropped job");
+            }
+            assert_eq!(after.len(), kids.len() - job.len(), "only job's workload went: {:?}", after.keys());
+            let pc = get(&admin, &ns, "demo").await;
+            assert_eq!(
+                pc.status.clone().unwrap().config_hashes.keys().collect::<Vec<_>>(),
+                ["comet", "logic"]
+            );
+        })
+        .catch_unwind()
+        .await;
+        drop_operator_role(&admin, &ns).await;
+        if let Err(p) = outcome {
+            std::panic::resume_unwind(p);
+        }
     })
     .await;
 }
