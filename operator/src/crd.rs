@@ -176,6 +176,12 @@ pub struct Kafka {
     pub partitions: i32,
     /// job's consumer group.
     pub group: String,
+    /// TLS to the brokers (librdkafka `security.protocol` SSL, or SASL_SSL with `sasl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<KafkaTls>,
+    /// SASL authentication (SASL_PLAINTEXT, or SASL_SSL with `tls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl: Option<KafkaSasl>,
 }
 
 impl Default for Kafka {
@@ -185,6 +191,49 @@ impl Default for Kafka {
             topic: "goim-push-topic".into(),
             partitions: 4,
             group: "goim-push-group-job".into(),
+            tls: None,
+            sasl: None,
+        }
+    }
+}
+
+/// TLS to the Kafka brokers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase")]
+pub struct KafkaTls {
+    /// The CA bundle (PEM) the brokers' certificates are checked against, mounted into logic
+    /// and job; without it the system's trust store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+}
+
+/// SASL credentials for the Kafka brokers, by Secret reference.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaSasl {
+    #[serde(default)]
+    pub mechanism: SaslMechanism,
+    pub username_secret_ref: SecretKeyRef,
+    pub password_secret_ref: SecretKeyRef,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SaslMechanism {
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[default]
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+}
+
+impl SaslMechanism {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
         }
     }
 }

@@ -383,3 +383,132 @@ async fn a_leader_whose_lease_is_taken_stops_at_its_next_renewal() {
     })
     .await;
 }
+
+/// `operator/deploy/<name>.yaml`, every document.
+fn deploy_docs(name: &str) -> Vec<serde_yaml::Value> {
+    use serde::Deserialize;
+    let path = format!("{}/deploy/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_yaml::Deserializer::from_str(&text).map(|d| serde_yaml::Value::deserialize(d).unwrap()).collect()
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane (scripts/k8s.sh start)"]
+async fn the_install_manifests_pass_the_api_server() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    use kube::api::{Patch, PatchParams};
+    in_namespace("op-manifests", |client, ns| async move {
+        let pp = PatchParams::apply("goim-operator-tests").validation_strict().dry_run();
+        let mut kinds = Vec::new();
+        for doc in deploy_docs("rbac").into_iter().chain(deploy_docs("operator")) {
+            let kind = doc["kind"].as_str().unwrap().to_owned();
+            let name = doc["metadata"]["name"].as_str().unwrap().to_owned();
+            // Namespaced objects go to the test's namespace instead of goim-system.
+            let mut doc = doc;
+            if doc["metadata"]["namespace"].is_string() {
+                doc["metadata"]["namespace"] = ns.clone().into();
+            }
+            let result = match kind.as_str() {
+                "ServiceAccount" => Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+                    .patch(&name, &pp, &Patch::Apply(&doc))
+                    .await
+                    .map(drop),
+                "ClusterRole" => Api::<ClusterRole>::all(client.clone())
+                    .patch(&name, &pp, &Patch::Apply(&doc))
+                    .await
+                    .map(drop),
+                "ClusterRoleBinding" => Api::<ClusterRoleBinding>::all(client.clone())
+                    .patch(&name, &pp, &Patch::Apply(&doc))
+                    .await
+                    .map(drop),
+                "Deployment" => Api::<Deployment>::namespaced(client.clone(), &ns)
+                    .patch(&name, &pp, &Patch::Apply(&doc))
+                    .await
+                    .map(drop),
+                other => panic!("operator/deploy has a {other}: add it to this test"),
+            };
+            if let Err(e) = result {
+                panic!("{kind} {name}: {e}");
+            }
+            kinds.push(kind);
+        }
+        assert_eq!(kinds, ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment"]);
+    })
+    .await;
+}
+
+/// The operator's own pod, as `deploy/operator.yaml` writes it, started as a local process: its
+/// command, its env (the downward-API values filled in), a kubeconfig standing in for the
+/// in-cluster ServiceAccount token. Its probes must answer on their paths, it must lead and
+/// reconcile. The admin address is the one change: the manifest's port (checked to be the
+/// container port the probes name) is moved to a free one, since the host may use 8080.
+#[tokio::test]
+#[ignore = "needs the control plane (scripts/k8s.sh start)"]
+async fn the_operator_deployment_runs_as_written() {
+    let deployment: Deployment = deploy_docs("operator")
+        .into_iter()
+        .find(|d| d["kind"].as_str() == Some("Deployment"))
+        .map(|d| serde_yaml::from_value(d).unwrap())
+        .expect("a Deployment in deploy/operator.yaml");
+    let pod = deployment.spec.template.spec.clone().unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("goim-operator"), "the ServiceAccount of rbac.yaml");
+    let c = &pod.containers[0];
+    let command = c.command.clone().unwrap();
+    assert_eq!(command, ["goim-operator"], "the binary");
+    assert!(c.args.is_none(), "goim-operator takes no arguments");
+    let admin_port =
+        c.ports.iter().flatten().find(|p| p.name.as_deref() == Some("admin")).unwrap().container_port;
+    let probes = [c.liveness_probe.clone().unwrap(), c.readiness_probe.clone().unwrap()];
+    for p in &probes {
+        let get = p.http_get.clone().unwrap();
+        assert_eq!(
+            get.port,
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("admin".into())
+        );
+    }
+    with_operator_account("op-manifest-run", |client, ns, kubeconfig| async move {
+        let name = "goim-operator-6b8f9c7d5-x2x4q";
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_goim-operator"));
+        cmd.env_clear().env("KUBECONFIG", &kubeconfig).env("PATH", std::env::var("PATH").unwrap_or_default());
+        for e in c.env.iter().flatten() {
+            let value = match (&e.value, e.value_from.as_ref().and_then(|f| f.field_ref.as_ref())) {
+                (Some(v), _) if e.name == "GOIM_OPERATOR_ADMIN" => {
+                    assert_eq!(v, &format!("0.0.0.0:{admin_port}"), "the admin address is the admin port");
+                    format!("127.0.0.1:{port}")
+                }
+                (Some(v), _) => v.clone(),
+                (None, Some(f)) if f.field_path == "metadata.name" => name.to_owned(),
+                (None, Some(f)) if f.field_path == "metadata.namespace" => ns.clone(),
+                other => panic!("{}: an env source the test does not fill: {other:?}", e.name),
+            };
+            cmd.env(&e.name, value);
+        }
+        let log = kubeconfig.with_file_name("manifest.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = cmd.stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
+        let mut op = Operator { name: name.into(), port, child, log };
+        op.wait_live().await;
+        for p in &probes {
+            let path = p.http_get.clone().unwrap().path.unwrap();
+            let mut answered = None;
+            for _ in 0..100 {
+                answered = op.get(&path).await.map(|(code, _)| code);
+                if answered == Some(200) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(answered, Some(200), "probe {path}:\n{}", op.logs());
+        }
+        wait_holder(&client, &ns, &mut op, Duration::from_secs(20)).await;
+        create(&client, &ns, "demo", minimal()).await;
+        wait_deployment(&client, &ns, "demo-comet", Duration::from_secs(30)).await;
+        assert!(op.logs().lines().any(|l| l.starts_with('{')), "GOIM_LOG_FORMAT=json gives JSON lines");
+        op.signal("-TERM");
+        let status = op.wait_exit(Duration::from_secs(30)).await;
+        assert!(status.success(), "SIGTERM exits 0: {status}\n{}", op.logs());
+    })
+    .await;
+}

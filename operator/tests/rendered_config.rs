@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use goim::distributed::{CometSettings, JobSettings, LogicSettings};
 use goim::process::{LoadError, load};
-use goim_operator::crd::{Kafka, Queue, Redis, SecretKeyRef, Store, Topology};
+use goim_operator::crd::{
+    Kafka, KafkaSasl, KafkaTls, Queue, Redis, SaslMechanism, SecretKeyRef, Store, Topology,
+};
 use goim_operator::render::{self, Tier};
 use goim_operator::{PushCluster, PushClusterSpec};
 use kube::ResourceExt;
@@ -149,6 +151,79 @@ fn the_examples_render_files_their_binaries_load() {
         for tier in pc.spec.tiers() {
             if let Err(e) = load_tier(&pc, tier, name) {
                 panic!("{name}: {} refuses its rendered config: {e}", tier.binary());
+            }
+        }
+    }
+}
+
+#[test]
+fn kafka_tls_and_sasl_reach_both_clients_from_secrets() {
+    let secure = |tls: bool, sasl: bool| {
+        let kafka = Kafka {
+            brokers: vec!["kafka-0.kafka:9093".into()],
+            tls: tls.then(|| KafkaTls {
+                ca_secret_ref: Some(SecretKeyRef { name: "kafka-ca".into(), key: "ca.pem".into() }),
+            }),
+            sasl: sasl.then(|| KafkaSasl {
+                mechanism: SaslMechanism::ScramSha256,
+                username_secret_ref: SecretKeyRef { name: "kafka-user".into(), key: "username".into() },
+                password_secret_ref: SecretKeyRef { name: "kafka-user".into(), key: "password".into() },
+            }),
+            ..Default::default()
+        };
+        let redis = Redis { url: "redis://redis.ns1.svc:6379/0".into(), url_secret_ref: None };
+        cluster(PushClusterSpec {
+            topology: Topology { store: Store::Redis, queue: Queue::Kafka, redis, kafka },
+            ..Default::default()
+        })
+    };
+    for (tls, sasl, protocol) in
+        [(true, true, "SASL_SSL"), (true, false, "SSL"), (false, true, "SASL_PLAINTEXT")]
+    {
+        let pc = secure(tls, sasl);
+        let shape = format!("kafka-{protocol}");
+        let c = render::children(&pc).unwrap();
+        for tier in [Tier::Logic, Tier::Job] {
+            let cm = c
+                .config_maps
+                .iter()
+                .find(|m| m.name_any() == format!("demo-{}-config", tier.as_str()))
+                .unwrap();
+            let path = write(tier, &shape, &cm.data.as_ref().unwrap()[&format!("{}.toml", tier.as_str())]);
+            let env = environment(&pc, tier);
+            let props = match tier {
+                Tier::Logic => load::<LogicSettings>(Some(&path), env).unwrap().kafka.properties,
+                _ => load::<JobSettings>(Some(&path), env).unwrap().kafka.properties,
+            };
+            assert_eq!(props["security.protocol"], protocol, "{shape} {tier:?}");
+            if sasl {
+                assert_eq!(props["sasl.mechanism"], "SCRAM-SHA-256");
+                assert_eq!(
+                    props["sasl.username"], "sample_Secret_value_0123456789",
+                    "{tier:?}: from the Secret"
+                );
+                assert_eq!(
+                    props["sasl.password"], "sample_Secret_value_0123456789",
+                    "{tier:?}: from the Secret"
+                );
+                assert!(
+                    !cm.data.as_ref().unwrap().values().any(|t| t.contains("sasl.password")),
+                    "no Secret in the file"
+                );
+            }
+            let d = c.deployments.iter().find(|d| d.name_any() == format!("demo-{}", tier.as_str())).unwrap();
+            let pod = d.spec.template.spec.as_ref().unwrap();
+            let mounted = pod.containers[0]
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == "kafka-ca" && m.mount_path == "/etc/goim/kafka");
+            assert_eq!(mounted, tls, "{shape} {tier:?}: the CA is mounted with TLS");
+            if tls {
+                assert_eq!(props["ssl.ca.location"], "/etc/goim/kafka/ca.crt");
+                let v = pod.volumes.iter().flatten().find(|v| v.name == "kafka-ca").unwrap();
+                let items = v.secret.as_ref().unwrap().items.clone().unwrap();
+                assert_eq!((items[0].key.as_str(), items[0].path.as_str()), ("ca.pem", "ca.crt"));
             }
         }
     }

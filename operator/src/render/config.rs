@@ -11,6 +11,9 @@ use crate::crd::{AuthMode, JwtAlgorithm, PushCluster, Queue, Store};
 pub const CONFIG_DIR: &str = "/etc/goim";
 pub const TLS_DIR: &str = "/etc/goim/tls";
 pub const JWT_KEY_DIR: &str = "/etc/goim/jwt";
+/// The Kafka CA bundle (logic and job), when `topology.kafka.tls.caSecretRef` is set.
+pub const KAFKA_CA_DIR: &str = "/etc/goim/kafka";
+pub const KAFKA_CA_FILE: &str = "ca.crt";
 
 /// Container ports (fixed: the Service ports are what users choose).
 pub const COMET_ADMIN: u16 = 3100;
@@ -74,6 +77,38 @@ fn discovery(names: &Names, namespace: &str) -> Value {
             ]),
         ),
     ])
+}
+
+/// The librdkafka properties of `topology.kafka.tls` and `.sasl` (logic's producer and job's
+/// consumer alike), and the Secret values they take from the environment: an override
+/// `GOIM_KAFKA__PROPERTIES__SASL.PASSWORD` sets the property `sasl.password`.
+fn kafka_security(k: &crate::crd::Kafka, table: &mut Table, env: &mut Vec<SecretEnv>) {
+    let protocol = match (&k.tls, &k.sasl) {
+        (None, None) => return,
+        (Some(_), None) => "SSL",
+        (None, Some(_)) => "SASL_PLAINTEXT",
+        (Some(_), Some(_)) => "SASL_SSL",
+    };
+    let mut props = Table::new();
+    props.insert("security.protocol".into(), s(protocol));
+    if let Some(tls) = &k.tls
+        && tls.ca_secret_ref.is_some()
+    {
+        props.insert("ssl.ca.location".into(), s(format!("{KAFKA_CA_DIR}/{KAFKA_CA_FILE}")));
+    }
+    if let Some(sasl) = &k.sasl {
+        props.insert("sasl.mechanism".into(), s(sasl.mechanism.as_str()));
+        for (property, r) in
+            [("USERNAME", &sasl.username_secret_ref), ("PASSWORD", &sasl.password_secret_ref)]
+        {
+            env.push(SecretEnv {
+                var: format!("GOIM_KAFKA__PROPERTIES__SASL.{property}"),
+                secret: r.name.clone(),
+                key: r.key.clone(),
+            });
+        }
+    }
+    table.insert("properties".into(), Value::Table(props));
 }
 
 /// The operator's part of a tier's file, before the user's fragment.
@@ -200,14 +235,12 @@ pub fn base(pc: &PushCluster, tier: Tier, names: &Names, namespace: &str) -> (Ta
                 Queue::Kafka => {
                     t.insert("queue".into(), table([("kind", s("kafka"))]));
                     let k = &spec.topology.kafka;
-                    t.insert(
-                        "kafka".into(),
-                        table([
-                            ("brokers", list(k.brokers.clone())),
-                            ("topic", s(k.topic.clone())),
-                            ("partitions", Value::Integer(k.partitions.into())),
-                        ]),
-                    );
+                    let mut kafka = Table::new();
+                    kafka.insert("brokers".into(), list(k.brokers.clone()));
+                    kafka.insert("topic".into(), s(k.topic.clone()));
+                    kafka.insert("partitions".into(), Value::Integer(k.partitions.into()));
+                    kafka_security(k, &mut kafka, &mut env);
+                    t.insert("kafka".into(), Value::Table(kafka));
                 }
             }
             t.insert("discovery".into(), discovery(names, namespace));
@@ -217,14 +250,12 @@ pub fn base(pc: &PushCluster, tier: Tier, names: &Names, namespace: &str) -> (Ta
             t.insert("discovery".into(), discovery(names, namespace));
             let k = &spec.topology.kafka;
             t.insert("queue".into(), table([("kind", s("kafka"))]));
-            t.insert(
-                "kafka".into(),
-                table([
-                    ("brokers", list(k.brokers.clone())),
-                    ("topic", s(k.topic.clone())),
-                    ("group", s(k.group.clone())),
-                ]),
-            );
+            let mut kafka = Table::new();
+            kafka.insert("brokers".into(), list(k.brokers.clone()));
+            kafka.insert("topic".into(), s(k.topic.clone()));
+            kafka.insert("group".into(), s(k.group.clone()));
+            kafka_security(k, &mut kafka, &mut env);
+            t.insert("kafka".into(), Value::Table(kafka));
         }
     }
     (t, env)

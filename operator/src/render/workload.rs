@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, SecretKeySelector, SecretVolumeSource, Volume,
-    VolumeMount,
+    KeyToPath, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, SecretKeySelector, SecretVolumeSource,
+    Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -160,6 +160,31 @@ pub fn deployment(pc: &PushCluster, owner: &Owner, tier: Tier, rendered: &Render
         mounts.push(VolumeMount {
             name: "jwt-key".into(),
             mount_path: config::JWT_KEY_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+
+    if matches!(tier, Tier::Logic | Tier::Job)
+        && spec.topology.queue == crate::crd::Queue::Kafka
+        && let Some(r) = spec.topology.kafka.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref())
+    {
+        volumes.push(Volume {
+            name: "kafka-ca".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(r.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: r.key.clone(),
+                    path: config::KAFKA_CA_FILE.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "kafka-ca".into(),
+            mount_path: config::KAFKA_CA_DIR.into(),
             read_only: Some(true),
             ..Default::default()
         });

@@ -196,4 +196,36 @@ mod tests {
         assert_eq!(bad(|c| c.delivery_timeout = Duration::ZERO), "kafka.delivery_timeout");
         assert_eq!(bad(|c| _ = c.properties.insert("acks".into(), "1".into())), "kafka.properties");
     }
+    /// The operator renders these for `topology.kafka.tls` and `.sasl`: librdkafka refuses them
+    /// at creation when it was built without OpenSSL (the `ssl` feature).
+    #[test]
+    fn tls_and_scram_properties_create_a_client() {
+        let ca = std::env::temp_dir().join(format!("goim-kafka-ca-{}-producer.pem", std::process::id()));
+        // Any parseable certificate will do: only loading it is checked, no broker is reached.
+        let cert = rcgen::generate_simple_self_signed(vec!["kafka".into()]).unwrap();
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        for (protocol, mechanism) in [
+            ("SASL_SSL", "SCRAM-SHA-512"),
+            ("SASL_SSL", "SCRAM-SHA-256"),
+            ("SSL", ""),
+            ("SASL_PLAINTEXT", "PLAIN"),
+        ] {
+            let mut config = KafkaConfig::default();
+            config.properties.insert("security.protocol".into(), protocol.into());
+            if protocol.starts_with("SASL") {
+                config.properties.insert("sasl.mechanism".into(), mechanism.into());
+                config.properties.insert("sasl.username".into(), "goim".into());
+                config.properties.insert("sasl.password".into(), "secret".into());
+            }
+            if protocol.ends_with("SSL") {
+                config.properties.insert("ssl.ca.location".into(), ca.display().to_string());
+            }
+            config.validate().unwrap();
+            let created: Result<rdkafka::producer::BaseProducer, _> = config.client_config().create();
+            if let Err(e) = created {
+                panic!("{protocol} {mechanism}: {e}");
+            }
+        }
+        let _ = std::fs::remove_file(&ca);
+    }
 }
