@@ -56,6 +56,25 @@ fn set(table: &mut toml::Table, var: &str, path: &[String], value: toml::Value) 
     Ok(())
 }
 
+/// Takes the override of the setting at the dotted `path` as its raw text, when it was read as
+/// another TOML value (a number, a boolean, an array): the setting wants text, as a Secret's
+/// token of digits does (`GOIM_LOGIC__HTTP__PUSH_TOKEN=123456`). Returns whether it did, so the
+/// loader can deserialize again; a value that was already text is left alone.
+pub fn as_text(table: &mut toml::Table, vars: &[(String, String)], path: &str) -> Result<bool, Error> {
+    for (var, raw) in vars {
+        if !var.starts_with(PREFIX) || !var.contains("__") {
+            continue;
+        }
+        let levels: Vec<String> = var[PREFIX.len()..].split("__").map(str::to_ascii_lowercase).collect();
+        if levels.join(".") != path || value(raw).is_str() {
+            continue;
+        }
+        set(table, var, &levels, toml::Value::String(raw.clone()))?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 /// `raw` as a TOML value when it is exactly one, else as a string.
 fn value(raw: &str) -> toml::Value {
     match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
@@ -106,6 +125,18 @@ mod tests {
         assert_eq!(a["addr"].as_str(), Some("127.0.0.1:3119"));
         assert_eq!(a["quoted"].as_str(), Some("123"));
         assert_eq!(a["injected"].as_str(), Some("1\nb = 2"), "a value never adds other keys");
+    }
+
+    #[test]
+    fn an_override_read_as_a_number_can_be_taken_as_its_text() {
+        let env = vars(&[("GOIM_LOGIC__HTTP__PUSH_TOKEN", "123456"), ("GOIM_A__NAME", "text")]);
+        let mut t = toml::Table::new();
+        apply(&mut t, env.clone()).unwrap();
+        assert_eq!(t["logic"]["http"]["push_token"].as_integer(), Some(123456));
+        assert!(as_text(&mut t, &env, "logic.http.push_token").unwrap());
+        assert_eq!(t["logic"]["http"]["push_token"].as_str(), Some("123456"), "the digits as written");
+        assert!(!as_text(&mut t, &env, "a.name").unwrap(), "already text");
+        assert!(!as_text(&mut t, &env, "no.such.path").unwrap());
     }
 
     #[test]

@@ -73,9 +73,28 @@ pub fn load<S: Settings>(
         info!(keys = ?set, "configuration overridden from the environment");
     }
     S::from_environment(&mut table, &env);
-    let settings: S = table.try_into().map_err(|e| LoadError::Parse { path: name, source: Box::new(e) })?;
+    let vars: Vec<(String, String)> = env.into_iter().collect();
+    let settings: S = loop {
+        let error = match table.clone().try_into() {
+            Ok(s) => break s,
+            Err(e) => e,
+        };
+        // An override read as a number where the setting is text (a Secret of digits): take
+        // it as the text it is and try again. Each retry retypes one override.
+        match failed_path(&error) {
+            Some(p) if crate::env::as_text(&mut table, &vars, &p)? => continue,
+            _ => return Err(LoadError::Parse { path: name, source: Box::new(error) }),
+        }
+    };
     settings.validate().map_err(LoadError::Invalid)?;
     Ok(settings)
+}
+
+/// The dotted path a deserialization error names (its last line: ``in `logic.http.push_token` ``).
+fn failed_path(error: &toml::de::Error) -> Option<String> {
+    let text = error.to_string();
+    let line = text.lines().rev().find(|l| l.starts_with("in `"))?;
+    Some(line.strip_prefix("in `")?.strip_suffix('`')?.to_owned())
 }
 
 #[derive(Parser)]

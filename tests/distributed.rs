@@ -214,6 +214,39 @@ fn check_config_says_whether_the_binary_would_start_and_binds_nothing() {
     drop(held);
 }
 
+#[test]
+fn a_secret_of_digits_overrides_a_text_setting_as_text() {
+    let dir = Scratch::new("digits");
+    let file = dir.file(
+        "logic.toml",
+        "[discovery]\nkind = \"static\"\ncomets = [{ server_id = \"c\", addr = \"127.0.0.1:3109\" }]\n",
+    );
+    // What a Kubernetes Secret holding only digits (or `true`) gives the container.
+    let out = Command::new(binary("goim-logic"))
+        .arg("--print-config")
+        .arg("--config")
+        .arg(&file)
+        .env("GOIM_LOGIC__HTTP__PUSH_TOKEN", "123456")
+        .env("GOIM_LOGIC__AUTH__JWT__SECRET", "true")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed: toml::Table = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    assert_eq!(printed["logic"]["http"]["push_token"].as_str(), Some("123456"));
+    assert_eq!(printed["logic"]["auth"]["jwt"]["secret"].as_str(), Some("true"));
+    // A number where a number belongs stays one, and a wrong one is still refused.
+    let out = Command::new(binary("goim-logic"))
+        .arg("--check-config")
+        .arg("--config")
+        .arg(&file)
+        .env("GOIM_LOGIC__AUTH__MODE", "json")
+        .env("GOIM_GRPC__MAX_MESSAGE_SIZE", "nope")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+}
+
 /// A comet in this process (logic in-process too), serving `goim.comet.Comet` on loopback.
 async fn comet_with_grpc() -> (goim_comet::Comet, SocketAddr, SocketAddr) {
     let mut logic_config = goim_logic::Config::default();

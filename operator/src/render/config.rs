@@ -111,11 +111,25 @@ fn kafka_security(k: &crate::crd::Kafka, table: &mut Table, env: &mut Vec<Secret
     table.insert("properties".into(), Value::Table(props));
 }
 
+/// The binary's own shutdown grace: the pod's termination grace period less a margin for the
+/// process to exit after it, so the kubelet's SIGKILL never cuts a clean stop short.
+pub fn shutdown_grace(termination_grace_period_seconds: i64) -> i64 {
+    const MARGIN: i64 = 5;
+    (termination_grace_period_seconds - MARGIN).max(1)
+}
+
 /// The operator's part of a tier's file, before the user's fragment.
 pub fn base(pc: &PushCluster, tier: Tier, names: &Names, namespace: &str) -> (Table, Vec<SecretEnv>) {
     let spec = &pc.spec;
     let mut t = Table::new();
     let mut env = Vec::new();
+    t.insert(
+        "shutdown".into(),
+        table([(
+            "grace",
+            s(format!("{}s", shutdown_grace(spec.tier(tier).termination_grace_period_seconds))),
+        )]),
+    );
     match tier {
         Tier::Comet => {
             t.insert("admin".into(), table([("addr", addr(COMET_ADMIN))]));

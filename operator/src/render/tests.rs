@@ -201,3 +201,34 @@ fn generated_tokens_read_as_strings() {
         assert!(v.parse::<toml::Value>().is_err(), "{v} would read as a TOML value");
     }
 }
+
+#[test]
+fn each_binarys_shutdown_grace_fits_in_its_pods_termination_grace() {
+    let mut spec = full();
+    spec.comet.pod.termination_grace_period_seconds = 90;
+    spec.job.termination_grace_period_seconds = 3;
+    let pc = cluster(spec);
+    let names = Names::new("demo");
+    for (tier, want) in [(Tier::Comet, "85s"), (Tier::Logic, "25s"), (Tier::Job, "1s")] {
+        let text = config::render(&pc, tier, &names, "ns1").unwrap().text;
+        let file: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(file["shutdown"]["grace"].as_str(), Some(want), "{tier:?}");
+    }
+}
+
+#[test]
+fn liveness_waits_for_a_startup_probe() {
+    let c = children(&cluster(full())).unwrap();
+    for d in &c.deployments {
+        let ctr = &d.spec.template.spec.as_ref().unwrap().containers[0];
+        let startup = ctr.startup_probe.as_ref().expect("a startup probe");
+        let get = startup.http_get.as_ref().unwrap();
+        assert_eq!(get.path.as_deref(), Some("/healthz"));
+        let budget = startup.period_seconds.unwrap() * startup.failure_threshold.unwrap();
+        assert!(
+            budget >= 120,
+            "{}: {budget}s may cut logic's start (store, topic, discovery) short",
+            d.name_any()
+        );
+    }
+}

@@ -198,6 +198,9 @@ pub fn deployment(pc: &PushCluster, owner: &Owner, tier: Tier, rendered: &Render
         args: Some(vec!["--config".into(), format!("{}/{}", config::CONFIG_DIR, config::file_name(tier))]),
         env: Some(env(pc, tier, rendered)),
         ports: Some(ports),
+        // Until /healthz first answers (logic waits at start for its store, the Kafka topic
+        // and the discovery sync), liveness does not count: up to 3 minutes.
+        startup_probe: Some(probe("/healthz", 2, 90)),
         liveness_probe: Some(probe("/healthz", 10, 3)),
         readiness_probe: Some(probe("/readyz", 5, 2)),
         resources: t.resources.clone(),
