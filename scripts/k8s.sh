@@ -129,7 +129,7 @@ install_all() {
 
 SERVICE_CIDR=10.96.0.0/16 # allocation range only: nothing routes or sends traffic there
 SERVICE_IP=10.96.0.1      # the first service IP, the `kubernetes` Service (in the serving cert)
-POD_CIDR=10.244.0.0/16    # what kwok writes into pod status; never dialled by the tests
+POD_CIDR=10.244.0.0/16    # what kwok writes into pod status; routed to lo (pod_addresses_local)
 NODE_IP=10.240.0.10       # what kwok writes into node status
 NODES="${GOIM_K8S_NODES:-1}"
 TAINT="${GOIM_K8S_TAINT:-true}" # taint kwok nodes (kwok.x-k8s.io/node=fake:NoSchedule)
@@ -416,6 +416,7 @@ cmd_start() {
         --cidr="$POD_CIDR" --node-ip="$NODE_IP" --node-lease-duration-seconds=40 \
         --server-address="$host:$kwok_port"
     create_nodes
+    pod_addresses_local
 
     wait_until 30 "kube-controller-manager /healthz" component_healthy kube-controller-manager
     wait_until 30 "kube-scheduler /healthz" component_healthy kube-scheduler
@@ -438,6 +439,19 @@ cmd_start() {
 # API server, then the API server, then etcd (TERMed together, each waits for the one below
 # it). Each step: TERM, then KILL what is still running after 10 s.
 # `all` also removes the state; `keep-logs` (a failed start) leaves it, for a look at the logs.
+# kwok's pod IPs are local addresses of this machine: a `local` route of the pod CIDR on lo
+# (Linux AnyIP) lets a test bind a real process at a fake pod's IP (a comet's admin port the
+# operator reads, say), and traffic to those IPs never leaves loopback. Needs root (or sudo);
+# left in place by `stop` (harmless, and another control plane may be using it).
+pod_addresses_local() {
+    if ip route show table local | grep -q "^local $POD_CIDR dev lo"; then return; fi
+    local sudo_cmd=()
+    [ "$(id -u)" = 0 ] || sudo_cmd=(sudo -n)
+    "${sudo_cmd[@]}" ip route replace local "$POD_CIDR" dev lo table local \
+        || die "cannot route the pod CIDR $POD_CIDR to lo (needs root or passwordless sudo)"
+    log "pod IPs ($POD_CIDR) are local addresses (route on lo)"
+}
+
 cmd_stop() {
     local mode=$1 stopped=0
     stop_step kwok kube-scheduler kube-controller-manager

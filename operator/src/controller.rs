@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use crate::check::{CheckError, Checker};
+use crate::connections::{self, Reading};
 use crate::crd::{PushCluster, PushClusterStatus, TierStatus};
 use crate::metrics::{ErrorLabels, Metrics};
 use crate::render::{self, MANAGER, Names, RenderError, Tier, config};
@@ -73,7 +74,8 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
-            resync: Duration::from_secs(300),
+            // Also how fresh status.connections is.
+            resync: Duration::from_secs(30),
             checker: None,
         }
     }
@@ -233,6 +235,7 @@ pub fn status(
     pc: &PushCluster,
     deployments: &[Deployment],
     hashes: &std::collections::BTreeMap<String, String>,
+    readings: Option<&[Reading]>,
     failure: Option<&Error>,
 ) -> PushClusterStatus {
     let names = Names::new(&pc.name_any());
@@ -274,7 +277,10 @@ pub fn status(
         comet: tier_status(find(Tier::Comet), &names.cluster, Tier::Comet),
         logic: tier_status(find(Tier::Logic), &names.cluster, Tier::Logic),
         job: tier_status(find(Tier::Job), &names.cluster, Tier::Job),
-        connections: old.connections,
+        connections: readings.map_or(old.connections, |r| r.iter().filter_map(|r| r.connections).sum()),
+        comets_reporting: readings.map_or(old.comets_reporting, |r| {
+            format!("{}/{}", r.iter().filter(|r| r.connections.is_some()).count(), r.len())
+        }),
         endpoints: crate::crd::Endpoints {
             tcp: format!("{svc}:{}", pc.spec.comet.service.tcp_port),
             websocket: format!("ws://{svc}:{}/sub", pc.spec.comet.service.websocket_port),
@@ -405,14 +411,23 @@ pub async fn reconcile(pc: Arc<PushCluster>, ctx: Arc<Context>) -> Result<Action
     let key = format!("{}/{}", pc.namespace().unwrap_or_default(), pc.name_any());
     let result = match render::children(&pc) {
         Ok(children) => match checked_apply(&ctx, &pc, &children).await {
-            Ok(deployments) => Ok((deployments, children.hashes)),
+            Ok(deployments) => {
+                match connections::read(&ctx.client, &pc.namespace().unwrap_or_default(), &pc.name_any())
+                    .await
+                {
+                    Ok(readings) => Ok((deployments, children.hashes, readings)),
+                    Err(e) => Err(Error::Kube(e)),
+                }
+            }
             Err(e) => Err(e),
         },
         Err(e) => Err(Error::Render(e)),
     };
     let (status, outcome) = match result {
-        Ok((deployments, hashes)) => (status(&pc, &deployments, &hashes, None), Ok(())),
-        Err(e) => (status(&pc, &[], &Default::default(), Some(&e)), Err(e)),
+        Ok((deployments, hashes, readings)) => {
+            (status(&pc, &deployments, &hashes, Some(&readings), None), Ok(()))
+        }
+        Err(e) => (status(&pc, &[], &Default::default(), None, Some(&e)), Err(e)),
     };
     let ready = status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
     let was_ready = pc

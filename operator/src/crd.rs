@@ -459,8 +459,12 @@ pub struct PushClusterStatus {
     pub comet: TierStatus,
     pub logic: TierStatus,
     pub job: TierStatus,
-    /// Client connections over all comets (not measured yet: 0).
+    /// Client connections over the ready comets that answered (`goim_comet_connections` from
+    /// each comet's admin port), as of the last reconcile.
     pub connections: i64,
+    /// How many ready comets answered for `connections`, of how many ready comets.
+    #[serde(default)]
+    pub comets_reporting: String,
     /// Where clients and pushers connect.
     pub endpoints: Endpoints,
     /// sha256 of each tier's rendered configuration (the pod template annotation).

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod check;
+pub mod connections;
 pub mod controller;
 pub mod crd;
 pub mod leader;

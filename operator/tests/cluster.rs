@@ -165,8 +165,8 @@ async fn an_unchanged_reconcile_changes_nothing() {
         let (gets, writes) = (requests.get.load(Ordering::SeqCst), requests.writes.load(Ordering::SeqCst));
         eprintln!("unchanged reconcile: {} GET, {writes} writes over 20, {took:?} each", gets / 20);
         assert_eq!(writes, 0, "an unchanged cluster got writes");
-        // One GET per child (the Secret's metadata included).
-        assert_eq!(gets, 20 * before.len());
+        // One GET per child (the Secret's metadata included), one LIST of the comet pods.
+        assert_eq!(gets, 20 * (before.len() + 1));
     })
     .await;
 }
@@ -551,6 +551,111 @@ async fn a_topology_without_job_deletes_jobs_workload() {
         if let Err(p) = outcome {
             std::panic::resume_unwind(p);
         }
+    })
+    .await;
+}
+
+/// The ready comet pods' IPs (kwok's fake pods: scripts/k8s.sh routes their CIDR to lo).
+async fn comet_pod_ips(client: &Client, ns: &str) -> Vec<std::net::IpAddr> {
+    let lp = ListParams::default().labels("app.kubernetes.io/component=comet");
+    let pods =
+        Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns).list(&lp).await.unwrap();
+    pods.items.iter().filter_map(|p| p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()).collect()
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane (scripts/k8s.sh start)"]
+async fn the_status_counts_the_connections_of_every_ready_comet() {
+    use goim_bench::client::{Client as Push, Transport, json_token};
+    use std::net::SocketAddr;
+    use std::process::Command;
+    in_namespace("op-conns", |client, ns| async move {
+        let mut spec = minimal();
+        spec.comet.pod.replicas = 2;
+        create(&client, &ns, "demo", spec).await;
+        let ctx = context(&client);
+        until_ready(&client, &ns, &ctx).await;
+        let ips = comet_pod_ips(&client, &ns).await;
+        assert_eq!(ips.len(), 2, "{ips:?}");
+        for ip in &ips {
+            assert!(
+                std::net::TcpListener::bind((*ip, 0)).is_ok(),
+                "pod IP {ip} is not a local address: `bash scripts/k8s.sh start` routes the pod CIDR to lo"
+            );
+        }
+        // Real comets at the pods' IPs (each pod's own address, so the rendered ports), one
+        // real logic on loopback that both use.
+        let dir = std::env::temp_dir().join(format!("goim-op-conns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (logic_grpc, logic_admin) = (free_port(), free_port());
+        let comets: String = ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| format!("{{ server_id = \"comet-{i}\", addr = \"{ip}:3109\" }}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let logic_toml = format!(
+            "[logic.http]\naddr = \"127.0.0.1:{}\"\n[logic.auth]\nmode = \"json\"\n[grpc]\naddr = \"127.0.0.1:{logic_grpc}\"\n\
+             [admin]\naddr = \"127.0.0.1:{logic_admin}\"\n[discovery]\nkind = \"static\"\ncomets = [{comets}]\n",
+            free_port()
+        );
+        std::fs::write(dir.join("logic.toml"), logic_toml).unwrap();
+        let mut cmd = Command::new(tier_binary("goim-logic"));
+        cmd.arg("--config").arg(dir.join("logic.toml"));
+        let logic = Proc::spawn("logic", cmd, &dir);
+        wait_listening(SocketAddr::from(([127, 0, 0, 1], logic_grpc)), &logic).await;
+        let mut procs = Vec::new();
+        for (i, ip) in ips.iter().enumerate() {
+            let file = dir.join(format!("comet-{i}.toml"));
+            std::fs::write(
+                &file,
+                format!(
+                    "[comet]\nserver_id = \"comet-{i}\"\ntcp.bind = [\"{ip}:3101\"]\nwebsocket.bind = []\n\
+                     [grpc]\naddr = \"{ip}:3109\"\n[admin]\naddr = \"{ip}:3100\"\n[logic]\naddrs = [\"127.0.0.1:{logic_grpc}\"]\n"
+                ),
+            )
+            .unwrap();
+            let mut cmd = Command::new(tier_binary("goim-comet"));
+            cmd.arg("--config").arg(&file);
+            let p = Proc::spawn(&format!("comet-{i}"), cmd, &dir);
+            wait_listening(SocketAddr::new(*ip, 3101), &p).await;
+            procs.push(p);
+        }
+        // 3 clients on the first comet, 2 on the second.
+        let mut clients = Vec::new();
+        for (n, ip) in [(3, ips[0]), (2, ips[1])] {
+            for k in 0..n {
+                let mut c = Push::connect(Transport::Tcp, SocketAddr::new(ip, 3101)).await.unwrap();
+                let mid = clients.len() as i64 + 1;
+                let frame = c.auth(&json_token(mid, &format!("key-{ip}-{k}"), "live://1", &[])).await.unwrap();
+                assert_eq!(frame.op, 8, "auth reply");
+                clients.push(c);
+            }
+        }
+        let counted = |want: i64, reporting: &'static str| {
+            let (client, ns, ctx) = (client.clone(), ns.clone(), ctx.clone());
+            async move {
+                let mut last = None;
+                for _ in 0..50 {
+                    reconcile(get(&client, &ns, "demo").await, ctx.clone()).await.unwrap();
+                    let s = get(&client, &ns, "demo").await.status.clone().unwrap();
+                    if s.connections == want && s.comets_reporting == reporting {
+                        return;
+                    }
+                    last = Some((s.connections, s.comets_reporting));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                panic!("status.connections: wanted {want} from {reporting}, got {last:?}");
+            }
+        };
+        counted(5, "2/2").await;
+        // A comet that stops answering no longer counts, and the status says so.
+        drop(procs.remove(1));
+        counted(3, "1/2").await;
+        drop(clients);
+        drop(procs);
+        drop(logic);
+        let _ = std::fs::remove_dir_all(&dir);
     })
     .await;
 }

@@ -263,3 +263,61 @@ pub async fn service_account_kubeconfig(admin: &Client, ns: &str, sa: &str, path
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
+
+/// A tier binary Cargo built beside this test (`target/<profile>/goim-comet`, ...).
+pub fn tier_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("no {name} beside {}: build it with `cargo build --bins`", exe.display()))
+}
+
+/// A process the test started: killed on drop (also when the test panics), its output printed
+/// then.
+pub struct Proc {
+    pub name: String,
+    pub child: std::process::Child,
+    pub log: std::path::PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: std::process::Command, dir: &std::path::Path) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        Proc { name: name.into(), child, log }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- log of {} ----\n{}", self.name, self.logs());
+        }
+    }
+}
+
+/// Until something accepts connections at `addr`, or panics naming `what`.
+pub async fn wait_listening(addr: std::net::SocketAddr, what: &Proc) {
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} does not listen on {addr}:\n{}", what.name, what.logs());
+}
