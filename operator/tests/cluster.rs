@@ -659,3 +659,31 @@ async fn the_status_counts_the_connections_of_every_ready_comet() {
     })
     .await;
 }
+
+#[tokio::test]
+#[ignore = "needs the control plane (scripts/k8s.sh start)"]
+async fn a_job_replica_change_writes_only_jobs_deployment() {
+    in_namespace("op-job-replicas", |client, ns| async move {
+        let mut spec = minimal();
+        spec.job.tolerations = spec.logic.tolerations.clone();
+        spec.topology.store = goim_operator::crd::Store::Redis;
+        spec.topology.redis.url = "redis://redis:6379/0".into();
+        spec.topology.queue = goim_operator::crd::Queue::Kafka;
+        spec.topology.kafka.brokers = vec!["kafka:9092".into()];
+        create(&client, &ns, "demo", spec).await;
+        let ctx = context(&client);
+        reconcile(get(&client, &ns, "demo").await, ctx.clone()).await.unwrap();
+        let pc = get(&client, &ns, "demo").await;
+        let before = children(&client, &ns, &pc).await;
+        let api: Api<PushCluster> = Api::namespaced(client.clone(), &ns);
+        let patch = serde_json::json!({"spec": {"job": {"replicas": 3}}});
+        api.patch("demo", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        reconcile(get(&client, &ns, "demo").await, ctx.clone()).await.unwrap();
+        let after = children(&client, &ns, &pc).await;
+        let changed: Vec<_> = before.keys().filter(|k| before[*k] != after[*k]).collect();
+        assert_eq!(changed, ["Deployment/demo-job"], "only job's Deployment is written");
+        let job = Api::<Deployment>::namespaced(client.clone(), &ns).get("demo-job").await.unwrap();
+        assert_eq!(job.spec.replicas, Some(3));
+    })
+    .await;
+}
