@@ -25,35 +25,44 @@ pub struct Reading {
     pub connections: Option<i64>,
 }
 
-/// The readings of every ready comet pod of the cluster `name` in `namespace`.
-pub async fn read(client: &Client, namespace: &str, name: &str) -> Result<Vec<Reading>, kube::Error> {
+/// The comet pods of the cluster `name` in `namespace` (terminating ones left out), and the
+/// readings of the ready ones.
+pub async fn read(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<(Vec<Pod>, Vec<Reading>), kube::Error> {
     let selector = selector_labels(name, Tier::Comet)
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+    let list = Api::<Pod>::namespaced(client.clone(), namespace)
         .list(&ListParams::default().labels(&selector))
         .await?;
-    let reads =
-        pods.items.iter().filter_map(|p| Some((p.name_any(), ready_ip(p)?))).map(|(pod, ip)| async move {
+    let pods: Vec<Pod> = list.items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+    let reads = pods.iter().filter(|p| is_ready(p)).filter_map(|p| Some((p.name_any(), ip(p)?))).map(
+        |(pod, ip)| async move {
             let connections = scrape(SocketAddr::new(ip, config::COMET_ADMIN)).await;
             Reading { pod, connections }
-        });
-    Ok(futures_util::future::join_all(reads).await)
+        },
+    );
+    let readings = futures_util::future::join_all(reads).await;
+    Ok((pods, readings))
 }
 
-/// The pod's IP when it is ready and not terminating.
-fn ready_ip(pod: &Pod) -> Option<IpAddr> {
-    if pod.metadata.deletion_timestamp.is_some() {
-        return None;
-    }
-    let status = pod.status.as_ref()?;
-    let ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
-    if !ready {
-        return None;
-    }
-    status.pod_ip.as_deref()?.parse().ok()
+/// Whether the pod is ready and not terminating.
+pub fn is_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn ip(pod: &Pod) -> Option<IpAddr> {
+    pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
 }
 
 /// `goim_comet_connections` (summed over its transports) from `addr`'s `/metrics`.

@@ -26,11 +26,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
+use crate::autoscale;
 use crate::check::{CheckError, Checker};
 use crate::connections::{self, Reading};
+use crate::crd::AutoscalingMode;
 use crate::crd::{PushCluster, PushClusterStatus, TierStatus};
 use crate::metrics::{ErrorLabels, Metrics};
 use crate::render::{self, MANAGER, Names, RenderError, Tier, config};
+use crate::scale_in;
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +68,10 @@ pub struct Context {
     pub resync: Duration,
     /// Checks each rendered file with its tier's binary before anything is applied.
     pub checker: Option<Arc<Checker>>,
+    /// The autoscaler's recommendations per cluster (`namespace/name`).
+    pub autoscale: std::sync::Mutex<std::collections::HashMap<String, autoscale::History>>,
+    /// The origin of the autoscaler's clock.
+    pub started: Instant,
 }
 
 impl Context {
@@ -77,6 +84,8 @@ impl Context {
             // Also how fresh status.connections is.
             resync: Duration::from_secs(30),
             checker: None,
+            autoscale: Default::default(),
+            started: Instant::now(),
         }
     }
 
@@ -272,6 +281,7 @@ pub fn status(
     );
     let svc = format!("{}.{ns}.svc", names.comet_service());
     PushClusterStatus {
+        autoscaling: old.autoscaling.clone(),
         observed_generation: generation,
         conditions,
         comet: tier_status(find(Tier::Comet), &names.cluster, Tier::Comet),
@@ -409,23 +419,30 @@ pub async fn reconcile(pc: Arc<PushCluster>, ctx: Arc<Context>) -> Result<Action
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
     let key = format!("{}/{}", pc.namespace().unwrap_or_default(), pc.name_any());
-    let result = match render::children(&pc) {
-        Ok(children) => match checked_apply(&ctx, &pc, &children).await {
-            Ok(deployments) => {
-                match connections::read(&ctx.client, &pc.namespace().unwrap_or_default(), &pc.name_any())
-                    .await
-                {
-                    Ok(readings) => Ok((deployments, children.hashes, readings)),
-                    Err(e) => Err(Error::Kube(e)),
-                }
+    let mut soon = false;
+    let result = async {
+        let ns = pc.namespace().unwrap_or_default();
+        let (pods, readings) = connections::read(&ctx.client, &ns, &pc.name_any()).await?;
+        let (replicas, decision) = comet_replicas(&ctx, &pc, &pods, &readings, &key);
+        let replicas = match scale_in_step(&ctx, &pc, &pods, &readings, replicas).await? {
+            ScaleIn::Go(n) => n,
+            ScaleIn::Wait(n) => {
+                soon = true;
+                n
             }
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(Error::Render(e)),
-    };
+        };
+        let mut wanted = (*pc).clone();
+        wanted.spec.comet.pod.replicas = replicas;
+        let children = render::children(&wanted)?;
+        let deployments = checked_apply(&ctx, &pc, &children).await?;
+        Ok::<_, Error>((deployments, children.hashes, readings, decision))
+    }
+    .await;
     let (status, outcome) = match result {
-        Ok((deployments, hashes, readings)) => {
-            (status(&pc, &deployments, &hashes, Some(&readings), None), Ok(()))
+        Ok((deployments, hashes, readings, decision)) => {
+            let mut s = status(&pc, &deployments, &hashes, Some(&readings), None);
+            s.autoscaling = decision;
+            (s, Ok(()))
         }
         Err(e) => (status(&pc, &[], &Default::default(), None, Some(&e)), Err(e)),
     };
@@ -446,7 +463,99 @@ pub async fn reconcile(pc: Arc<PushCluster>, ctx: Arc<Context>) -> Result<Action
     if written? {
         info!(cluster = %key, ready, "status updated");
     }
-    Ok(Action::requeue(if ready { ctx.resync } else { Duration::from_secs(10) }))
+    Ok(Action::requeue(if soon {
+        Duration::from_secs(2)
+    } else if ready {
+        ctx.resync
+    } else {
+        Duration::from_secs(10)
+    }))
+}
+
+/// The comet replicas to run: the autoscaler's decision (builtin mode), else the spec's.
+fn comet_replicas(
+    ctx: &Context,
+    pc: &PushCluster,
+    pods: &[k8s_openapi::api::core::v1::Pod],
+    readings: &[Reading],
+    key: &str,
+) -> (i32, Option<autoscale::Decision>) {
+    let a = &pc.spec.autoscaling;
+    let spec = pc.spec.comet.pod.replicas;
+    if !a.enabled || a.mode != AutoscalingMode::Builtin {
+        ctx.autoscale.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        return (spec, None);
+    }
+    let now = ctx.started.elapsed().as_secs() as i64;
+    let current =
+        pc.status.as_ref().and_then(|s| s.autoscaling.as_ref()).map_or(spec, |d| d.desired_replicas);
+    let policy = autoscale::Policy {
+        min: a.min_replicas,
+        max: a.max_replicas,
+        target_per_comet: a.target_connections_per_comet,
+        scale_down_stabilization: a.scale_down_stabilization_seconds,
+        max_step_down: 1,
+    };
+    let ready = pods.iter().filter(|p| connections::is_ready(p)).count() as i32;
+    let reading = autoscale::Reading {
+        at: now,
+        connections: readings.iter().filter_map(|r| r.connections).sum(),
+        reporting: readings.iter().filter(|r| r.connections.is_some()).count() as i32,
+        ready,
+    };
+    let mut histories = ctx.autoscale.lock().unwrap_or_else(|p| p.into_inner());
+    let history =
+        histories.entry(key.to_owned()).or_insert_with(|| autoscale::History::starting(now, current));
+    let decision = autoscale::decide(&policy, current, &reading, history);
+    if decision.desired_replicas != current {
+        info!(cluster = %key, from = current, to = decision.desired_replicas, reason = %decision.reason, "autoscaling comets");
+    }
+    (decision.desired_replicas, Some(decision))
+}
+
+enum ScaleIn {
+    /// Render these replicas.
+    Go(i32),
+    /// Keep these (the live ones) a moment: the pods' deletion costs were just written.
+    Wait(i32),
+}
+
+/// Before comet replicas go down, the pods to remove carry the lowest deletion cost
+/// ([`crate::scale_in`]); until they do, the live replicas stay.
+async fn scale_in_step(
+    ctx: &Context,
+    pc: &PushCluster,
+    pods: &[k8s_openapi::api::core::v1::Pod],
+    readings: &[Reading],
+    want: i32,
+) -> Result<ScaleIn, Error> {
+    let running = pods.len() as i32;
+    if want >= running {
+        return Ok(ScaleIn::Go(want));
+    }
+    let ns = pc.namespace().unwrap_or_default();
+    let live = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&Names::new(&pc.name_any()).workload(Tier::Comet))
+        .await?
+        .and_then(|d| d.spec.replicas)
+        .unwrap_or(want);
+    if want >= live {
+        return Ok(ScaleIn::Go(want));
+    }
+    let remove = (running - want) as usize;
+    let costs = scale_in::costs(pods, readings, remove);
+    if scale_in::ordered(pods, &costs, remove) {
+        return Ok(ScaleIn::Go(want));
+    }
+    let patched = scale_in::annotate(&ctx.client, &ns, pods, &costs).await?;
+    ctx.event(
+        pc,
+        EventType::Normal,
+        "ScaleInPrepared",
+        format!("{patched} comet pods annotated so the {remove} least connected go first ({live} to {want})"),
+    )
+    .await;
+    Ok(ScaleIn::Wait(live))
 }
 
 pub fn error_policy(pc: Arc<PushCluster>, error: &Error, ctx: Arc<Context>) -> Action {

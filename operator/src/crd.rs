@@ -82,7 +82,7 @@ pub struct PushClusterSpec {
     pub logic: TierSpec,
     /// job: consumes Kafka and dispatches to comets. Runs only with `topology.queue: kafka`.
     pub job: TierSpec,
-    /// Placeholder (not acted on yet): autoscaling comets on connections.
+    /// Comet replicas from the connections the operator reads.
     pub autoscaling: Autoscaling,
     /// Placeholder (not acted on yet): how a comet sheds its clients before it exits.
     pub drain: Drain,
@@ -398,7 +398,7 @@ impl Default for Wss {
     }
 }
 
-/// Placeholder: the next issue scales comets on connections.
+/// Comet replicas from connections (operator/src/autoscale.rs).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
@@ -407,6 +407,10 @@ impl Default for Wss {
 }]))]
 pub struct Autoscaling {
     pub enabled: bool,
+    /// `builtin`: the operator sets comet replicas from the connections it reads. `external`:
+    /// an HPA or KEDA drives the scale subresource (`spec.comet.replicas`); the operator only
+    /// reports the connections.
+    pub mode: AutoscalingMode,
     #[schemars(range(min = 1))]
     pub min_replicas: i32,
     #[schemars(range(min = 1))]
@@ -417,10 +421,19 @@ pub struct Autoscaling {
     pub scale_down_stabilization_seconds: i64,
 }
 
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoscalingMode {
+    #[default]
+    Builtin,
+    External,
+}
+
 impl Default for Autoscaling {
     fn default() -> Autoscaling {
         Autoscaling {
             enabled: false,
+            mode: AutoscalingMode::Builtin,
             min_replicas: 1,
             max_replicas: 10,
             target_connections_per_comet: 10_000,
@@ -465,6 +478,9 @@ pub struct PushClusterStatus {
     /// How many ready comets answered for `connections`, of how many ready comets.
     #[serde(default)]
     pub comets_reporting: String,
+    /// The connection autoscaler's last decision (with `autoscaling.enabled`, mode builtin).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<crate::autoscale::Decision>,
     /// Where clients and pushers connect.
     pub endpoints: Endpoints,
     /// sha256 of each tier's rendered configuration (the pod template annotation).

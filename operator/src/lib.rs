@@ -7,6 +7,7 @@
 //! never links the tier crates: it renders the TOML they read.
 
 pub mod admin;
+pub mod autoscale;
 pub mod check;
 pub mod connections;
 pub mod controller;
@@ -14,6 +15,7 @@ pub mod crd;
 pub mod leader;
 pub mod metrics;
 pub mod render;
+pub mod scale_in;
 
 pub use crd::{PushCluster, PushClusterSpec, PushClusterStatus};
 

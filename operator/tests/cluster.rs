@@ -563,29 +563,25 @@ async fn comet_pod_ips(client: &Client, ns: &str) -> Vec<std::net::IpAddr> {
     pods.items.iter().filter_map(|p| p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()).collect()
 }
 
-#[tokio::test]
-#[ignore = "needs the control plane (scripts/k8s.sh start)"]
-async fn the_status_counts_the_connections_of_every_ready_comet() {
-    use goim_bench::client::{Client as Push, Transport, json_token};
-    use std::net::SocketAddr;
-    use std::process::Command;
-    in_namespace("op-conns", |client, ns| async move {
-        let mut spec = minimal();
-        spec.comet.pod.replicas = 2;
-        create(&client, &ns, "demo", spec).await;
-        let ctx = context(&client);
-        until_ready(&client, &ns, &ctx).await;
-        let ips = comet_pod_ips(&client, &ns).await;
-        assert_eq!(ips.len(), 2, "{ips:?}");
-        for ip in &ips {
+/// Real comets at the comet pods' IPs (each pod's own address, so the rendered ports) and one
+/// real logic on loopback they all use; killed on drop.
+struct RealComets {
+    comets: Vec<Proc>,
+    _logic: Proc,
+    dir: std::path::PathBuf,
+}
+
+impl RealComets {
+    async fn start(ips: &[std::net::IpAddr]) -> RealComets {
+        use std::net::SocketAddr;
+        use std::process::Command;
+        for ip in ips {
             assert!(
                 std::net::TcpListener::bind((*ip, 0)).is_ok(),
                 "pod IP {ip} is not a local address: `bash scripts/k8s.sh start` routes the pod CIDR to lo"
             );
         }
-        // Real comets at the pods' IPs (each pod's own address, so the rendered ports), one
-        // real logic on loopback that both use.
-        let dir = std::env::temp_dir().join(format!("goim-op-conns-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("goim-op-comets-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).unwrap();
         let (logic_grpc, logic_admin) = (free_port(), free_port());
         let comets: String = ips
@@ -621,17 +617,46 @@ async fn the_status_counts_the_connections_of_every_ready_comet() {
             wait_listening(SocketAddr::new(*ip, 3101), &p).await;
             procs.push(p);
         }
+        RealComets { comets: procs, _logic: logic, dir }
+    }
+}
+
+impl Drop for RealComets {
+    fn drop(&mut self) {
+        self.comets.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `n` authenticated goim clients on the comet at `ip`.
+async fn clients_on(ip: std::net::IpAddr, n: usize, first_mid: i64) -> Vec<goim_bench::client::Client> {
+    use goim_bench::client::{Client as Push, Transport, json_token};
+    let mut out = Vec::new();
+    for k in 0..n {
+        let mut c = Push::connect(Transport::Tcp, std::net::SocketAddr::new(ip, 3101)).await.unwrap();
+        let mid = first_mid + k as i64;
+        let frame = c.auth(&json_token(mid, &format!("key-{ip}-{k}"), "live://1", &[])).await.unwrap();
+        assert_eq!(frame.op, 8, "auth reply");
+        out.push(c);
+    }
+    out
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane (scripts/k8s.sh start)"]
+async fn the_status_counts_the_connections_of_every_ready_comet() {
+    in_namespace("op-conns", |client, ns| async move {
+        let mut spec = minimal();
+        spec.comet.pod.replicas = 2;
+        create(&client, &ns, "demo", spec).await;
+        let ctx = context(&client);
+        until_ready(&client, &ns, &ctx).await;
+        let ips = comet_pod_ips(&client, &ns).await;
+        assert_eq!(ips.len(), 2, "{ips:?}");
+        let mut comets = RealComets::start(&ips).await;
         // 3 clients on the first comet, 2 on the second.
-        let mut clients = Vec::new();
-        for (n, ip) in [(3, ips[0]), (2, ips[1])] {
-            for k in 0..n {
-                let mut c = Push::connect(Transport::Tcp, SocketAddr::new(ip, 3101)).await.unwrap();
-                let mid = clients.len() as i64 + 1;
-                let frame = c.auth(&json_token(mid, &format!("key-{ip}-{k}"), "live://1", &[])).await.unwrap();
-                assert_eq!(frame.op, 8, "auth reply");
-                clients.push(c);
-            }
-        }
+        let mut clients = clients_on(ips[0], 3, 1).await;
+        clients.extend(clients_on(ips[1], 2, 100).await);
         let counted = |want: i64, reporting: &'static str| {
             let (client, ns, ctx) = (client.clone(), ns.clone(), ctx.clone());
             async move {
@@ -650,12 +675,91 @@ async fn the_status_counts_the_connections_of_every_ready_comet() {
         };
         counted(5, "2/2").await;
         // A comet that stops answering no longer counts, and the status says so.
-        drop(procs.remove(1));
+        drop(comets.comets.remove(1));
         counted(3, "1/2").await;
         drop(clients);
-        drop(procs);
-        drop(logic);
-        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane (scripts/k8s.sh start)"]
+async fn the_autoscaler_removes_the_least_connected_comet() {
+    use k8s_openapi::api::core::v1::Pod;
+    in_namespace("op-scale-in", |admin, ns| async move {
+        // As the operator's ServiceAccount: the pods' patch permission is part of what is shown.
+        let operator = as_operator(&admin, &ns, operator_cluster_role()).await;
+        let outcome = std::panic::AssertUnwindSafe(async {
+            let mut spec = minimal();
+            spec.comet.pod.replicas = 4;
+            spec.autoscaling.enabled = true;
+            spec.autoscaling.min_replicas = 1;
+            spec.autoscaling.target_connections_per_comet = 5;
+            spec.autoscaling.scale_down_stabilization_seconds = 0;
+            create(&admin, &ns, "demo", spec).await;
+            let ctx = context(&operator);
+            until_ready(&operator, &ns, &ctx).await;
+            let pods_api = Api::<Pod>::namespaced(admin.clone(), &ns);
+            let lp = ListParams::default().labels("app.kubernetes.io/component=comet");
+            let pods = pods_api.list(&lp).await.unwrap().items;
+            assert_eq!(pods.len(), 4);
+            let ips: Vec<std::net::IpAddr> =
+                pods.iter().map(|p| p.status.clone().unwrap().pod_ip.unwrap().parse().unwrap()).collect();
+            let _comets = RealComets::start(&ips).await;
+            // 5, 1, 3 and 4 clients: 13 in all, target 5 per comet: 3 comets.
+            let mut clients = Vec::new();
+            for (i, n) in [5, 1, 3, 4].into_iter().enumerate() {
+                clients.extend(clients_on(ips[i], n, 1 + 100 * i as i64).await);
+            }
+            let least = pods[1].name_any();
+            let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
+            let mut replicas = None;
+            for _ in 0..50 {
+                reconcile(get(&operator, &ns, "demo").await, ctx.clone()).await.unwrap();
+                replicas = deployments.get("demo-comet").await.unwrap().spec.replicas;
+                if replicas == Some(3) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            assert_eq!(replicas, Some(3), "the autoscaler did not scale comets to 3");
+            let decision = get(&admin, &ns, "demo").await.status.clone().unwrap().autoscaling.unwrap();
+            assert_eq!((decision.connections, decision.desired_replicas), (13, 3), "{decision:?}");
+            eprintln!("autoscaler: {}", decision.reason);
+            // The ReplicaSet controller removes the pod with the lowest deletion cost.
+            let mut gone = Vec::new();
+            for _ in 0..100 {
+                let now = pods_api.list(&lp).await.unwrap().items;
+                gone = pods
+                    .iter()
+                    .map(|p| p.name_any())
+                    .filter(|n| {
+                        !now.iter().any(|q| &q.name_any() == n && q.metadata.deletion_timestamp.is_none())
+                    })
+                    .collect();
+                if !gone.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(gone, std::slice::from_ref(&least), "the comet with 1 client is the one removed");
+            // Chosen by its deletion cost, not by chance: the others carry higher ones.
+            let cost = |p: &Pod| p.annotations().get(goim_operator::scale_in::DELETION_COST).cloned();
+            for p in pods_api.list(&lp).await.unwrap().items.iter().filter(|p| p.name_any() != least) {
+                let c: i32 = cost(p)
+                    .unwrap_or_else(|| panic!("{} has no deletion cost", p.name_any()))
+                    .parse()
+                    .unwrap();
+                assert!(c > 1, "{}: cost {c}", p.name_any());
+            }
+            drop(clients);
+        })
+        .catch_unwind()
+        .await;
+        drop_operator_role(&admin, &ns).await;
+        if let Err(p) = outcome {
+            std::panic::resume_unwind(p);
+        }
     })
     .await;
 }
