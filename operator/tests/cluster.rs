@@ -791,3 +791,56 @@ async fn a_job_replica_change_writes_only_jobs_deployment() {
     })
     .await;
 }
+
+#[tokio::test]
+#[ignore = "needs the control plane (scripts/k8s.sh start)"]
+async fn a_comet_roll_brings_every_new_comet_up_before_any_old_one_goes() {
+    use futures_util::TryStreamExt;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{WatchEvent, WatchParams};
+    use std::collections::BTreeSet;
+    in_namespace("op-roll", |client, ns| async move {
+        let mut spec = minimal();
+        spec.comet.pod.replicas = 3;
+        create(&client, &ns, "demo", spec).await;
+        let ctx = context(&client);
+        until_ready(&client, &ns, &ctx).await;
+        let pods_api = Api::<Pod>::namespaced(client.clone(), &ns);
+        let lp = ListParams::default().labels("app.kubernetes.io/component=comet");
+        let list = pods_api.list(&lp).await.unwrap();
+        let old: BTreeSet<String> = list.items.iter().map(|p| p.name_any()).collect();
+        assert_eq!(old.len(), 3);
+        // Every change of the comet pods from here on, in the API server's order.
+        let wp = WatchParams::default().labels("app.kubernetes.io/component=comet").timeout(60);
+        let version = list.metadata.resource_version.clone().unwrap();
+        let mut stream = Box::pin(pods_api.watch(&wp, &version).await.unwrap());
+        let api: Api<PushCluster> = Api::namespaced(client.clone(), &ns);
+        let patch = serde_json::json!({"spec": {"comet": {"config": "[comet]\nmax_connections = 5000\n"}}});
+        api.patch("demo", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        reconcile(get(&client, &ns, "demo").await, ctx.clone()).await.unwrap();
+        let (mut order, mut ready, mut going) = (Vec::new(), BTreeSet::new(), BTreeSet::new());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while ready.len() < 3 || going.len() < 3 {
+            let event = tokio::time::timeout_at(deadline, stream.try_next()).await;
+            let Ok(Ok(Some(event))) = event else { panic!("the roll did not finish: {order:?}") };
+            let (p, deleted) = match event {
+                WatchEvent::Added(p) | WatchEvent::Modified(p) => (p, false),
+                WatchEvent::Deleted(p) => (p, true),
+                _ => continue,
+            };
+            let name = p.name_any();
+            if old.contains(&name) {
+                if (deleted || p.metadata.deletion_timestamp.is_some()) && going.insert(name.clone()) {
+                    order.push(format!("old {name} goes"));
+                }
+            } else if goim_operator::connections::is_ready(&p) && ready.insert(name.clone()) {
+                order.push(format!("new {name} ready"));
+            }
+        }
+        eprintln!("comet roll: {order:?}");
+        let first_going = order.iter().position(|e| e.starts_with("old")).unwrap();
+        let last_ready = order.iter().rposition(|e| e.starts_with("new")).unwrap();
+        assert!(last_ready < first_going, "an old comet went before every new one was ready: {order:?}");
+    })
+    .await;
+}

@@ -236,7 +236,13 @@ pub fn deployment(pc: &PushCluster, owner: &Owner, tier: Tier, rendered: &Render
                 type_: Some("RollingUpdate".into()),
                 rolling_update: Some(RollingUpdateDeployment {
                     max_unavailable: Some(IntOrString::Int(0)),
-                    max_surge: Some(IntOrString::Int(1)),
+                    // comet: every new comet is up and ready before any old one is removed, so a
+                    // client an old comet drains reconnects to a new one, once (never to another
+                    // old comet that drains a minute later). logic and job: one at a time.
+                    max_surge: Some(match tier {
+                        Tier::Comet => IntOrString::String("100%".into()),
+                        Tier::Logic | Tier::Job => IntOrString::Int(1),
+                    }),
                 }),
             }),
             template: PodTemplateSpec {
