@@ -1,5 +1,7 @@
-//! The admin listener: Prometheus metrics and health probes.
+//! The admin listener: Prometheus metrics and health probes, and comet's drain trigger.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -18,6 +20,9 @@ pub struct Admin {
     /// False until everything is serving, and again once shutdown starts (`/readyz` says 503).
     pub ready: Arc<AtomicBool>,
 }
+
+/// Starts (or joins) a drain and resolves, when it is over, to the text `/drain` answers with.
+pub type DrainFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = String> + Send>> + Send + Sync>;
 
 pub fn router(admin: Admin) -> Router {
     Router::new()
@@ -49,5 +54,30 @@ async fn ready(State(admin): State<Admin>) -> impl IntoResponse {
 }
 
 pub async fn serve(listener: TcpListener, admin: Admin, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router(admin)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    serve_router(listener, router(admin), shutdown).await
+}
+
+/// [`router`] plus `GET /drain` (a Kubernetes preStop `httpGet` can only GET): `/readyz` turns
+/// 503 at once, then `drain` runs, and the request is answered when the drain is over (200, its
+/// report as text). A second request while draining waits for the same drain.
+pub fn router_with_drain(admin: Admin, drain: DrainFn) -> Router {
+    let ready = admin.ready.clone();
+    let handler = move || {
+        let (ready, drain) = (ready.clone(), drain.clone());
+        async move {
+            ready.store(false, Ordering::Release);
+            let mut text = drain().await;
+            text.push('\n');
+            (StatusCode::OK, text)
+        }
+    };
+    router(admin).route("/drain", get(handler))
+}
+
+pub async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }

@@ -16,6 +16,7 @@ use tracing::{Instrument, debug_span, info, warn};
 
 use crate::config::Config;
 use crate::disconnect::Disconnect;
+use crate::drain::{Drain, DrainReport};
 use crate::http::Asset;
 use crate::hub::Hub;
 use crate::logic::Logic;
@@ -36,6 +37,8 @@ pub struct State {
     /// One permit per connection held; accept waits for one (`max_connections`).
     pub limit: Arc<Semaphore>,
     pub sessions: crate::long_poll::Sessions,
+    /// The drain (preStop or SIGTERM): started once, awaited by every caller of [`Comet::drain`].
+    pub drain: Drain,
     /// The demo page and client, when the binary provides them.
     pub assets: std::sync::OnceLock<Vec<Asset>>,
 }
@@ -109,6 +112,7 @@ impl Comet {
             next_id: AtomicU64::new(1),
             limit,
             sessions: Default::default(),
+            drain: Default::default(),
             assets: Default::default(),
         };
         Comet { state: Arc::new(state) }
@@ -211,6 +215,31 @@ impl Comet {
         self.state.hub.room(room).map(|r| r.local_online()).unwrap_or(0)
     }
 
+    /// Drains this comet, or waits for the drain already under way, and returns what it did.
+    ///
+    /// At once: the TCP listeners close (new connections are refused), the HTTP port answers new
+    /// WebSocket upgrades and long-poll sessions with 503 (it keeps serving the polls of existing
+    /// sessions, so they can be told). Then every client gets op 6 `drain` with a jittered
+    /// `reconnect_after_ms` and is closed, `drain.rate` per second, until none is left or
+    /// `drain.timeout` runs out (the rest are told at once). Pushes and calls to logic go on as
+    /// usual meanwhile. Readiness is the caller's: the binary's `/readyz` turns 503 first.
+    pub async fn drain(&self) -> DrainReport {
+        if self.state.drain.begin() {
+            let state = self.state.clone();
+            self.state.tasks.spawn(async move {
+                let report =
+                    crate::drain::run(&state.hub, &state.config.drain, &state.metrics, &state.shutdown).await;
+                state.drain.finish(report);
+            });
+        }
+        self.state.drain.wait().await
+    }
+
+    /// Whether a drain has started (it never stops: a drained comet only exits).
+    pub fn is_draining(&self) -> bool {
+        self.state.drain.is_started()
+    }
+
     /// Stops accepting, sends op 6 `reason` to every client, and waits up to `grace` for every
     /// connection to finish. Returns whether everything finished in time.
     pub async fn stop(&self, reason: Disconnect, grace: Duration) -> bool {
@@ -228,8 +257,16 @@ fn count(metrics: &Metrics, kind: &'static str, d: Delivery) {
 }
 
 /// Accepts connections until shutdown, one task each, at most `max_connections` at once.
-pub async fn accept_loop<F, Fut>(state: Arc<State>, listener: TcpListener, transport: &'static str, serve: F)
-where
+///
+/// `until` ends the loop (and closes the listener, so connecting is refused): the shutdown
+/// token, or for the TCP listeners the drain's start.
+pub async fn accept_loop<F, Fut>(
+    state: Arc<State>,
+    listener: TcpListener,
+    transport: &'static str,
+    until: CancellationToken,
+    serve: F,
+) where
     F: Fn(Arc<State>, TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
@@ -240,6 +277,7 @@ where
                 Ok(p) => p,
                 Err(_) => return,
             },
+            _ = until.cancelled() => return,
             _ = state.shutdown.cancelled() => return,
         };
         let (stream, peer) = tokio::select! {
@@ -253,6 +291,7 @@ where
                     continue;
                 }
             },
+            _ = until.cancelled() => return,
             _ = state.shutdown.cancelled() => return,
         };
         if state.config.tcp.nodelay {

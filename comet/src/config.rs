@@ -29,6 +29,7 @@ pub struct Config {
     pub outbox: Outbox,
     pub online: OnlineConfig,
     pub disconnect: DisconnectConfig,
+    pub drain: DrainConfig,
     /// Connections held at once; further connections wait in the kernel's accept queue.
     pub max_connections: usize,
     /// Shards of the key → connection map (goim's buckets).
@@ -129,6 +130,22 @@ pub struct DisconnectConfig {
     pub reconnect_jitter: Duration,
 }
 
+/// Draining (the preStop hook's `GET /drain` on the admin port, or SIGTERM): clients are told
+/// to go (op 6 `drain`) and closed at a paced rate, so the rest of the cluster sees a trickle
+/// of reconnects, not a storm.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DrainConfig {
+    /// Longest a drain lasts; the clients still connected then are told and closed at once.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Disconnects per second, spread evenly (one every `1/rate` s).
+    pub rate: u32,
+    /// The op-6 `reconnect_after_ms` hint is uniform in `0..=reconnect_jitter`.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_jitter: Duration,
+}
+
 impl Default for Config {
     fn default() -> Config {
         Config {
@@ -140,6 +157,7 @@ impl Default for Config {
             outbox: Outbox::default(),
             online: OnlineConfig::default(),
             disconnect: DisconnectConfig::default(),
+            drain: DrainConfig::default(),
             max_connections: 1_000_000,
             buckets: 32,
         }
@@ -199,6 +217,12 @@ impl Default for DisconnectConfig {
     }
 }
 
+impl Default for DrainConfig {
+    fn default() -> DrainConfig {
+        DrainConfig { timeout: Duration::from_secs(20), rate: 500, reconnect_jitter: Duration::from_secs(10) }
+    }
+}
+
 impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         if self.server_id.is_empty() {
@@ -245,6 +269,12 @@ impl Config {
                 "must hold at least one packet of protocol.max_body",
             ));
         }
+        if self.drain.timeout.is_zero() {
+            return Err(invalid("drain.timeout", "must be more than 0s"));
+        }
+        if self.drain.rate == 0 {
+            return Err(invalid("drain.rate", "must be at least 1 disconnect per second"));
+        }
         if self.websocket.max_request_head < 512 {
             return Err(invalid("websocket.max_request_head", "must be at least 512 bytes"));
         }
@@ -270,5 +300,26 @@ mod tests {
         let mut c = Config::default();
         c.outbox.capacity = 0;
         assert_eq!(c.validate().unwrap_err().to_string(), "comet.outbox.capacity: must be at least 1");
+        let mut c = Config::default();
+        c.drain.rate = 0;
+        assert!(c.validate().unwrap_err().to_string().starts_with("comet.drain.rate: "));
+        let mut c = Config::default();
+        c.drain.timeout = Duration::ZERO;
+        assert!(c.validate().unwrap_err().to_string().starts_with("comet.drain.timeout: "));
+    }
+
+    #[test]
+    fn the_drain_table_takes_the_keys_the_operator_renders() {
+        let c: Config =
+            toml::from_str("[drain]\ntimeout = \"30s\"\nrate = 200\nreconnect_jitter = \"5s\"\n").unwrap();
+        assert_eq!(
+            c.drain,
+            DrainConfig {
+                timeout: Duration::from_secs(30),
+                rate: 200,
+                reconnect_jitter: Duration::from_secs(5)
+            }
+        );
+        assert_eq!(Config::default().drain.rate, 500);
     }
 }

@@ -152,7 +152,7 @@ impl<W: AsyncWrite + Unpin, E: Encoder> Writer<W, E> {
             }
         }
         if reason.tells_client() {
-            let op6 = reason.packet(&state.config.disconnect);
+            let op6 = reason.packet(&state.config);
             self.enc.encode(&Outbound::Packet(op6), &mut buf);
             self.enc.goodbye(reason, &mut buf);
         }
@@ -636,6 +636,7 @@ mod tests {
             next_id: AtomicU64::new(1),
             limit: Arc::new(Semaphore::new(1)),
             sessions: Default::default(),
+            drain: Default::default(),
             assets: Default::default(),
         });
         let session = Session {

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use goim_api::{Frame, Op};
 use rand::Rng;
 
-use crate::config::DisconnectConfig;
+use crate::config::Config;
 
 /// Why comet closed a connection (or saw it close). The first seven are told to the client in an
 /// op-6 packet before the socket closes; the rest end a connection that can no longer be told.
@@ -63,13 +63,18 @@ impl Disconnect {
     }
 
     /// The suggested reconnect delay, or `None` where reconnecting with the same token is pointless.
-    fn reconnect_after(&self, cfg: &DisconnectConfig) -> Option<Duration> {
+    ///
+    /// A drain's hint is uniform in `0..=drain.reconnect_jitter` with no floor: the drain itself
+    /// already spreads the disconnects over time, and the other comets are up.
+    fn reconnect_after(&self, config: &Config) -> Option<Duration> {
         let jitter = |max: Duration| {
             let ms = max.as_millis() as u64;
             Duration::from_millis(if ms == 0 { 0 } else { rand::rng().random_range(0..=ms) })
         };
+        let cfg = &config.disconnect;
         match self {
-            Disconnect::Shutdown | Disconnect::Drain | Disconnect::Unavailable => {
+            Disconnect::Drain => Some(jitter(config.drain.reconnect_jitter)),
+            Disconnect::Shutdown | Disconnect::Unavailable => {
                 Some(cfg.reconnect_min + jitter(cfg.reconnect_jitter))
             }
             Disconnect::Slow | Disconnect::HeartbeatTimeout => {
@@ -81,7 +86,7 @@ impl Disconnect {
     }
 
     /// The op-6 packet: `{"reason": "...", "message": "...", "reconnect_after_ms": N}`.
-    pub fn packet(&self, cfg: &DisconnectConfig) -> Frame {
+    pub fn packet(&self, config: &Config) -> Frame {
         let mut body = serde_json::Map::new();
         body.insert("reason".into(), self.reason().into());
         match self {
@@ -90,7 +95,7 @@ impl Disconnect {
             }
             _ => {}
         }
-        if let Some(after) = self.reconnect_after(cfg) {
+        if let Some(after) = self.reconnect_after(config) {
             body.insert("reconnect_after_ms".into(), (after.as_millis() as u64).into());
         }
         let json = serde_json::Value::Object(body).to_string();
@@ -103,10 +108,10 @@ mod tests {
     use super::*;
 
     fn body(d: Disconnect) -> serde_json::Value {
-        let cfg = DisconnectConfig {
-            reconnect_min: Duration::from_secs(1),
-            reconnect_jitter: Duration::from_secs(4),
-        };
+        let mut cfg = Config::default();
+        cfg.disconnect.reconnect_min = Duration::from_secs(1);
+        cfg.disconnect.reconnect_jitter = Duration::from_secs(4);
+        cfg.drain.reconnect_jitter = Duration::from_secs(2);
         let p = d.packet(&cfg);
         assert_eq!(p.op, 6);
         serde_json::from_slice(&p.body).unwrap()
@@ -120,6 +125,15 @@ mod tests {
             let ms = v["reconnect_after_ms"].as_u64().unwrap();
             assert!((1000..=5000).contains(&ms), "{ms}");
         }
+    }
+
+    #[test]
+    fn a_drain_suggests_a_reconnect_uniform_in_zero_to_the_drain_jitter() {
+        let hints: Vec<u64> =
+            (0..200).map(|_| body(Disconnect::Drain)["reconnect_after_ms"].as_u64().unwrap()).collect();
+        assert!(hints.iter().all(|ms| *ms <= 2000), "{hints:?}");
+        assert!(hints.iter().any(|ms| *ms < 1000), "no floor: {hints:?}");
+        assert!(body(Disconnect::Drain)["reason"] == "drain");
     }
 
     #[test]

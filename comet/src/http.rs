@@ -75,7 +75,9 @@ impl Response {
 }
 
 pub async fn accept_loop(state: Arc<State>, listener: TcpListener) {
-    crate::comet::accept_loop(state, listener, "http", |state, stream: TcpStream, peer| {
+    // Open while draining: long-poll sessions may poll on a new connection to be told to go.
+    let until = state.shutdown.clone();
+    crate::comet::accept_loop(state, listener, "http", until, |state, stream: TcpStream, peer| {
         serve(state, stream, peer)
     })
     .await
@@ -121,6 +123,13 @@ where
         let (mut req, mut leftover) = respond_to_bad_head(&state, &mut stream, head).await?;
         loop {
             if req.path() == "/sub" && req.header("upgrade").is_some() {
+                if state.drain.is_started() {
+                    let refusal = error_response("503 Service Unavailable", "draining");
+                    let _ =
+                        timeout(state.config.protocol.write_timeout, stream.write_all(refusal.as_bytes()))
+                            .await;
+                    return None;
+                }
                 let ws = websocket::upgrade(&state, &mut stream, peer, req, leftover).await?;
                 return Some((state, stream, ws));
             }

@@ -155,6 +155,15 @@ impl Hub {
         n
     }
 
+    /// Every connection held now, shard by shard (a snapshot for the drain to walk).
+    pub fn channels(&self) -> Vec<Arc<Channel>> {
+        let mut out = Vec::with_capacity(self.connections());
+        for shard in self.keys.iter() {
+            out.extend(shard.read().values().cloned());
+        }
+        out
+    }
+
     pub fn connections(&self) -> usize {
         self.keys.iter().map(|s| s.read().len()).sum()
     }

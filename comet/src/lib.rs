@@ -7,7 +7,8 @@
 //! - [`grpc`]: goim's `goim.comet.Comet` gRPC server, which job calls.
 //! - Inside: `connection` (handshake, session, teardown for any transport), `tcp` and
 //!   `websocket` (framings), `hub` (keys in shards, rooms), `channel` (one connection),
-//!   `outbox` (its bounded queue), `disconnect` (why a connection ended; op 6).
+//!   `outbox` (its bounded queue), `disconnect` (why a connection ended; op 6), `drain`
+//!   (telling every client to go at a paced rate, for rollouts and scale-in).
 //!
 //! Delivery never blocks on a client: each connection has a bounded queue, and one that
 //! overflows is disconnected with op 6 `slow` while every other recipient still gets the push.
@@ -19,6 +20,7 @@ mod comet;
 mod config;
 mod connection;
 mod disconnect;
+mod drain;
 pub mod grpc;
 mod http;
 mod hub;
@@ -32,8 +34,9 @@ mod tls;
 mod websocket;
 
 pub use comet::{Comet, Listeners, PushError, PushReport};
-pub use config::{Config, Error as ConfigError};
+pub use config::{Config, DrainConfig, Error as ConfigError};
 pub use disconnect::Disconnect;
+pub use drain::DrainReport;
 pub use http::Asset;
 pub use logic::Logic;
 pub use metrics::Metrics;

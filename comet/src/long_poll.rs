@@ -91,6 +91,9 @@ fn unknown() -> Response {
 }
 
 pub async fn auth(state: &Arc<State>, peer: SocketAddr, cookie: String, token: Bytes) -> Response {
+    if state.drain.is_started() {
+        return Response::error("503 Service Unavailable", "draining", "this comet is draining");
+    }
     if state.sessions.len() >= state.config.long_poll.max_sessions {
         return Response::error("503 Service Unavailable", "full", "too many long-poll sessions");
     }
@@ -172,7 +175,7 @@ async fn finish(
         body = BytesMut::from(&encode(items)[..]);
     }
     if reason.tells_client() {
-        reason.packet(&state.config.disconnect).encode(&mut body);
+        reason.packet(&state.config).encode(&mut body);
     }
     close(state, sid, s, reason).await;
     Response::packets(body.freeze())
@@ -248,9 +251,10 @@ pub async fn sweep(state: Arc<State>) {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let all: Vec<(String, Arc<Session>)> = state.sessions.map.lock().drain().collect();
     for (_, s) in all {
-        s.ch.outbox.close(Disconnect::Shutdown);
+        // Counted for the reason that stands (a drain's, if it told the session already).
+        let reason = s.ch.outbox.close_with(Disconnect::Shutdown);
         state.metrics.connections.get_or_create(&LABEL).dec();
-        state.metrics.disconnect("shutdown");
+        state.metrics.disconnect(reason.reason());
         teardown(&state, &s.ch).await;
     }
 }

@@ -40,6 +40,12 @@ pub struct Metrics {
     pub slow: Counter,
     pub logic_errors: Family<KindLabel, Counter>,
     pub rooms: Gauge,
+    /// 1 while a drain runs (and after it, until the process exits).
+    pub draining: Gauge,
+    /// Connections still held while draining (told or not yet told); 0 when the drain is done.
+    pub drain_remaining: Gauge,
+    /// Clients told to go (op 6 `drain`) and closed by a drain, at its pace or at its timeout.
+    pub drained: Counter,
 }
 
 impl Metrics {
@@ -56,6 +62,13 @@ impl Metrics {
         r.register("slow_consumers", "Pushes refused by a full connection queue", self.slow.clone());
         r.register("logic_errors", "Failed calls to logic, by call", self.logic_errors.clone());
         r.register("rooms", "Rooms with members on this comet", self.rooms.clone());
+        r.register("draining", "1 while this comet drains", self.draining.clone());
+        r.register("drain_remaining", "Connections left to drain", self.drain_remaining.clone());
+        r.register(
+            "drained",
+            "Clients told to go (op 6 drain) and closed by the drain",
+            self.drained.clone(),
+        );
     }
 
     pub fn disconnect(&self, reason: &'static str) {

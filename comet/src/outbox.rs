@@ -113,7 +113,6 @@ impl Outbox {
         reason
     }
 
-    #[cfg(test)]
     pub fn is_closing(&self) -> bool {
         self.state.lock().closing.is_some()
     }

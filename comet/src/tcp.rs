@@ -34,7 +34,9 @@ impl Encoder for TcpEncoder {
 }
 
 pub async fn accept_loop(state: Arc<State>, listener: TcpListener) {
-    crate::comet::accept_loop(state, listener, "tcp", |state, stream, peer| {
+    // A drain closes the TCP listeners at once: a TCP client only ever connects to open a session.
+    let until = state.drain.started.clone();
+    crate::comet::accept_loop(state, listener, "tcp", until, |state, stream, peer| {
         let max_body = state.config.protocol.max_body;
         let peer = Peer { addr: peer, cookie: String::new(), leftover: BytesMut::new(), transport: "tcp" };
         connection::serve(state, stream, TcpDecoder { max_body }, TcpEncoder, peer)

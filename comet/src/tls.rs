@@ -46,23 +46,31 @@ impl Acceptor {
 }
 
 pub async fn accept_loop(state: Arc<State>, listener: TcpListener, acceptor: Acceptor) {
-    crate::comet::accept_loop(state, listener, "wss", move |state, stream: TcpStream, peer: SocketAddr| {
-        let acceptor = acceptor.clone();
-        async move {
-            // Boxed, and matched into the next future rather than awaited inside the match: the
-            // TLS handshake's state would otherwise stay in the connection's task for its life.
-            let handshake = timeout(state.config.protocol.handshake_timeout, acceptor.0.accept(stream));
-            let serve = match Box::pin(handshake).await {
-                Ok(Ok(tls)) => crate::http::serve(state, tls, peer),
-                Ok(Err(e)) => {
-                    debug!(peer = %peer, error = %e, "tls handshake failed");
-                    state.metrics.bad_input.get_or_create(&TransportLabel { transport: "wss" }).inc();
-                    return;
-                }
-                Err(_) => return debug!(peer = %peer, "tls handshake timed out"),
-            };
-            serve.await
-        }
-    })
+    // Open while draining, like the plain HTTP port (long-poll sessions over TLS).
+    let until = state.shutdown.clone();
+    crate::comet::accept_loop(
+        state,
+        listener,
+        "wss",
+        until,
+        move |state, stream: TcpStream, peer: SocketAddr| {
+            let acceptor = acceptor.clone();
+            async move {
+                // Boxed, and matched into the next future rather than awaited inside the match: the
+                // TLS handshake's state would otherwise stay in the connection's task for its life.
+                let handshake = timeout(state.config.protocol.handshake_timeout, acceptor.0.accept(stream));
+                let serve = match Box::pin(handshake).await {
+                    Ok(Ok(tls)) => crate::http::serve(state, tls, peer),
+                    Ok(Err(e)) => {
+                        debug!(peer = %peer, error = %e, "tls handshake failed");
+                        state.metrics.bad_input.get_or_create(&TransportLabel { transport: "wss" }).inc();
+                        return;
+                    }
+                    Err(_) => return debug!(peer = %peer, "tls handshake timed out"),
+                };
+                serve.await
+            }
+        },
+    )
     .await
 }

@@ -2,9 +2,10 @@
 //! job, and a gRPC client of logic.
 //!
 //! ```toml
-//! [admin]      # addr = "0.0.0.0:3100"
-//! [shutdown]   # grace = "20s"
+//! [admin]      # addr = "0.0.0.0:3100"; GET /drain is the preStop hook
+//! [shutdown]   # grace = "20s", after the drain
 //! [comet]      # goim_comet::Config; server_id defaults to $POD_NAME, else the hostname
+//! [comet.drain] # timeout = "20s", rate = 500, reconnect_jitter = "10s"
 //! [grpc]       # goim_comet::grpc::ServerConfig; addr = "0.0.0.0:3109"
 //! [logic]      # goim_comet::logic::ClientConfig; addrs = ["127.0.0.1:3119"]
 //! ```
@@ -137,26 +138,42 @@ impl Tier for CometProcess {
             }
         });
         let admin = admin::Admin { registry: Arc::new(registry), ready: ready.clone() };
+        let drained = comet.clone();
+        let drain: admin::DrainFn = Arc::new(move || {
+            let comet = drained.clone();
+            Box::pin(async move { comet.drain().await.to_string() })
+        });
+        let router = admin::router_with_drain(admin, drain);
         let stop = admin_stop.clone();
         tasks.spawn(async move {
-            if let Err(e) = admin::serve(admin_l, admin, stop).await {
+            if let Err(e) = admin::serve_router(admin_l, router, stop).await {
                 error!(error = %e, "admin server failed");
             }
         });
         // The demo page and goim.js on the WebSocket port (while `comet.websocket.demo` is on).
         comet.serve_assets(crate::web::assets());
         comet.start(listeners);
-        ready.store(true, Ordering::Release);
+        // Not ready after all if a `GET /drain` came in while starting.
+        ready.store(!comet.is_draining(), Ordering::Release);
         info!(server_id = comet.server_id(), tcp = ?addrs.tcp, websocket = ?addrs.websocket, grpc = %addrs.grpc,
               admin = %addrs.admin, logic = ?s.logic.addrs, "goim-comet serving");
         Ok(CometProcess { addrs, comet, grpc_stop, admin_stop, tasks, ready, grace: s.shutdown.grace })
     }
 
-    /// Not ready → stop accepting and tell every client (op 6 `shutdown`) → the gRPC server
-    /// stops (job may push to a draining comet until then) → admin → wait, within the grace.
+    /// Not ready → the drain (started here unless the preStop hook's `GET /drain` started it;
+    /// then this waits for that one) → the shutdown order: tell whoever is left (op 6
+    /// `shutdown`) → the gRPC server stops (job pushes to the comet until then) → admin → wait.
+    ///
+    /// The two timeouts add up, they do not overlap: the drain ends by `comet.drain.timeout`
+    /// (counted from its start, which may be the preStop hook's), and the shutdown after it
+    /// gets the whole `shutdown.grace`. So SIGTERM to exit is at most `drain.timeout +
+    /// shutdown.grace` (plus the op-6 writes of the clients cut at the timeout, which the grace
+    /// covers), and a pod's termination grace period must cover that sum.
     async fn stop(self) -> bool {
-        let deadline = tokio::time::Instant::now() + self.grace;
         self.ready.store(false, Ordering::Release);
+        let report = self.comet.drain().await;
+        info!(%report, "drained");
+        let deadline = tokio::time::Instant::now() + self.grace;
         let clients_done = self.comet.stop(Disconnect::Shutdown, self.grace).await;
         self.grpc_stop.cancel();
         self.admin_stop.cancel();
