@@ -4,6 +4,7 @@
 //! ```toml
 //! [logic]
 //! addrs = ["127.0.0.1:3119"]   # one or more logic instances, taken in turn; an unreachable one is skipped
+//! resolve_interval = "5s"      # how often a name in addrs is resolved again (one instance per address)
 //! timeout = "1s"               # deadline of every call
 //! connect_timeout = "1s"       # goim's rpcClient.dial
 //! keepalive_interval = "10s"   # HTTP/2 pings, also while idle (goim: 10s)
@@ -12,9 +13,10 @@
 //! ```
 
 use std::collections::HashMap;
+use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,11 +24,15 @@ use goim_api::pb::logic::logic_client::LogicClient;
 use goim_api::pb::logic::{ConnectReq, DisconnectReq, HeartbeatReq, OnlineReq, ReceiveReq};
 use goim_api::{Connect, Online, Presence, Session, Uplink};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
+use self::resolver::{Dns, Resolve, Target};
 use super::{Error, Logic};
+
+mod resolver;
 
 /// A client setting that cannot work; `field` is its dotted path with the table at `logic`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,8 +47,13 @@ pub struct ConfigError {
 #[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
     /// `host:port` (or `http://host:port`) of each logic instance; calls are spread over them.
-    /// Default `["127.0.0.1:3119"]`.
+    /// A host that is a name (a headless Service: one record per logic pod) stands for every
+    /// address it resolves to, one connection each. Default `["127.0.0.1:3119"]`.
     pub addrs: Vec<String>,
+    /// How often each name in `addrs` is resolved again, to follow logic pods that come and go.
+    /// Default 5s.
+    #[serde(with = "humantime_serde")]
+    pub resolve_interval: Duration,
     /// Deadline of every call (sent to logic as `grpc-timeout`, and enforced here). Default 1s.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -63,6 +74,7 @@ impl Default for ClientConfig {
     fn default() -> ClientConfig {
         ClientConfig {
             addrs: vec!["127.0.0.1:3119".into()],
+            resolve_interval: Duration::from_secs(5),
             timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             keepalive_interval: Duration::from_secs(10),
@@ -84,6 +96,7 @@ impl ClientConfig {
             }
         }
         for (field, d) in [
+            ("logic.resolve_interval", self.resolve_interval),
             ("logic.timeout", self.timeout),
             ("logic.connect_timeout", self.connect_timeout),
             ("logic.keepalive_interval", self.keepalive_interval),
@@ -112,73 +125,132 @@ fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
 /// comet's [`Logic`] over gRPC. One lazily connected channel per logic instance, each
 /// reconnecting on its own; calls take the instances in turn, and a call that finds its
 /// instance unreachable (`Unavailable`) goes on to the next, so one logic down or not yet up
-/// costs no client its auth. Building one does no I/O. Cheap to clone.
-#[derive(Clone, Debug)]
+/// costs no client its auth. An address whose host is a name is resolved at start and every
+/// `resolve_interval` by a background task, one instance per address it resolves to (see
+/// `grpc/resolver.rs`). Building one does no I/O. Cheap to clone; the resolver task ends when the
+/// last clone is dropped.
+#[derive(Clone)]
 pub struct GrpcLogic {
-    instances: Arc<[Instance]>,
-    next: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// The instances calls go to: every IP address's, and each name's resolved ones (or the
+    /// name's own channel until it first resolves; never empty). The resolver task swaps in a
+    /// whole new slice under the write lock; `call` clones the `Arc` under the read lock and
+    /// lets go before it awaits anything, so neither side ever waits on the other's I/O.
+    instances: RwLock<Arc<[Instance]>>,
+    next: AtomicUsize,
     timeout: Duration,
+    /// Cancels the resolver task's token when the last clone drops, so the task (which holds
+    /// only a `Weak` to this) ends at once rather than at its next tick. `None`: no names.
+    _resolver: Option<DropGuard>,
 }
 
 #[derive(Clone, Debug)]
 struct Instance {
+    /// What this instance dials: an IP `host:port`, or a configured name until it resolves.
+    peer: String,
     client: LogicClient<Channel>,
     /// The same channel, sending gzip: goim's comet compresses RenewOnline, the largest message.
     gzip: LogicClient<Channel>,
+}
+
+impl Instance {
+    /// A lazily connected channel to `endpoint` with the settings of `config`.
+    fn new(config: &ClientConfig, endpoint: Endpoint, peer: String) -> Instance {
+        let channel = endpoint
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.timeout)
+            .http2_keep_alive_interval(config.keepalive_interval)
+            .keep_alive_timeout(config.keepalive_timeout)
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let client = LogicClient::new(channel)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(config.max_message_size);
+        let gzip = client.clone().send_compressed(CompressionEncoding::Gzip);
+        Instance { peer, client, gzip }
+    }
+}
+
+impl fmt::Debug for GrpcLogic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let instances = self.shared.instances();
+        let peers: Vec<&str> = instances.iter().map(|i| i.peer.as_str()).collect();
+        f.debug_struct("GrpcLogic").field("instances", &peers).field("timeout", &self.shared.timeout).finish()
+    }
+}
+
+impl Shared {
+    fn instances(&self) -> Arc<[Instance]> {
+        // A panic while the lock was held cannot leave a half-written slice: writers only swap.
+        self.instances.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn publish(&self, instances: Arc<[Instance]>) {
+        let mut slot = self.instances.write().unwrap_or_else(PoisonError::into_inner);
+        let old = std::mem::replace(&mut *slot, instances);
+        drop(slot);
+        // Channels of vanished addresses close here, once the calls still holding them finish.
+        drop(old);
+    }
 }
 
 impl GrpcLogic {
     /// A client of the logic instances in `config` (which must have passed
     /// [`ClientConfig::validate`]). Must be called inside a Tokio runtime.
     pub fn new(config: &ClientConfig) -> Result<GrpcLogic, ConfigError> {
+        GrpcLogic::with_resolver(config, Arc::new(Dns))
+    }
+
+    fn with_resolver(config: &ClientConfig, resolve: Arc<dyn Resolve>) -> Result<GrpcLogic, ConfigError> {
         config.validate()?;
-        let instances: Vec<Instance> = config
-            .addrs
-            .iter()
-            .map(|a| {
-                // validate() parsed every address.
-                let channel = endpoint(a)
-                    .expect("validated address")
-                    .connect_timeout(config.connect_timeout)
-                    .timeout(config.timeout)
-                    .http2_keep_alive_interval(config.keepalive_interval)
-                    .keep_alive_timeout(config.keepalive_timeout)
-                    .keep_alive_while_idle(true)
-                    .tcp_nodelay(true)
-                    .connect_lazy();
-                let client = LogicClient::new(channel)
-                    .accept_compressed(CompressionEncoding::Gzip)
-                    .max_decoding_message_size(config.max_message_size);
-                let gzip = client.clone().send_compressed(CompressionEncoding::Gzip);
-                Instance { client, gzip }
-            })
-            .collect();
-        Ok(GrpcLogic {
-            instances: instances.into(),
-            next: Arc::new(AtomicUsize::new(0)),
+        // validate() parsed every address.
+        let targets: Vec<Target> =
+            config.addrs.iter().map(|a| Target::new(config, a).expect("validated address")).collect();
+        let instances = resolver::current(&targets);
+        let stop = CancellationToken::new();
+        let named = targets.iter().any(Target::is_named);
+        let shared = Arc::new(Shared {
+            instances: RwLock::new(instances),
+            next: AtomicUsize::new(0),
             timeout: config.timeout,
-        })
+            _resolver: named.then(|| stop.clone().drop_guard()),
+        });
+        if named {
+            let task = resolver::run(Arc::downgrade(&shared), targets, resolve, config.clone(), stop);
+            tokio::spawn(task);
+        }
+        Ok(GrpcLogic { shared })
     }
 
     fn request<T>(&self, msg: T) -> Request<T> {
         let mut req = Request::new(msg);
-        req.set_timeout(self.timeout);
+        req.set_timeout(self.shared.timeout);
         req
     }
 
     /// Runs `call` on the next instance, and on the following ones while the instance tried is
     /// unreachable: each instance at most twice, because a channel whose last connection
-    /// attempt failed reports that stale error once before it dials again.
+    /// attempt failed reports that stale error once before it dials again. The instances are
+    /// those current when the call starts; a swap meanwhile does not disturb it.
     async fn call<T, F, Fut>(&self, name: &'static str, call: F) -> Result<T, Error>
     where
         F: Fn(Instance) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        let attempts = 2 * self.instances.len();
-        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        let instances = self.shared.instances();
+        if instances.is_empty() {
+            // Not reached: every address contributes at least one instance.
+            return Err(Error::Unavailable(format!("{name}: no logic instance")));
+        }
+        let attempts = 2 * instances.len();
+        let first = self.shared.next.fetch_add(1, Ordering::Relaxed);
         let mut tried = 0;
         loop {
-            let instance = self.instances[(first + tried) % self.instances.len()].clone();
+            let instance = instances[(first + tried) % instances.len()].clone();
             tried += 1;
             match call(instance).await {
                 Ok(v) => return Ok(v),
@@ -289,6 +361,8 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().field, "logic.addrs");
         let c = ClientConfig { timeout: Duration::ZERO, ..ClientConfig::default() };
         assert_eq!(c.validate().unwrap_err().field, "logic.timeout");
+        let c = ClientConfig { resolve_interval: Duration::ZERO, ..ClientConfig::default() };
+        assert_eq!(c.validate().unwrap_err().field, "logic.resolve_interval");
         ClientConfig::default().validate().unwrap();
     }
 }
