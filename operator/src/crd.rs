@@ -84,7 +84,7 @@ pub struct PushClusterSpec {
     pub job: TierSpec,
     /// Comet replicas from the connections the operator reads.
     pub autoscaling: Autoscaling,
-    /// Placeholder (not acted on yet): how a comet sheds its clients before it exits.
+    /// How a comet sheds its clients before it stops (rolls, scale-in, node drains).
     pub drain: Drain,
 }
 
@@ -442,7 +442,8 @@ impl Default for Autoscaling {
     }
 }
 
-/// Placeholder: the next issue drains comets on rollouts and scale-in.
+/// How a comet sheds its clients before it stops (rendered into `[comet.drain]`; the preStop
+/// hook `GET /drain` starts it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Drain {

@@ -111,8 +111,9 @@ fn kafka_security(k: &crate::crd::Kafka, table: &mut Table, env: &mut Vec<Secret
     table.insert("properties".into(), Value::Table(props));
 }
 
-/// The binary's own shutdown grace: the pod's termination grace period less a margin for the
-/// process to exit after it, so the kubelet's SIGKILL never cuts a clean stop short.
+/// The binary's own shutdown grace: what is left of the pod's termination grace period (for
+/// comet, after the drain) less a margin for the process to exit, so the kubelet's SIGKILL
+/// never cuts a clean stop short.
 pub fn shutdown_grace(termination_grace_period_seconds: i64) -> i64 {
     const MARGIN: i64 = 5;
     (termination_grace_period_seconds - MARGIN).max(1)
@@ -123,13 +124,10 @@ pub fn base(pc: &PushCluster, tier: Tier, names: &Names, namespace: &str) -> (Ta
     let spec = &pc.spec;
     let mut t = Table::new();
     let mut env = Vec::new();
-    t.insert(
-        "shutdown".into(),
-        table([(
-            "grace",
-            s(format!("{}s", shutdown_grace(spec.tier(tier).termination_grace_period_seconds))),
-        )]),
-    );
+    // comet: the drain (preStop) first, then the shutdown, both within the pod's grace period.
+    let drain = if tier == Tier::Comet { spec.drain.timeout_seconds } else { 0 };
+    let grace = shutdown_grace(spec.tier(tier).termination_grace_period_seconds - drain);
+    t.insert("shutdown".into(), table([("grace", s(format!("{grace}s")))]));
     match tier {
         Tier::Comet => {
             t.insert("admin".into(), table([("addr", addr(COMET_ADMIN))]));
@@ -147,11 +145,20 @@ pub fn base(pc: &PushCluster, tier: Tier, names: &Names, namespace: &str) -> (Ta
                 );
             }
             // server_id stays unset: the binary takes $POD_NAME (downward API).
+            let d = &spec.drain;
             t.insert(
                 "comet".into(),
                 table([
                     ("tcp", table([("bind", list([format!("0.0.0.0:{COMET_TCP}")]))])),
                     ("websocket", websocket),
+                    (
+                        "drain",
+                        table([
+                            ("timeout", s(format!("{}s", d.timeout_seconds.max(1)))),
+                            ("rate", Value::Integer(d.disconnects_per_second.max(1))),
+                            ("reconnect_jitter", s(format!("{}s", d.reconnect_jitter_seconds))),
+                        ]),
+                    ),
                 ]),
             );
             t.insert("grpc".into(), table([("addr", addr(COMET_GRPC))]));

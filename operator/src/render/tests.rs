@@ -209,7 +209,8 @@ fn each_binarys_shutdown_grace_fits_in_its_pods_termination_grace() {
     spec.job.termination_grace_period_seconds = 3;
     let pc = cluster(spec);
     let names = Names::new("demo");
-    for (tier, want) in [(Tier::Comet, "85s"), (Tier::Logic, "25s"), (Tier::Job, "1s")] {
+    // comet: 90 s less the 20 s drain less the margin.
+    for (tier, want) in [(Tier::Comet, "65s"), (Tier::Logic, "25s"), (Tier::Job, "1s")] {
         let text = config::render(&pc, tier, &names, "ns1").unwrap().text;
         let file: toml::Table = toml::from_str(&text).unwrap();
         assert_eq!(file["shutdown"]["grace"].as_str(), Some(want), "{tier:?}");
@@ -230,5 +231,33 @@ fn liveness_waits_for_a_startup_probe() {
             "{}: {budget}s may cut logic's start (store, topic, discovery) short",
             d.name_any()
         );
+    }
+}
+
+#[test]
+fn comet_drains_in_its_prestop_hook_with_the_specs_pace() {
+    let mut spec = full();
+    spec.drain.timeout_seconds = 45;
+    spec.drain.disconnects_per_second = 200;
+    spec.drain.reconnect_jitter_seconds = 7;
+    spec.comet.pod.termination_grace_period_seconds = 60;
+    let pc = cluster(spec);
+    let c = children(&pc).unwrap();
+    let comet = c.deployments.iter().find(|d| d.name_any() == "demo-comet").unwrap();
+    let ctr = &comet.spec.template.spec.as_ref().unwrap().containers[0];
+    let hook = ctr.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap().http_get.as_ref().unwrap();
+    assert_eq!(hook.path.as_deref(), Some("/drain"));
+    assert_eq!(hook.port, k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("admin".into()));
+    let text = config::render(&pc, Tier::Comet, &Names::new("demo"), "ns1").unwrap().text;
+    let file: toml::Table = toml::from_str(&text).unwrap();
+    let drain = &file["comet"]["drain"];
+    assert_eq!(drain["timeout"].as_str(), Some("45s"));
+    assert_eq!(drain["rate"].as_integer(), Some(200));
+    assert_eq!(drain["reconnect_jitter"].as_str(), Some("7s"));
+    // 60 s of grace: 45 s of drain, then 10 s of shutdown, 5 s to spare.
+    assert_eq!(file["shutdown"]["grace"].as_str(), Some("10s"));
+    for d in c.deployments.iter().filter(|d| d.name_any() != "demo-comet") {
+        let ctr = &d.spec.template.spec.as_ref().unwrap().containers[0];
+        assert!(ctr.lifecycle.is_none(), "{} has no drain", d.name_any());
     }
 }

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    KeyToPath, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, SecretKeySelector, SecretVolumeSource,
-    Volume, VolumeMount,
+    KeyToPath, Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe,
+    SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -205,6 +205,20 @@ pub fn deployment(pc: &PushCluster, owner: &Owner, tier: Tier, rendered: &Render
         readiness_probe: Some(probe("/readyz", 5, 2)),
         resources: t.resources.clone(),
         volume_mounts: Some(mounts),
+        // comet drains before it stops: the kubelet calls this, waits for it (up to
+        // spec.drain.timeoutSeconds), then sends SIGTERM.
+        lifecycle: (tier == Tier::Comet).then(|| Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                http_get: Some(HTTPGetAction {
+                    path: Some("/drain".into()),
+                    port: IntOrString::String("admin".into()),
+                    scheme: Some("HTTP".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     };
 
