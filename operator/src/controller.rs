@@ -463,8 +463,12 @@ pub async fn reconcile(pc: Arc<PushCluster>, ctx: Arc<Context>) -> Result<Action
     if written? {
         info!(cluster = %key, ready, "status updated");
     }
+    let autoscaled = pc.spec.autoscaling.enabled && pc.spec.autoscaling.mode == AutoscalingMode::Builtin;
     Ok(Action::requeue(if soon {
         Duration::from_secs(2)
+    } else if autoscaled {
+        // The autoscaler's reading interval.
+        Duration::from_secs(10).min(ctx.resync)
     } else if ready {
         ctx.resync
     } else {

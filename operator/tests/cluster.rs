@@ -844,3 +844,41 @@ async fn a_comet_roll_brings_every_new_comet_up_before_any_old_one_goes() {
     })
     .await;
 }
+
+#[tokio::test]
+#[ignore = "needs the control plane (scripts/k8s.sh start)"]
+async fn the_production_example_becomes_ready_on_the_kwok_node() {
+    use k8s_openapi::api::core::v1::Node;
+    in_namespace("op-production", |client, ns| async move {
+        let mut pc = example("production");
+        // What the example asks of the cluster's nodes: its pods select node-pool=edge and
+        // tolerate dedicated=edge. The kwok node gets the label, the pods the kwok taint's
+        // toleration (the only change to the example).
+        let nodes: Api<Node> = Api::all(client.clone());
+        let label = serde_json::json!({"metadata": {"labels": {"node-pool": "edge"}}});
+        for n in nodes.list(&ListParams::default().labels("type=kwok")).await.unwrap() {
+            nodes.patch(&n.name_any(), &PatchParams::default(), &Patch::Merge(&label)).await.unwrap();
+        }
+        let kwok = minimal().logic.tolerations;
+        for t in [&mut pc.spec.comet.pod, &mut pc.spec.logic, &mut pc.spec.job] {
+            t.tolerations.extend(kwok.clone());
+        }
+        create(&client, &ns, "demo", pc.spec.clone()).await;
+        let ctx = context(&client);
+        let pc = until_ready(&client, &ns, &ctx).await;
+        let s = pc.status.clone().unwrap();
+        assert_eq!(s.observed_generation, pc.metadata.generation);
+        assert_eq!((s.comet.ready, s.logic.ready, s.job.ready), (3, 2, 2));
+        let kids = children(&client, &ns, &pc).await;
+        for k in ["Deployment/demo-job", "Service/demo-comet", "ConfigMap/demo-job-config"] {
+            assert!(kids.contains_key(k), "{k}: {:?}", kids.keys());
+        }
+        let svc = Api::<Service>::namespaced(client.clone(), &ns).get("demo-comet").await.unwrap();
+        let spec = svc.spec.unwrap();
+        assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
+        assert_eq!(spec.external_traffic_policy.as_deref(), Some("Local"));
+        let ports: Vec<_> = spec.ports.unwrap().iter().map(|p| (p.name.clone().unwrap(), p.port)).collect();
+        assert!(ports.contains(&("wss".into(), 443)), "{ports:?}");
+    })
+    .await;
+}
