@@ -745,12 +745,17 @@ class LongPollPipe {
 
   async _loop() {
     const timeout = this.pollTimeoutS ? `&timeout=${this.pollTimeoutS}` : '';
+    // The poll cursor: the X-Goim-Poll-Seq of the last response read in full. Sent as `ack`, it
+    // tells the server which response arrived; one that did not (a poll that failed on the
+    // way) is sent again by the next poll.
+    let ack = null;
     let failures = 0;
     while (!this.closed) {
       let res;
       let body;
       try {
-        res = await this.fetch(`${this.base}?${this._query()}${timeout}`, { cache: 'no-store', signal: this.abort.signal });
+        const cursor = ack === null ? '' : `&ack=${ack}`;
+        res = await this.fetch(`${this.base}?${this._query()}${timeout}${cursor}`, { cache: 'no-store', signal: this.abort.signal });
         body = res.status === 200 ? await res.arrayBuffer() : null;
       } catch (e) {
         if (this.closed) return;
@@ -773,6 +778,8 @@ class LongPollPipe {
         return this._fail({ reason: 'http', message: `HTTP ${res.status}` });
       }
       failures = 0;
+      const seq = res.headers && res.headers.get('X-Goim-Poll-Seq');
+      if (seq && /^\d+$/.test(seq)) ack = seq;
       if (!this._deliver(body)) return;
     }
   }

@@ -32,6 +32,9 @@ pub struct Response {
     pub body: Bytes,
     /// Long-poll answers allow any origin: the session id is the credential, no cookies.
     pub cors: bool,
+    /// A poll response with packets: its seq goes in a header, and it learns whether the
+    /// response was written (confirmed after a complete write, failed when dropped).
+    pub receipt: Option<long_poll::Receipt>,
 }
 
 impl Response {
@@ -41,6 +44,7 @@ impl Response {
             content_type: "application/json",
             body: Bytes::from(value.to_string()),
             cors: true,
+            receipt: None,
         }
     }
 
@@ -49,11 +53,17 @@ impl Response {
     }
 
     pub fn packets(body: Bytes) -> Response {
-        Response { status: "200 OK", content_type: "application/octet-stream", body, cors: true }
+        Response {
+            status: "200 OK",
+            content_type: "application/octet-stream",
+            body,
+            cors: true,
+            receipt: None,
+        }
     }
 
     pub fn empty(status: &'static str) -> Response {
-        Response { status, content_type: "text/plain", body: Bytes::new(), cors: true }
+        Response { status, content_type: "text/plain", body: Bytes::new(), cors: true, receipt: None }
     }
 
     fn head(&self, close: bool) -> String {
@@ -65,6 +75,10 @@ impl Response {
         );
         if self.cors {
             h.push_str("Access-Control-Allow-Origin: *\r\n");
+        }
+        if let Some(r) = &self.receipt {
+            let name = long_poll::SEQ_HEADER;
+            h.push_str(&format!("{name}: {}\r\nAccess-Control-Expose-Headers: {name}\r\n", r.seq()));
         }
         if close {
             h.push_str("Connection: close\r\n");
@@ -144,7 +158,11 @@ where
             // every other route is bounded by its own deadline.
             let resp = route(&state, peer, &req, body).await;
             let close = req.wants_close() || state.shutdown.is_cancelled();
-            if write(&mut stream, &resp, close, &state).await.is_err() || close {
+            let written = write(&mut stream, &resp, close, &state).await.is_ok();
+            if let Some(receipt) = resp.receipt.filter(|_| written) {
+                receipt.confirm();
+            }
+            if !written || close {
                 return None;
             }
             let next = tokio::select! {
@@ -232,7 +250,13 @@ async fn write<S: AsyncWrite + Unpin>(
 ) -> Result<(), ()> {
     let mut out = BytesMut::from(resp.head(close).as_bytes());
     out.extend_from_slice(&resp.body);
-    match timeout(state.config.protocol.write_timeout, stream.write_all(&out)).await {
+    // Flushed: only then has all of it left this process (a TLS stream may buffer), which is
+    // what a poll's receipt reports.
+    let written = async {
+        stream.write_all(&out).await?;
+        stream.flush().await
+    };
+    match timeout(state.config.protocol.write_timeout, written).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
     }
@@ -248,7 +272,9 @@ async fn route(state: &Arc<State>, peer: SocketAddr, req: &Request, body: Bytes)
             let cookie = req.header("cookie").unwrap_or_default().to_string();
             Box::pin(long_poll::auth(state, peer, cookie, body)).await
         }
-        ("GET", "/poll") => long_poll::poll(state, req.query("sid"), req.query("timeout")).await,
+        ("GET", "/poll") => {
+            long_poll::poll(state, req.query("sid"), req.query("timeout"), req.query("ack")).await
+        }
         ("POST", "/poll/send") => Box::pin(long_poll::send(state, req.query("sid"), body)).await,
         (_, "/poll" | "/poll/auth" | "/poll/send") => {
             Response::error("405 Method Not Allowed", "method", "see the long-polling protocol")
@@ -262,7 +288,7 @@ async fn route(state: &Arc<State>, peer: SocketAddr, req: &Request, body: Bytes)
 }
 
 fn preflight() -> Response {
-    Response { status: "204 No Content", content_type: "text/plain", body: Bytes::new(), cors: true }
+    Response::empty("204 No Content")
 }
 
 fn asset(state: &State, path: &str) -> Response {
@@ -280,6 +306,7 @@ fn asset(state: &State, path: &str) -> Response {
             content_type: a.content_type,
             body: Bytes::from_static(a.body),
             cors: false,
+            receipt: None,
         },
         None => Response::error("404 Not Found", "not_found", "not found"),
     }

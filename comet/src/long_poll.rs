@@ -1,13 +1,22 @@
 //! HTTP long-polling: a session id instead of a socket, the same packets as TCP.
 //!
 //! - `POST /poll/auth` (body: the op-7 token) → `{"sid", "heartbeat_ms"}`, or 401.
-//! - `GET /poll?sid=S[&timeout=secs]` waits for pushes → 200 packets back to back, 204 when the
-//!   wait ends empty, 404 for an unknown or expired session.
+//! - `GET /poll?sid=S[&timeout=secs][&ack=seq]` waits for pushes → 200 packets back to back
+//!   with an `X-Goim-Poll-Seq` header, 204 when the wait ends empty, 404 for an unknown or
+//!   expired session, 400 for an `ack` that is not a number or is ahead of the last seq.
 //! - `POST /poll/send?sid=S` (body: packets) → 200 with the replies back to back.
 //!
 //! A session is a [`Channel`] like any socket's: pushes queue in its bounded outbox between
 //! polls (a session that lets it overflow is disconnected as slow), and a session that neither
 //! polls nor sends for its heartbeat timeout expires.
+//!
+//! The poll cursor: the packets of the last 200 are held (the `Cursor`) until the next poll
+//! acknowledges them, and that poll gets the same response again (same seq) otherwise. A poll
+//! with `ack` equal to the last seq acknowledges it; an older `ack` asks for the resend. A poll
+//! without `ack` (a client that does not know the cursor) acknowledges it only if the server
+//! wrote the whole response (HTTP reports that through the response's [`Receipt`]); a write
+//! that failed or was cut short keeps the packets for the next poll. At most one response is
+//! held, one outbox drain, so the session's outbox limits bound it too.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,6 +41,9 @@ use crate::tcp::TcpEncoder;
 
 const LABEL: TransportLabel = TransportLabel { transport: "long_poll" };
 
+/// The response header that carries a poll response's sequence number.
+pub const SEQ_HEADER: &str = "X-Goim-Poll-Seq";
+
 struct Session {
     ch: Arc<Channel>,
     heartbeat: Duration,
@@ -39,6 +51,124 @@ struct Session {
     /// One poll at a time per session: a second poll waits for the first. Held across the
     /// poll's wait, hence tokio's mutex.
     polling: tokio::sync::Mutex<()>,
+    /// The last response with packets, until acknowledged.
+    cursor: Mutex<Cursor>,
+    /// Wakes a poll without `ack` that waits to learn whether the previous response was written
+    /// (a client may poll again on another connection before that write's task reports). The
+    /// [`Receipt`] of that response notifies it.
+    written: tokio::sync::Notify,
+}
+
+/// The last response that carried packets, held until a poll acknowledges it.
+#[derive(Debug, Default)]
+struct Cursor {
+    /// Its sequence number (`X-Goim-Poll-Seq`); 0 before the first.
+    seq: u64,
+    /// Its body while unacknowledged.
+    held: Option<Bytes>,
+    /// Counts the times a held response was handed out (first sent or resent), so a late
+    /// report of an earlier attempt cannot overwrite the outcome of the latest.
+    attempt: u64,
+    write: Write,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Write {
+    /// Handed to HTTP, no outcome reported yet.
+    #[default]
+    Pending,
+    /// Written completely (and flushed) to the connection.
+    Done,
+    /// The write failed, timed out, or never happened.
+    Failed,
+}
+
+/// What a poll finds in its session's cursor.
+#[derive(Debug, PartialEq, Eq)]
+enum Settled {
+    /// Nothing held (or it was just acknowledged): answer with what the outbox has.
+    Fresh,
+    /// The held response again: its seq, attempt and body.
+    Resend(u64, u64, Bytes),
+    /// The held response's write has not reported yet; ask again after it does.
+    Wait,
+}
+
+/// An `ack` the session cannot have sent.
+#[derive(Debug, PartialEq, Eq)]
+struct AheadAck;
+
+impl Cursor {
+    /// Applies a poll's `ack` (or its absence) to the held response.
+    fn settle(&mut self, ack: Option<u64>) -> Result<Settled, AheadAck> {
+        if ack.is_some_and(|a| a > self.seq) {
+            return Err(AheadAck);
+        }
+        let Some(body) = &self.held else { return Ok(Settled::Fresh) };
+        let acknowledged = match ack {
+            Some(a) => a == self.seq,
+            None if self.write == Write::Pending => return Ok(Settled::Wait),
+            None => self.write == Write::Done,
+        };
+        if acknowledged {
+            self.held = None;
+            return Ok(Settled::Fresh);
+        }
+        let body = body.clone();
+        self.attempt += 1;
+        self.write = Write::Pending;
+        Ok(Settled::Resend(self.seq, self.attempt, body))
+    }
+
+    /// Holds a new response's body; returns its seq and attempt.
+    fn hold(&mut self, body: Bytes) -> (u64, u64) {
+        debug_assert!(self.held.is_none(), "a held response is resent before new packets go out");
+        self.seq += 1;
+        self.attempt += 1;
+        self.held = Some(body);
+        self.write = Write::Pending;
+        (self.seq, self.attempt)
+    }
+
+    /// Records how the write of `attempt` ended, unless a later attempt replaced it.
+    fn report(&mut self, attempt: u64, outcome: Write) {
+        if self.attempt == attempt && self.write == Write::Pending {
+            self.write = outcome;
+        }
+    }
+}
+
+/// Travels with a poll response that carries packets: HTTP [`confirm`](Receipt::confirm)s it
+/// once the whole response is written; dropped unconfirmed (a failed or cut-short write, a
+/// connection task that ended), it marks the write failed, so the next poll resends.
+pub struct Receipt {
+    session: Arc<Session>,
+    seq: u64,
+    attempt: u64,
+}
+
+impl Receipt {
+    /// The response's sequence number, for the `X-Goim-Poll-Seq` header.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The response was written completely.
+    pub fn confirm(self) {
+        self.report(Write::Done);
+    }
+
+    fn report(&self, outcome: Write) {
+        self.session.cursor.lock().report(self.attempt, outcome);
+        self.session.written.notify_waiters();
+    }
+}
+
+impl Drop for Receipt {
+    fn drop(&mut self) {
+        // After `confirm` this finds the write reported already and changes nothing.
+        self.report(Write::Failed);
+    }
 }
 
 struct Activity {
@@ -121,6 +251,8 @@ pub async fn auth(state: &Arc<State>, peer: SocketAddr, cookie: String, token: B
         heartbeat: session.heartbeat,
         activity: Mutex::new(Activity { last_seen: now, polls: 0, last_renew: now }),
         polling: tokio::sync::Mutex::new(()),
+        cursor: Mutex::new(Cursor::default()),
+        written: tokio::sync::Notify::new(),
     };
     state.sessions.map.lock().insert(sid.clone(), Arc::new(s));
     debug!(peer = %peer, key = %session.key, "long-poll session opened");
@@ -130,20 +262,40 @@ pub async fn auth(state: &Arc<State>, peer: SocketAddr, cookie: String, token: B
     )
 }
 
-pub async fn poll(state: &Arc<State>, sid: Option<&str>, wait: Option<&str>) -> Response {
+pub async fn poll(state: &Arc<State>, sid: Option<&str>, wait: Option<&str>, ack: Option<&str>) -> Response {
     let Some(s) = state.sessions.get(sid) else { return unknown() };
     let sid = sid.unwrap_or_default();
     let max = state.config.long_poll.poll_timeout;
     let wait = wait.and_then(|w| w.parse::<f64>().ok()).filter(|w| w.is_finite() && *w >= 0.0);
     let wait = wait.map(|w| Duration::from_secs_f64(w).min(max)).unwrap_or(max);
+    let Ok(ack) = ack.map(str::parse::<u64>).transpose() else { return bad_ack() };
     s.touch(1);
-    let resp = poll_session(state, &s, sid, Instant::now() + wait).await;
+    let resp = poll_session(state, &s, sid, ack, Instant::now() + wait).await;
     s.touch(-1);
     resp
 }
 
-async fn poll_session(state: &Arc<State>, s: &Arc<Session>, sid: &str, deadline: Instant) -> Response {
+fn bad_ack() -> Response {
+    Response::error("400 Bad Request", "bad_ack", "ack is not a seq this session sent")
+}
+
+async fn poll_session(
+    state: &Arc<State>,
+    s: &Arc<Session>,
+    sid: &str,
+    ack: Option<u64>,
+    deadline: Instant,
+) -> Response {
     let _turn = s.polling.lock().await;
+    match settle(s, ack).await {
+        Ok(Settled::Resend(seq, attempt, body)) => {
+            state.metrics.long_poll_resends.inc();
+            debug!(seq, "long-poll response resent");
+            return with_receipt(s, seq, attempt, body);
+        }
+        Ok(_) => {}
+        Err(AheadAck) => return bad_ack(),
+    }
     let mut items = Vec::new();
     loop {
         items.clear();
@@ -153,13 +305,35 @@ async fn poll_session(state: &Arc<State>, s: &Arc<Session>, sid: &str, deadline:
             return Box::pin(finish(state, s, sid, &items, reason)).await;
         }
         if !items.is_empty() {
-            return Response::packets(encode(&items));
+            let body = encode(&items);
+            let (seq, attempt) = s.cursor.lock().hold(body.clone());
+            return with_receipt(s, seq, attempt, body);
         }
         tokio::select! {
             _ = s.ch.outbox.ready() => {}
             _ = sleep_until(deadline) => return Response::empty("204 No Content"),
         }
     }
+}
+
+/// Settles the cursor for this poll, waiting (bounded by HTTP's write timeout) for the previous
+/// response's write to report when the poll has no `ack`.
+async fn settle(s: &Session, ack: Option<u64>) -> Result<Settled, AheadAck> {
+    loop {
+        // Registered before looking, so a report between the look and the wait is not missed.
+        let mut reported = std::pin::pin!(s.written.notified());
+        reported.as_mut().enable();
+        match s.cursor.lock().settle(ack)? {
+            Settled::Wait => {}
+            settled => return Ok(settled),
+        }
+        reported.await;
+    }
+}
+
+fn with_receipt(s: &Arc<Session>, seq: u64, attempt: u64, body: Bytes) -> Response {
+    let receipt = Receipt { session: s.clone(), seq, attempt };
+    Response { receipt: Some(receipt), ..Response::packets(body) }
 }
 
 /// The session's last answer: what it calls for, then op 6; the session is gone after it.
@@ -256,5 +430,70 @@ pub async fn sweep(state: Arc<State>) {
         state.metrics.connections.get_or_create(&LABEL).dec();
         state.metrics.disconnect(reason.reason());
         teardown(&state, &s.ch).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(s: &'static str) -> Bytes {
+        Bytes::from_static(s.as_bytes())
+    }
+
+    #[test]
+    fn a_poll_without_ack_acknowledges_a_response_that_was_written() {
+        let mut c = Cursor::default();
+        assert_eq!(c.settle(None), Ok(Settled::Fresh));
+        let (seq, attempt) = c.hold(body("a"));
+        assert_eq!(seq, 1);
+        c.report(attempt, Write::Done);
+        assert_eq!(c.settle(None), Ok(Settled::Fresh));
+        assert!(c.held.is_none());
+    }
+
+    #[test]
+    fn a_poll_without_ack_gets_a_failed_response_again_until_one_write_succeeds() {
+        let mut c = Cursor::default();
+        let (_, attempt) = c.hold(body("a"));
+        c.report(attempt, Write::Failed);
+        let Ok(Settled::Resend(1, again, b)) = c.settle(None) else { panic!("{c:?}") };
+        assert_eq!(b, body("a"));
+        c.report(again, Write::Failed);
+        let Ok(Settled::Resend(1, third, _)) = c.settle(None) else { panic!("{c:?}") };
+        c.report(third, Write::Done);
+        assert_eq!(c.settle(None), Ok(Settled::Fresh));
+        assert_eq!(c.hold(body("b")).0, 2);
+    }
+
+    #[test]
+    fn a_poll_without_ack_waits_while_the_previous_write_is_unreported() {
+        let mut c = Cursor::default();
+        c.hold(body("a"));
+        assert_eq!(c.settle(None), Ok(Settled::Wait));
+        assert_eq!(c.settle(None), Ok(Settled::Wait), "waiting changes nothing");
+    }
+
+    #[test]
+    fn ack_of_the_last_seq_drops_it_and_an_older_ack_resends_it_however_it_was_written() {
+        let mut c = Cursor::default();
+        let (_, attempt) = c.hold(body("a"));
+        c.report(attempt, Write::Done);
+        let Ok(Settled::Resend(1, again, _)) = c.settle(Some(0)) else { panic!("{c:?}") };
+        c.report(again, Write::Failed);
+        assert_eq!(c.settle(Some(1)), Ok(Settled::Fresh), "the client says it got it");
+        assert_eq!(c.settle(Some(1)), Ok(Settled::Fresh), "nothing held: nothing to resend");
+        assert_eq!(c.settle(Some(2)), Err(AheadAck));
+    }
+
+    #[test]
+    fn a_late_report_of_an_earlier_attempt_does_not_overwrite_the_latest() {
+        let mut c = Cursor::default();
+        let (_, first) = c.hold(body("a"));
+        let Ok(Settled::Resend(1, second, _)) = c.settle(Some(0)) else { panic!("{c:?}") };
+        c.report(second, Write::Done);
+        c.report(first, Write::Failed);
+        assert_eq!(c.write, Write::Done);
+        assert_eq!(c.settle(None), Ok(Settled::Fresh));
     }
 }

@@ -46,6 +46,9 @@ pub struct Metrics {
     pub drain_remaining: Gauge,
     /// Clients told to go (op 6 `drain`) and closed by a drain, at its pace or at its timeout.
     pub drained: Counter,
+    /// Long-poll responses sent again because the previous poll's was not written completely
+    /// or not acknowledged.
+    pub long_poll_resends: Counter,
 }
 
 impl Metrics {
@@ -68,6 +71,11 @@ impl Metrics {
             "drained",
             "Clients told to go (op 6 drain) and closed by the drain",
             self.drained.clone(),
+        );
+        r.register(
+            "long_poll_resends",
+            "Long-poll responses resent because their first write failed or was not acknowledged",
+            self.long_poll_resends.clone(),
         );
     }
 

@@ -382,3 +382,54 @@ test('an op-6 packet in a long-poll response is followed like one over WebSocket
   await until('connected again', () => srv.tokens.length === 2 && client.status === 'connected');
   client.close();
 });
+
+// A long-poll server double with the poll cursor: each 200 carries X-Goim-Poll-Seq and is held
+// until a poll acks its seq; `breakNext` makes that many responses fail while their body is read.
+function cursorPollServer() {
+  const srv = fakePollServer();
+  const inner = srv.fetch;
+  Object.assign(srv, { acks: [], seq: 0, held: null, breakNext: 0 });
+  srv.fetch = async (url, init = {}) => {
+    const u = new URL(url);
+    if (u.pathname !== '/poll') return inner(url, init);
+    srv.calls.push(`GET ${u.pathname}${u.search}`);
+    const ack = u.searchParams.get('ack');
+    srv.acks.push(ack);
+    if (srv.held && ack === String(srv.held.seq)) srv.held = null;
+    if (!srv.held) {
+      if (!srv.pending.length) {
+        await new Promise((resolve) => {
+          srv.waiters.push(resolve);
+          init.signal?.addEventListener('abort', resolve);
+        });
+      }
+      if (init.signal?.aborted) throw new DOMException('aborted', 'AbortError');
+      if (!srv.pending.length) return new Response(null, { status: 204 });
+      srv.held = { seq: ++srv.seq, body: encodePackets(srv.pending.splice(0)) };
+    }
+    const res = new Response(srv.held.body, { status: 200, headers: { 'X-Goim-Poll-Seq': String(srv.held.seq) } });
+    if (srv.breakNext > 0) {
+      srv.breakNext--;
+      res.arrayBuffer = async () => {
+        throw new TypeError('network error');
+      };
+    }
+    return res;
+  };
+  return srv;
+}
+
+test('a long-poll response lost on the way is asked for again with ack and delivered once', async () => {
+  const srv = cursorPollServer();
+  const { client, events } = recorder({ transports: ['longpoll'], fetch: srv.fetch });
+  await client.connect();
+  srv.push({ op: 1000, body: 'a' });
+  await until('the first message', () => events.messages.length === 1);
+  srv.breakNext = 1;
+  srv.push({ op: 1000, body: 'b' });
+  await until('the resent message', () => events.messages.length === 2, 5000);
+  await until('the poll after it', () => srv.acks.length >= 4);
+  assert.deepEqual(events.messages.map(([, t]) => t), ['a', 'b']);
+  assert.deepEqual(srv.acks.slice(0, 4), [null, '1', '1', '2'], 'the broken response is not acked');
+  client.close();
+});
