@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use goim_job::discovery::{self, CometEndpoint, Discovery, Endpoints, StaticList};
+use goim_job::discovery::{self, CometEndpoint, Discovery, Endpoints, ProbedList, StaticList};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -80,29 +80,38 @@ async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({what})"))
 }
 
-/// Starts the configured discovery: a static list at once, or the Kubernetes watch (waiting
-/// for its first complete list).
+/// Starts the configured discovery: a static list at once (probed on `tasks` when
+/// `probe_interval` is set), or the Kubernetes watch (waiting for its first complete list).
 async fn start_discovery(
     config: &discovery::Config,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) -> anyhow::Result<Arc<dyn Discovery>> {
     match config.kind {
-        discovery::Kind::Static => Ok(Arc::new(StaticList::new(
-            config.comets.iter().map(|c| CometEndpoint::up(&c.server_id, &c.addr)).collect(),
-        ))),
+        discovery::Kind::Static => {
+            let comets = config.comets.iter().map(|c| CometEndpoint::up(&c.server_id, &c.addr)).collect();
+            if config.probe_interval.is_zero() {
+                Ok(Arc::new(StaticList::new(comets)))
+            } else {
+                Ok(Arc::new(ProbedList::start(comets, config.probe_interval, shutdown, tasks)))
+            }
+        }
         discovery::Kind::Kubernetes => {
             Ok(Arc::new(discovery::Kubernetes::start(&config.kubernetes, shutdown, tasks).await?))
         }
     }
 }
 
-/// logic's view of discovery: the comets ready for new clients.
+/// logic's view of discovery: the comets ready for new clients, and every comet listed.
 struct ReadyComets(watch::Receiver<Endpoints>);
 
 impl goim_logic::comet::Comets for ReadyComets {
     fn ready(&self) -> Vec<String> {
         self.0.borrow().iter().filter(|c| c.ready).map(|c| c.server_id.clone()).collect()
+    }
+
+    fn listed(&self) -> Vec<String> {
+        self.0.borrow().iter().map(|c| c.server_id.clone()).collect()
     }
 }
 

@@ -16,6 +16,10 @@ pub enum Error {
     /// No comet with this server id is known (never was, or it left). Not retried.
     #[error("unknown comet server {0:?}")]
     UnknownServer(String),
+    /// The comet was listed by discovery and is no longer (it died, or was scaled away): its
+    /// routes are stale. Not retried: a dead address would only burn the dispatch deadline.
+    #[error("comet server {0:?} left discovery")]
+    Gone(String),
     /// The comet could not be reached or is overloaded; the call may succeed if retried.
     #[error("comet unavailable: {0}")]
     Unavailable(String),
@@ -46,8 +50,9 @@ impl Error {
 /// - Job makes the calls for one room (and for the keys of one server) one at a time, in the order
 ///   the messages were pushed; it may make calls for different rooms or servers concurrently.
 ///   Within one call, packets are delivered in the order they appear.
-/// - Errors: [`Error::UnknownServer`] for a server id not (or no longer) known, promptly and without
-///   I/O; [`Error::Unavailable`] and [`Error::Timeout`] when a retry may help; [`Error::Rejected`]
+/// - Errors: [`Error::UnknownServer`] for a server id never known, and [`Error::Gone`] for one
+///   discovery listed and no longer lists, both promptly and without I/O (a gone comet is never
+///   called); [`Error::Unavailable`] and [`Error::Timeout`] when a retry may help; [`Error::Rejected`]
 ///   when it cannot.
 #[async_trait]
 pub trait Comets: Send + Sync + 'static {
@@ -78,6 +83,7 @@ mod tests {
         assert!(Error::Unavailable("down".into()).is_retryable());
         assert!(Error::Timeout.is_retryable());
         assert!(!Error::UnknownServer("c1".into()).is_retryable());
+        assert!(!Error::Gone("c1".into()).is_retryable());
         assert!(!Error::Rejected("bad".into()).is_retryable());
     }
 }

@@ -3,6 +3,7 @@
 //! goim finds comets through bilibili/discovery. goim-rs has two sources behind one trait:
 //!
 //! - [`StaticList`]: a fixed list from the config (one machine, or a fixed fleet).
+//! - [`ProbedList`]: the same list with TCP probes (`probe_interval`), so a dead comet leaves it.
 //! - `Kubernetes` (feature `kubernetes`): a watch on the EndpointSlices of the comet headless
 //!   Service; a comet's server id is its pod name. See `endpoint_slice` for the mapping.
 //!
@@ -14,16 +15,18 @@ mod config;
 mod endpoint_slice;
 #[cfg(feature = "kubernetes")]
 mod kubernetes;
+mod probe;
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
-pub use config::{Config, Kind, KubernetesConfig, StaticComet};
+pub use config::{Config, Kind, KubernetesConfig, PROBE_FAILURES, StaticComet};
 #[cfg(feature = "kubernetes")]
 pub use endpoint_slice::comet_endpoints;
 #[cfg(feature = "kubernetes")]
 pub use kubernetes::{Error as KubernetesError, Kubernetes};
+pub use probe::ProbedList;
 
 /// One comet as discovery sees it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]

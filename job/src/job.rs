@@ -46,7 +46,9 @@ impl Job {
     /// waits for every dispatch in progress, acks, and returns `Ok`.
     ///
     /// - Key pushes are encoded once and sent to the comet named in the message. A comet that does
-    ///   not exist is counted (`goim_job_dropped_total{reason="unknown_server"}`) and logged.
+    ///   not exist is counted (`goim_job_dropped_total{reason="unknown_server"}`) and logged; one
+    ///   that discovery no longer lists is never called: the push is dropped at once and counted
+    ///   (`reason="comet_gone"`), not retried against a dead address.
     /// - Room pushes to an idle room go out at once; those within `room.max_delay` of the room's
     ///   last flush are batched (`room.batch` packets or `room.max_delay` after that flush; see
     ///   [`RoomConfig`](crate::RoomConfig)). Each batch, encoded once, goes to every comet, in
@@ -148,12 +150,19 @@ impl Job {
         for call in &done.calls {
             self.metrics.dispatched(kind, call.retries);
             match &call.result {
-                Ok(()) => {}
+                Ok(()) => self.metrics.comet_called(&call.server),
                 Err(comet::Error::UnknownServer(_)) => {
                     self.metrics.dropped(kind, DropReason::UnknownServer);
                     warn!(kind = kind_name(kind), server = %call.server, "push to an unknown comet dropped");
                 }
+                Err(comet::Error::Gone(_)) => {
+                    // Expected for a while after a comet died: its users' routes still name it
+                    // until logic drops them (`discovery.gone_grace`). Debug, not warn: one per push.
+                    self.metrics.dropped(kind, DropReason::CometGone);
+                    debug!(kind = kind_name(kind), server = %call.server, "push to a comet gone from discovery dropped");
+                }
                 Err(e) => {
+                    self.metrics.comet_called(&call.server);
                     self.metrics.failed(kind, &call.server);
                     warn!(
                         kind = kind_name(kind),

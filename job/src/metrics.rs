@@ -12,6 +12,9 @@ use prometheus_client::registry::Registry;
 pub(crate) enum DropReason {
     /// A key push named a comet job does not know (gone, or another cluster's).
     UnknownServer,
+    /// A key push named a comet that discovery listed and no longer lists: a stale route of a
+    /// dead (or removed) comet, dropped without calling it.
+    CometGone,
     /// A room or broadcast push found no comets at all.
     NoComets,
 }
@@ -20,6 +23,7 @@ impl DropReason {
     fn as_str(self) -> &'static str {
         match self {
             DropReason::UnknownServer => "unknown_server",
+            DropReason::CometGone => "comet_gone",
             DropReason::NoComets => "no_comets",
         }
     }
@@ -47,6 +51,12 @@ struct ServerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CometLabels {
+    /// A server id job had a client for (listed by discovery), so bounded like [`ServerLabels`].
+    server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DropLabels {
     kind: &'static str,
     reason: &'static str,
@@ -68,6 +78,7 @@ pub struct Metrics {
     dispatch_calls: Family<KindLabels, Counter>,
     dispatch_retries: Family<KindLabels, Counter>,
     dispatch_failed: Family<ServerLabels, Counter>,
+    comet_calls: Family<CometLabels, Counter>,
     dropped: Family<DropLabels, Counter>,
     latency: Family<KindLabels, Histogram, fn() -> Histogram>,
 }
@@ -88,6 +99,7 @@ impl Metrics {
             dispatch_calls: Family::default(),
             dispatch_retries: Family::default(),
             dispatch_failed: Family::default(),
+            comet_calls: Family::default(),
             dropped: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
         }
@@ -120,8 +132,14 @@ impl Metrics {
             self.dispatch_failed.clone(),
         );
         r.register(
+            "comet_calls",
+            "Dispatches that went out to a comet (each answered, retries not included), by server; \
+             a comet that left discovery gets none",
+            self.comet_calls.clone(),
+        );
+        r.register(
             "dropped",
-            "Pushes that reached no comet: unknown server, or no comets at all",
+            "Pushes that reached no comet: unknown server, comet gone from discovery, or no comets at all",
             self.dropped.clone(),
         );
         r.register(
@@ -157,6 +175,11 @@ impl Metrics {
         self.dispatch_failed.get_or_create(&labels).inc();
     }
 
+    /// A dispatch that reached comet `server` (whatever it answered).
+    pub(crate) fn comet_called(&self, server: &str) {
+        self.comet_calls.get_or_create(&CometLabels { server: server.to_owned() }).inc();
+    }
+
     pub(crate) fn dropped(&self, kind: PushKind, why: DropReason) {
         self.dropped.get_or_create(&DropLabels { kind: kind_name(kind), reason: why.as_str() }).inc();
     }
@@ -183,6 +206,8 @@ mod tests {
         metrics.dispatched(PushKind::Keys, 2);
         metrics.failed(PushKind::Keys, "comet-1");
         metrics.dropped(PushKind::Broadcast, DropReason::NoComets);
+        metrics.dropped(PushKind::Keys, DropReason::CometGone);
+        metrics.comet_called("comet-1");
         metrics.latency(PushKind::Room, 0.02);
 
         let mut text = String::new();
@@ -196,6 +221,8 @@ mod tests {
             "goim_job_dispatch_retries_total{kind=\"keys\"} 2",
             "goim_job_dispatch_failed_total{kind=\"keys\",server=\"comet-1\"} 1",
             "goim_job_dropped_total{kind=\"broadcast\",reason=\"no_comets\"} 1",
+            "goim_job_dropped_total{kind=\"keys\",reason=\"comet_gone\"} 1",
+            "goim_job_comet_calls_total{server=\"comet-1\"} 1",
             "goim_job_dispatch_latency_seconds_count{kind=\"room\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");

@@ -61,6 +61,24 @@ async fn a_keys_push_to_an_unknown_server_is_counted_not_retried_and_acked() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_keys_push_to_a_comet_gone_from_discovery_is_dropped_at_once_with_its_reason() {
+    let h = Harness::start(Config::default(), &["c1", "c2"]);
+    h.comets.script("c1", [Answer::Fail(CometError::Gone("c1".into()))]);
+    h.push(keys_msg("c1", &["k1"], "stale route")).await;
+    h.push(keys_msg("c2", &["k2"], "live route")).await;
+    h.settle().await;
+
+    assert_eq!(h.comets.started(), 2, "the gone comet is not retried");
+    assert_eq!(h.metric("goim_job_dropped_total{kind=\"keys\",reason=\"comet_gone\"}"), 1.0);
+    assert_eq!(h.metric("goim_job_dispatch_failed_total{kind=\"keys\",server=\"c1\"}"), 0.0);
+    assert_eq!(h.metric("goim_job_comet_calls_total{server=\"c1\"}"), 0.0);
+    assert_eq!(h.metric("goim_job_comet_calls_total{server=\"c2\"}"), 1.0);
+    let mut acks = h.acks();
+    acks.sort_unstable();
+    assert_eq!(acks, [0, 1], "both are acked; the stale one is not redelivered");
+}
+
+#[tokio::test(start_paused = true)]
 async fn broadcast_speed_is_divided_between_comets_who_share_one_encoded_packet() {
     let h = Harness::start(Config::default(), &["c1", "c2", "c3", "c4"]);
     h.push(PushMsg::broadcast(1002, 100, Bytes::from_static(b"all"))).await;

@@ -7,6 +7,7 @@
 mod node;
 mod online;
 mod push;
+mod sweep;
 
 use std::sync::Arc;
 

@@ -41,6 +41,8 @@ pub struct Metrics {
     connects_rejected: Family<ReasonLabel, Counter>,
     store_errors: Family<OperationLabel, Counter>,
     uplinks: Counter,
+    routes_dropped: Counter,
+    comets_swept: Counter,
 }
 
 impl Metrics {
@@ -66,6 +68,16 @@ impl Metrics {
             self.store_errors.clone(),
         );
         r.register("uplinks", "Uplink packets received from clients", self.uplinks.clone());
+        r.register(
+            "routes_dropped",
+            "Key mappings deleted because their comet was gone from discovery longer than the grace",
+            self.routes_dropped.clone(),
+        );
+        r.register(
+            "comets_swept",
+            "Comets gone from discovery whose routes were dropped",
+            self.comets_swept.clone(),
+        );
     }
 
     pub(crate) fn push_request(&self, kind: &'static str, result: &'static str) {
@@ -95,6 +107,14 @@ impl Metrics {
     pub(crate) fn uplink(&self) {
         self.uplinks.inc();
     }
+
+    pub(crate) fn routes_dropped(&self, routes: usize) {
+        self.routes_dropped.inc_by(routes as u64);
+    }
+
+    pub(crate) fn comet_swept(&self) {
+        self.comets_swept.inc();
+    }
 }
 
 #[cfg(test)]
@@ -115,6 +135,8 @@ mod tests {
         metrics.connect_rejected("expired");
         metrics.store_error("add_mapping");
         metrics.uplink();
+        metrics.routes_dropped(3);
+        metrics.comet_swept();
 
         let mut text = String::new();
         encode(&mut text, &registry).unwrap();
@@ -126,6 +148,8 @@ mod tests {
             "goim_logic_connects_rejected_total{reason=\"expired\"} 1",
             "goim_logic_store_errors_total{operation=\"add_mapping\"} 1",
             "goim_logic_uplinks_total 1",
+            "goim_logic_routes_dropped_total 3",
+            "goim_logic_comets_swept_total 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

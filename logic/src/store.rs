@@ -33,7 +33,7 @@ use goim_api::Online;
 
 pub use config::{MAX_REDIS_POOL, RedisConfig, StoreConfig, StoreKind};
 pub use memory::MemoryStore;
-pub use redis::{RedisStore, SERVERS_KEY};
+pub use redis::{RedisStore, SERVERS_KEY, routes_key};
 
 /// A store call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,6 +44,15 @@ pub enum Error {
     /// The backend answered with data this version cannot read.
     #[error("session store returned unreadable data: {0}")]
     Corrupt(String),
+}
+
+/// What one [`Store::drop_server`] call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Dropped {
+    /// Key mappings deleted (each with its mid entry).
+    pub routes: usize,
+    /// Whether routes naming the server may remain: call again.
+    pub more: bool,
 }
 
 /// Session routing and online counts. See the module docs for the contract.
@@ -86,6 +95,14 @@ pub trait Store: Send + Sync {
 
     /// Deletes comet `server`'s online record; deleting a missing one is not an error.
     async fn del_server_online(&self, server: &str) -> Result<(), Error>;
+
+    /// Deletes routes that name comet `server`: key mappings (and their mid entries) that still
+    /// name it, compare-and-delete per key as [`Store::del_mapping`] does, so a key that moved to
+    /// another comet keeps its newer mapping. Deletes at most about `max` per call so a caller can
+    /// pace a large comet's cleanup; [`Dropped::more`] says whether to call again. For a comet
+    /// that is gone for good (logic's sweep of comets that left discovery); a comet still
+    /// serving would lose its routes until its sessions renew.
+    async fn drop_server(&self, server: &str, max: usize) -> Result<Dropped, Error>;
 
     /// The comets that have an online record, sorted. Comets that stopped reporting age out
     /// after the TTL at the latest. (Redis: a sorted set beside goim's keys; see [`RedisStore`].)

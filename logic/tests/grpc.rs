@@ -143,6 +143,9 @@ impl goim_logic::comet::Comets for Ready {
     fn ready(&self) -> Vec<String> {
         self.0.clone()
     }
+    fn listed(&self) -> Vec<String> {
+        self.0.clone()
+    }
 }
 
 #[tokio::test]

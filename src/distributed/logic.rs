@@ -9,7 +9,8 @@
 //! [store]       # kind = "memory" | "redis", [store.redis]
 //! [queue]       # kind = "memory" | "kafka"
 //! [kafka]       # goim_logic::queue::KafkaConfig: brokers, topic (goim-push-topic), delivery_timeout
-//! [discovery]   # optional: which comets exist (static list or Kubernetes EndpointSlices)
+//! [discovery]   # optional: which comets exist (static list or Kubernetes EndpointSlices);
+//!               # gone_grace: routes of a comet unlisted this long are dropped
 //! [job]         # goim_job::Config, for the in-process dispatch of the memory queue
 //! [comet]       # goim_job::comet::ClientConfig, likewise
 //! ```
@@ -17,7 +18,8 @@
 //! With `queue.kind = "memory"` there is no Kafka between logic and job, so this process runs the
 //! job itself: it dispatches its pushes to the comets of `[discovery]` over gRPC (required then).
 //! With `discovery` set, the node lists (`/goim/nodes/*`, the `Nodes` RPC) offer only the comets
-//! discovery calls ready.
+//! discovery calls ready, and the routes of a comet gone from discovery for `discovery.gone_grace`
+//! are deleted from the store.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -185,6 +187,12 @@ impl Tier for LogicProcess {
         }
         let logic = Arc::new(logic);
         logic.metrics().register(&mut registry);
+        if let Some(d) = &s.discovery {
+            // logic, not job, drops a dead comet's routes: it owns the store and watches the same
+            // discovery (see goim_logic's `sweep` module and docs/distributed.md).
+            let (swept, stop, grace) = (logic.clone(), discovery_stop.clone(), d.gone_grace);
+            tasks.spawn(async move { swept.sweep_gone_comets(grace, stop).await });
+        }
 
         let ready = Arc::new(AtomicBool::new(false));
         let (served, stop) = (logic.clone(), http_stop.clone());

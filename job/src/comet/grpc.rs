@@ -107,7 +107,17 @@ struct State {
     /// Server ids of the comets that receive room pushes and broadcasts: the `serving` ones
     /// (terminating comets included while they drain), sorted.
     serving: Vec<String>,
+    /// Server ids discovery listed and no longer lists, so a push to one of them is
+    /// [`Error::Gone`] (a stale route) rather than [`Error::UnknownServer`]; each with the change
+    /// number that removed it. At most [`MAX_GONE`]: past it the oldest is forgotten (and reads
+    /// as unknown, which is dropped the same way).
+    gone: HashMap<String, u64>,
+    /// Counts discovery changes applied, to order `gone`.
+    changes: u64,
 }
+
+/// How many departed comets [`State::gone`] remembers.
+const MAX_GONE: usize = 4096;
 
 struct Client {
     addr: String,
@@ -122,7 +132,13 @@ impl GrpcComets {
         let first = rx.borrow_and_update().clone();
         let comets = GrpcComets {
             config,
-            state: Mutex::new(State { discovery: rx, clients: HashMap::new(), serving: Vec::new() }),
+            state: Mutex::new(State {
+                discovery: rx,
+                clients: HashMap::new(),
+                serving: Vec::new(),
+                gone: HashMap::new(),
+                changes: 0,
+            }),
         };
         comets.apply(&mut comets.state.lock(), &first);
         comets
@@ -158,8 +174,22 @@ impl GrpcComets {
             };
             clients.insert(e.server_id.clone(), client);
         }
+        state.changes += 1;
         for gone in state.clients.keys() {
             info!(server = %gone, "comet removed");
+            state.gone.insert(gone.clone(), state.changes);
+        }
+        for listed in clients.keys() {
+            if state.gone.remove(listed).is_some() {
+                info!(server = %listed, "comet listed again");
+            }
+        }
+        while state.gone.len() > MAX_GONE {
+            let oldest = state.gone.iter().min_by_key(|(_, at)| **at).map(|(id, _)| id.clone());
+            match oldest {
+                Some(id) => state.gone.remove(&id),
+                None => break,
+            };
         }
         state.clients = clients;
         state.serving = endpoints
@@ -186,8 +216,11 @@ impl GrpcComets {
     }
 
     fn client(&self, server: &str) -> Result<CometClient<Channel>, Error> {
-        self.with_state(|s| s.clients.get(server).map(|c| c.client.clone()))
-            .ok_or_else(|| Error::UnknownServer(server.to_owned()))
+        self.with_state(|s| match s.clients.get(server) {
+            Some(c) => Ok(c.client.clone()),
+            None if s.gone.contains_key(server) => Err(Error::Gone(server.to_owned())),
+            None => Err(Error::UnknownServer(server.to_owned())),
+        })
     }
 
     fn request<T>(&self, msg: T) -> Request<T> {
@@ -283,7 +316,29 @@ mod tests {
             endpoint("c", "127.0.0.1:3", true),
         ]));
         assert_eq!(comets.servers(), ["b", "c"]);
-        assert_eq!(comets.client("a").unwrap_err(), Error::UnknownServer("a".into()));
+        assert_eq!(comets.client("a").unwrap_err(), Error::Gone("a".into()));
+    }
+
+    #[tokio::test]
+    async fn a_comet_that_left_discovery_is_gone_at_once_and_usable_again_when_relisted() {
+        let d = Manual(watch::Sender::new(Arc::new(vec![
+            endpoint("a", "127.0.0.1:1", true),
+            endpoint("b", "127.0.0.1:2", true),
+        ])));
+        let comets = GrpcComets::new(&d, ClientConfig::default());
+        d.0.send_replace(Arc::new(vec![endpoint("b", "127.0.0.1:2", true)]));
+        // No connection attempt: the answer comes from the list alone.
+        let r = comets.push_keys("a", &["k".into()], 1000, Bytes::new()).await;
+        assert_eq!(r, Err(Error::Gone("a".into())));
+        assert!(!r.unwrap_err().is_retryable());
+        assert_eq!(comets.servers(), ["b"], "a gone comet gets no room pushes or broadcasts");
+
+        d.0.send_replace(Arc::new(vec![
+            endpoint("a", "127.0.0.1:1", true),
+            endpoint("b", "127.0.0.1:2", true),
+        ]));
+        assert!(comets.client("a").is_ok(), "the same server id listed again is dispatched to again");
+        assert_eq!(comets.servers(), ["a", "b"]);
     }
 
     #[tokio::test]

@@ -4,6 +4,9 @@
 //! [discovery]
 //! kind = "static"                 # or "kubernetes"
 //! comets = [{ server_id = "comet-1", addr = "127.0.0.1:3109" }]
+//! probe_interval = "0s"           # static only: TCP-probe each comet this often and unlist one
+//!                                 # that refused or timed out PROBE_FAILURES times in a row (0s: off)
+//! gone_grace = "30s"              # logic drops the routes of a comet unlisted this long
 //!
 //! [discovery.kubernetes]          # used when kind = "kubernetes"
 //! service = "goim-comet-grpc"     # the comet headless Service
@@ -18,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Error;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub kind: Kind,
@@ -26,6 +29,33 @@ pub struct Config {
     pub comets: Vec<StaticComet>,
     /// Used when `kind = "kubernetes"`.
     pub kubernetes: KubernetesConfig,
+    /// Static lists only: how often each comet's gRPC address is probed (a TCP connect). A comet
+    /// that fails [`PROBE_FAILURES`] probes in a row leaves the list until a probe succeeds
+    /// again, so a dead comet of a fixed fleet leaves discovery the way a dead pod leaves its
+    /// EndpointSlice. `0s` (the default) never probes: the list is fixed.
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// How long a comet must be gone from the list before logic deletes the routes (key and
+    /// user → comet) that still name it. A comet listed again within it (a restart, a blip)
+    /// keeps its routes. job never dispatches to an unlisted comet, whatever this is.
+    /// Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub gone_grace: Duration,
+}
+
+/// Consecutive failed probes that unlist a comet (see [`Config::probe_interval`]).
+pub const PROBE_FAILURES: u32 = 2;
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            kind: Kind::default(),
+            comets: Vec::new(),
+            kubernetes: KubernetesConfig::default(),
+            probe_interval: Duration::ZERO,
+            gone_grace: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +108,15 @@ impl Config {
     /// Checks the table (field names assume it sits at `discovery`).
     pub fn validate(&self) -> Result<(), Error> {
         let err = |field, reason: String| Err(Error { field, reason });
+        if self.gone_grace.is_zero() {
+            return err("discovery.gone_grace", "must be more than 0s".into());
+        }
+        if self.kind == Kind::Kubernetes && !self.probe_interval.is_zero() {
+            return err(
+                "discovery.probe_interval",
+                "applies to kind = \"static\" only (EndpointSlices already drop dead pods)".into(),
+            );
+        }
         match self.kind {
             Kind::Static => {
                 if self.comets.is_empty() {
@@ -138,6 +177,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.comets, [StaticComet { server_id: "comet-1".into(), addr: "127.0.0.1:3109".into() }]);
+        assert_eq!((c.probe_interval, c.gone_grace), (Duration::ZERO, Duration::from_secs(30)));
         c.validate().unwrap();
     }
 
@@ -165,6 +205,18 @@ mod tests {
             field("kind = \"kubernetes\"\n[kubernetes]\nservice = \"\""),
             if cfg!(feature = "kubernetes") { "discovery.kubernetes.service" } else { "discovery.kind" }
         );
+    }
+
+    #[test]
+    fn the_grace_and_probe_interval_parse_and_are_checked() {
+        let one = "comets = [{ server_id = \"c\", addr = \"a:1\" }]\n";
+        let c: Config =
+            toml::from_str(&format!("{one}probe_interval = \"500ms\"\ngone_grace = \"2s\"")).unwrap();
+        assert_eq!((c.probe_interval, c.gone_grace), (Duration::from_millis(500), Duration::from_secs(2)));
+        c.validate().unwrap();
+        let field = |text: &str| toml::from_str::<Config>(text).unwrap().validate().unwrap_err().field;
+        assert_eq!(field(&format!("{one}gone_grace = \"0s\"")), "discovery.gone_grace");
+        assert_eq!(field("kind = \"kubernetes\"\nprobe_interval = \"1s\""), "discovery.probe_interval");
     }
 
     #[test]

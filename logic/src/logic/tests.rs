@@ -79,6 +79,9 @@ impl Store for DownStore {
     async fn servers(&self) -> Result<Vec<String>, store::Error> {
         Err(store::Error::Unavailable("down".into()))
     }
+    async fn drop_server(&self, _: &str, _: usize) -> Result<store::Dropped, store::Error> {
+        Err(store::Error::Unavailable("down".into()))
+    }
 }
 
 #[tokio::test]
@@ -317,4 +320,68 @@ async fn receive_counts_the_uplink() {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     assert!(text.contains("goim_logic_uplinks_total 1"), "{text}");
+}
+
+/// A discovery whose list the test changes.
+#[derive(Default)]
+struct Listed(parking_lot::Mutex<Vec<String>>);
+
+impl Listed {
+    fn set(&self, ids: &[&str]) {
+        *self.0.lock() = ids.iter().map(|s| s.to_string()).collect();
+    }
+}
+
+impl Comets for Arc<Listed> {
+    fn ready(&self) -> Vec<String> {
+        self.0.lock().clone()
+    }
+    fn listed(&self) -> Vec<String> {
+        self.0.lock().clone()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_comet_gone_past_the_grace_loses_its_routes_and_one_back_within_it_keeps_them() {
+    let grace = Duration::from_secs(30);
+    let store = Arc::new(MemoryStore::default());
+    let (queue, _rx) = queue::Memory::channel(16, Duration::from_millis(100));
+    let listed = Arc::new(Listed::default());
+    listed.set(&["dead", "blip", "live"]);
+    let logic = Logic::new(json_config(), store.clone(), Arc::new(queue))
+        .unwrap()
+        .with_comets(Arc::new(listed.clone()));
+    let logic = Arc::new(logic);
+    for (mid, server) in [(1, "dead"), (2, "dead"), (3, "blip"), (4, "live")] {
+        store.add_mapping(mid, &format!("k{mid}"), server).await.unwrap();
+    }
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let sweeper = tokio::spawn({
+        let (logic, shutdown) = (logic.clone(), shutdown.clone());
+        async move { logic.sweep_gone_comets(grace, shutdown).await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    listed.set(&["live"]);
+    tokio::time::sleep(grace / 2).await;
+    listed.set(&["blip", "live"]); // back within the grace
+    tokio::time::sleep(grace).await;
+
+    let keys: Vec<String> = (1..=4).map(|m| format!("k{m}")).collect();
+    let servers = store.servers_by_keys(&keys).await.unwrap();
+    assert_eq!(servers, [None, None, Some("blip".into()), Some("live".into())]);
+    assert!(store.keys_by_mids(&[1, 2]).await.unwrap().0.is_empty());
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    logic.metrics().register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(text.lines().any(|l| l == "goim_logic_routes_dropped_total 2"), "{text}");
+    assert!(text.lines().any(|l| l == "goim_logic_comets_swept_total 1"), "{text}");
+
+    // An empty list is a discovery outage, not every comet dying: nothing is swept.
+    listed.set(&[]);
+    tokio::time::sleep(grace * 2).await;
+    assert_eq!(store.servers_by_keys(&keys[2..]).await.unwrap(), [Some("blip".into()), Some("live".into())]);
+    shutdown.cancel();
+    sweeper.await.unwrap();
 }

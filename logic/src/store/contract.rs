@@ -27,6 +27,41 @@ pub async fn store_contract(store: impl Store) {
     del_removes_the_mapping_from_key_and_mid(&store, &n, mid(4)).await;
     late_disconnect_from_an_old_server_deletes_nothing(&store, &n, mid(5)).await;
     online_records_round_trip_and_replace(&store, &n).await;
+    dropping_a_server_deletes_its_routes_only(&store, &n, mid(6)).await;
+}
+
+async fn dropping_a_server_deletes_its_routes_only(
+    store: &impl Store,
+    n: &impl Fn(&str) -> String,
+    mid: i64,
+) {
+    let (dead, live) = (n("dead"), n("live"));
+    for i in 0..7 {
+        store.add_mapping(mid, &n(&format!("d{i}")), &dead).await.unwrap();
+    }
+    store.add_mapping(0, &n("anon"), &dead).await.unwrap();
+    store.add_mapping(mid, &n("alive"), &live).await.unwrap();
+    // Moved to the live comet (a reconnect with the same key): the newer mapping stays.
+    store.add_mapping(mid, &n("d0"), &live).await.unwrap();
+
+    let mut routes = 0;
+    for _ in 0..20 {
+        let page = store.drop_server(&dead, 3).await.unwrap();
+        routes += page.routes;
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(routes, 7, "d1..d6 and anon; d0 had moved");
+    let keys: Vec<String> = ["d0", "d1", "d6", "anon", "alive"].iter().map(|k| n(k)).collect();
+    assert_eq!(
+        store.servers_by_keys(&keys).await.unwrap(),
+        vec![Some(live.clone()), None, None, None, Some(live.clone())]
+    );
+    let (found, online) = store.keys_by_mids(&[mid]).await.unwrap();
+    assert_eq!(found, HashMap::from([(n("d0"), live.clone()), (n("alive"), live.clone())]));
+    assert_eq!(online, vec![mid]);
+    assert_eq!(store.drop_server(&dead, 3).await.unwrap(), super::Dropped { routes: 0, more: false });
 }
 
 async fn empty_inputs_give_empty_outputs(store: &impl Store) {

@@ -9,7 +9,7 @@ use goim_api::Online;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::{Error, Store};
+use super::{Dropped, Error, Store};
 
 /// goim's `redis.expire`.
 const DEFAULT_TTL: Duration = Duration::from_secs(30 * 60);
@@ -221,6 +221,22 @@ impl Store for MemoryStore {
     async fn del_server_online(&self, server: &str) -> Result<(), Error> {
         self.inner.lock().online.remove(server);
         Ok(())
+    }
+
+    /// One pass over the maps under the lock, deleting every route of `server` whatever `max`
+    /// says: pacing exists for a remote store's round trips, and in memory a page would cost the
+    /// same full pass as the whole job.
+    async fn drop_server(&self, server: &str, _max: usize) -> Result<Dropped, Error> {
+        let mut inner = self.inner.lock();
+        let before = inner.keys.len();
+        inner.keys.retain(|_, e| &*e.value != server);
+        let routes = before - inner.keys.len();
+        inner.mids.retain(|_, e| {
+            e.value.retain(|(_, s)| &**s != server);
+            !e.value.is_empty()
+        });
+        inner.servers.retain(|s| &**s != server || Arc::strong_count(s) > 1);
+        Ok(Dropped { routes, more: false })
     }
 
     async fn servers(&self) -> Result<Vec<String>, Error> {

@@ -7,6 +7,7 @@
 //! | `key_<key>` | string | server | mapping TTL, refreshed by add/expire |
 //! | `ol_<server>` | hash | shard "0".."63" → goim's online JSON (see `online`) | mapping TTL, restarted on each report |
 //! | `goim_rs_online_servers` | sorted set | server, scored by its last report (unix seconds) | none; members older than the TTL are trimmed |
+//! | `goim_rs_routes_<server>` | set | `<mid>:<key>` of each connection added on that comet | mapping TTL, refreshed by add and by that comet's heartbeats |
 //!
 //! Differences from goim, all invisible to a Go reader:
 //! - `del_mapping` is one Lua script that deletes `key_<key>` and the `mid_<mid>` field only while
@@ -16,6 +17,12 @@
 //!   emptied with their old counts), and the JSON carries `conn_count` and `ip_count`.
 //! - `servers()` reads the sorted set instead of discovery, and never SCANs the keyspace, which
 //!   holds two keys per connection. Servers that stopped reporting age out of it after the TTL.
+//! - `goim_rs_routes_<server>` indexes each comet's connections, so that the routes of a dead
+//!   comet can be deleted (`drop_server`) without a SCAN: `SPOP` a page of members, then delete
+//!   each `key_`/`mid_` entry that still names that comet (one Lua script per page). A member may
+//!   outlive its route (the key reconnected elsewhere without a disconnect); the compare makes it
+//!   harmless. Routes written before this index existed, or by goim's Go logic, are not in it and
+//!   expire by TTL as before.
 //!
 //! Every call runs under `timeout`, and a call that met a dropped connection (Redis restarted) is
 //! tried once more on a fresh one, within the same deadline; every command here is idempotent.
@@ -35,7 +42,7 @@ use redis::{ErrorKind, RedisError, RedisResult, Script};
 use tokio::time::{Instant, timeout_at};
 
 use super::config::{RedisConfig, redact};
-use super::{Error, Store};
+use super::{Dropped, Error, Store};
 
 /// goim's `redis.expire`.
 const DEFAULT_TTL: Duration = Duration::from_secs(30 * 60);
@@ -45,17 +52,44 @@ const DEFAULT_TTL: Duration = Duration::from_secs(30 * 60);
 pub const SERVERS_KEY: &str = "goim_rs_online_servers";
 
 /// Deletes `key_<key>` (KEYS[1]) and field `<key>` (ARGV[1]) of `mid_<mid>` (KEYS[2], absent for
-/// mid 0), each only while it names server ARGV[2]. Returns 1 when the key mapping was deleted.
+/// mid 0), each only while it names server ARGV[2], and member ARGV[3] from that server's route
+/// set (KEYS[2]). Returns 1 when the key mapping was deleted.
 const DEL_MAPPING: &str = r"
 local deleted = 0
 if redis.call('GET', KEYS[1]) == ARGV[2] then
   redis.call('DEL', KEYS[1])
   deleted = 1
 end
-if KEYS[2] and redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
-  redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('SREM', KEYS[2], ARGV[3])
+if KEYS[3] and redis.call('HGET', KEYS[3], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[3], ARGV[1])
 end
 return deleted
+";
+
+/// Pops up to ARGV[2] members `<mid>:<key>` of server ARGV[1]'s route set (KEYS[1]) and deletes
+/// `key_<key>` and field `<key>` of `mid_<mid>` where they still name that server. Returns
+/// `{deleted key mappings, members left}`. It builds the `key_`/`mid_` names itself (not passed
+/// as KEYS): goim's layout is single-instance Redis, not Cluster, so that is allowed, and it keeps
+/// a page one round trip.
+const DROP_SERVER: &str = r"
+local members = redis.call('SPOP', KEYS[1], tonumber(ARGV[2]))
+local deleted = 0
+for _, m in ipairs(members) do
+  local sep = string.find(m, ':', 1, true)
+  if sep then
+    local mid = string.sub(m, 1, sep - 1)
+    local key = string.sub(m, sep + 1)
+    if redis.call('GET', 'key_' .. key) == ARGV[1] then
+      redis.call('DEL', 'key_' .. key)
+      deleted = deleted + 1
+    end
+    if mid ~= '0' and redis.call('HGET', 'mid_' .. mid, key) == ARGV[1] then
+      redis.call('HDEL', 'mid_' .. mid, key)
+    end
+  end
+end
+return {deleted, redis.call('SCARD', KEYS[1])}
 ";
 
 /// Sessions in Redis. Cheap to share behind an `Arc`; every method takes `&self`.
@@ -66,6 +100,7 @@ pub struct RedisStore {
     timeout: Duration,
     ttl: Duration,
     del_mapping: Script,
+    drop_server: Script,
     /// For errors, password redacted.
     url: String,
 }
@@ -121,6 +156,7 @@ impl RedisStore {
             timeout: config.timeout,
             ttl: DEFAULT_TTL,
             del_mapping: Script::new(DEL_MAPPING),
+            drop_server: Script::new(DROP_SERVER),
             url,
         })
     }
@@ -192,6 +228,16 @@ fn mid_key(mid: i64) -> String {
     format!("mid_{mid}")
 }
 
+/// The set of `<mid>:<key>` routes added on comet `server` (see the module docs).
+pub fn routes_key(server: &str) -> String {
+    format!("goim_rs_routes_{server}")
+}
+
+/// A member of [`routes_key`]: the mid first, which has no `:`, so a key may contain one.
+fn route_member(mid: i64, key: &str) -> String {
+    format!("{}:{key}", mid.max(0))
+}
+
 fn online_key(server: &str) -> String {
     format!("ol_{server}")
 }
@@ -207,6 +253,8 @@ impl Store for RedisStore {
             pipe.cmd("EXPIRE").arg(mid_key(mid)).arg(ttl).ignore();
         }
         pipe.cmd("SET").arg(key_key(key)).arg(server).arg("EX").arg(ttl).ignore();
+        pipe.cmd("SADD").arg(routes_key(server)).arg(route_member(mid, key)).ignore();
+        pipe.cmd("EXPIRE").arg(routes_key(server)).arg(ttl).ignore();
         self.call("add_mapping", |mut c| {
             let pipe = &pipe;
             async move { pipe.query_async::<()>(&mut c).await }
@@ -214,12 +262,14 @@ impl Store for RedisStore {
         .await
     }
 
-    async fn expire_mapping(&self, mid: i64, key: &str, _server: &str) -> Result<bool, Error> {
+    async fn expire_mapping(&self, mid: i64, key: &str, server: &str) -> Result<bool, Error> {
         let ttl = self.ttl_secs();
         let mut pipe = redis::pipe();
         if mid > 0 {
             pipe.cmd("EXPIRE").arg(mid_key(mid)).arg(ttl).ignore();
         }
+        // The comet's route set lives as long as its freshest connection.
+        pipe.cmd("EXPIRE").arg(routes_key(server)).arg(ttl).ignore();
         pipe.cmd("EXPIRE").arg(key_key(key)).arg(ttl);
         let (alive,): (bool,) = self
             .call("expire_mapping", |mut c| {
@@ -232,10 +282,11 @@ impl Store for RedisStore {
 
     async fn del_mapping(&self, mid: i64, key: &str, server: &str) -> Result<bool, Error> {
         let mut invocation = self.del_mapping.key(key_key(key));
+        invocation.key(routes_key(server));
         if mid > 0 {
             invocation.key(mid_key(mid));
         }
-        invocation.arg(key).arg(server);
+        invocation.arg(key).arg(server).arg(route_member(mid, key));
         let deleted: i64 = self
             .call("del_mapping", |mut c| {
                 let invocation = &invocation;
@@ -337,6 +388,18 @@ impl Store for RedisStore {
             async move { pipe.query_async::<()>(&mut c).await }
         })
         .await
+    }
+
+    async fn drop_server(&self, server: &str, max: usize) -> Result<Dropped, Error> {
+        let mut invocation = self.drop_server.key(routes_key(server));
+        invocation.arg(server).arg(max.max(1));
+        let (deleted, left): (usize, usize) = self
+            .call("drop_server", |mut c| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut c).await }
+            })
+            .await?;
+        Ok(Dropped { routes: deleted, more: left > 0 })
     }
 
     async fn servers(&self) -> Result<Vec<String>, Error> {
