@@ -25,6 +25,14 @@ mkdir -p "$tools"
 bash scripts/k8s.sh install >"$tools/k8s-install.log" 2>&1 &
 k8s_install=$!
 
+step "build dependencies (OpenSSL headers for librdkafka's TLS; only when missing)"
+if ! pkg-config --exists openssl 2>/dev/null; then
+    sudo_cmd=()
+    [ "$(id -u)" = 0 ] || sudo_cmd=(sudo -n)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq libssl-dev pkg-config >/dev/null
+fi
+
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

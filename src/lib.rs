@@ -14,4 +14,8 @@ pub mod signal;
 pub mod web;
 
 pub use config::Config;
+
+/// What every binary's `--version` prints after its name: the crate version and the git
+/// revision it was built from (build.rs; "unknown" outside a git checkout).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("GOIM_GIT_REVISION"), ")");
 pub use embedded::{Addrs, Embedded};

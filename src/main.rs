@@ -10,7 +10,7 @@ use tracing::{error, info};
 /// goim-rs: a goim-compatible push server. Without a config file it runs with the embedded
 /// defaults: TCP 3101, WebSocket 3102 (/sub), push API 3111, admin 3100.
 #[derive(Parser)]
-#[command(version)]
+#[command(version = goim::VERSION)]
 struct Args {
     /// TOML configuration file (see examples/goim.toml).
     #[arg(long, short, env = "GOIM_CONFIG")]

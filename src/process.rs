@@ -12,7 +12,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{error, info};
@@ -98,7 +98,7 @@ fn failed_path(error: &toml::de::Error) -> Option<String> {
 }
 
 #[derive(Parser)]
-#[command(version)]
+#[command(version = crate::VERSION)]
 struct Args {
     /// TOML configuration file (see examples/distributed/).
     #[arg(long, short, env = "GOIM_CONFIG")]
@@ -122,7 +122,9 @@ pub fn main<T: Tier>() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let args = Args::parse();
+    // Named after the binary, not the package (`goim-comet 0.1.0 (abc1234)` for --version).
+    let matches = Args::command().name(T::NAME).bin_name(T::NAME).get_matches();
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let settings: T::Settings = match load(args.config.as_deref(), std::env::vars()) {
         Ok(s) => s,
         Err(e) => {

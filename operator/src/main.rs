@@ -41,6 +41,10 @@ const EXIT_CONFIG: u8 = 64;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if std::env::args().nth(1).is_some_and(|a| a == "--version" || a == "-V") {
+        println!("goim-operator {} ({})", env!("CARGO_PKG_VERSION"), env!("GOIM_GIT_REVISION"));
+        return ExitCode::SUCCESS;
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     if std::env::var("GOIM_LOG_FORMAT").is_ok_and(|f| f == "json") {
         tracing_subscriber::fmt().json().with_env_filter(filter).init();
