@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use goim_operator::PushCluster;
 use goim_operator::PushClusterSpec;
 use goim_operator::controller::{Context, reconcile};
@@ -21,6 +20,17 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use support::*;
+
+/// The full topology (Redis, Kafka, job) whose pods may land on the kwok node.
+fn full_topology() -> PushClusterSpec {
+    let mut spec = minimal();
+    spec.job.tolerations = spec.logic.tolerations.clone();
+    spec.topology.store = goim_operator::crd::Store::Redis;
+    spec.topology.redis.url = "redis://redis:6379/0".into();
+    spec.topology.queue = goim_operator::crd::Queue::Kafka;
+    spec.topology.kafka.brokers = vec!["kafka:9092".into()];
+    spec
+}
 
 /// `kind/name` to what this operator last wrote (its managedFields entry, the generation), and
 /// the owner check, for every child of `owner`. Not the resourceVersion: the Deployment and
@@ -347,8 +357,8 @@ async fn each_example_and_every_rendered_object_passes_the_api_server() {
 #[ignore = "needs the control plane (scripts/k8s.sh start)"]
 async fn the_operators_cluster_role_is_enough_to_reconcile() {
     in_namespace("op-rbac", |admin, ns| async move {
-        let operator = as_operator(&admin, &ns, operator_cluster_role()).await;
-        let outcome = std::panic::AssertUnwindSafe(async {
+        let (a, n) = (admin.clone(), ns.clone());
+        with_operator(&a, &n, operator_cluster_role(), |operator| async move {
             create(&admin, &ns, "demo", minimal()).await;
             let ctx = context(&operator);
             // As the operator's ServiceAccount: every read, apply, create, status write, event.
@@ -356,12 +366,7 @@ async fn the_operators_cluster_role_is_enough_to_reconcile() {
             assert_eq!(children(&admin, &ns, &pc).await.len(), 15);
             assert_eq!(pc.status.clone().unwrap().observed_generation, pc.metadata.generation);
         })
-        .catch_unwind()
         .await;
-        drop_operator_role(&admin, &ns).await;
-        if let Err(p) = outcome {
-            std::panic::resume_unwind(p);
-        }
     })
     .await;
 }
@@ -377,8 +382,8 @@ async fn a_missing_permission_fails_the_reconcile() {
                 rule.verbs.retain(|v| v != "create");
             }
         }
-        let operator = as_operator(&admin, &ns, role).await;
-        let outcome = std::panic::AssertUnwindSafe(async {
+        let (a, n) = (admin.clone(), ns.clone());
+        with_operator(&a, &n, role, |operator| async move {
             create(&admin, &ns, "demo", minimal()).await;
             let pc = get(&operator, &ns, "demo").await;
             match reconcile(pc, context(&operator)).await {
@@ -393,12 +398,7 @@ async fn a_missing_permission_fails_the_reconcile() {
             assert_eq!(degraded.status, "True");
             assert!(degraded.message.contains("secrets"), "{}", degraded.message);
         })
-        .catch_unwind()
         .await;
-        drop_operator_role(&admin, &ns).await;
-        if let Err(p) = outcome {
-            std::panic::resume_unwind(p);
-        }
     })
     .await;
 }
@@ -513,15 +513,9 @@ async fn a_fragment_its_binary_refuses_rolls_nothing() {
 #[ignore = "needs the control plane (scripts/k8s.sh start)"]
 async fn a_topology_without_job_deletes_jobs_workload() {
     in_namespace("op-prune", |admin, ns| async move {
-        let operator = as_operator(&admin, &ns, operator_cluster_role()).await;
-        let outcome = std::panic::AssertUnwindSafe(async {
-            let mut spec = minimal();
-            spec.job.tolerations = spec.logic.tolerations.clone();
-            spec.topology.store = goim_operator::crd::Store::Redis;
-            spec.topology.redis.url = "redis://redis:6379/0".into();
-            spec.topology.queue = goim_operator::crd::Queue::Kafka;
-            spec.topology.kafka.brokers = vec!["kafka:9092".into()];
-            create(&admin, &ns, "demo", spec).await;
+        let (a, n) = (admin.clone(), ns.clone());
+        with_operator(&a, &n, operator_cluster_role(), |operator| async move {
+            create(&admin, &ns, "demo", full_topology()).await;
             let ctx = context(&operator);
             reconcile(get(&operator, &ns, "demo").await, ctx.clone()).await.unwrap();
             let pc = get(&admin, &ns, "demo").await;
@@ -545,12 +539,7 @@ async fn a_topology_without_job_deletes_jobs_workload() {
                 ["comet", "logic"]
             );
         })
-        .catch_unwind()
         .await;
-        drop_operator_role(&admin, &ns).await;
-        if let Err(p) = outcome {
-            std::panic::resume_unwind(p);
-        }
     })
     .await;
 }
@@ -688,8 +677,8 @@ async fn the_autoscaler_removes_the_least_connected_comet() {
     use k8s_openapi::api::core::v1::Pod;
     in_namespace("op-scale-in", |admin, ns| async move {
         // As the operator's ServiceAccount: the pods' patch permission is part of what is shown.
-        let operator = as_operator(&admin, &ns, operator_cluster_role()).await;
-        let outcome = std::panic::AssertUnwindSafe(async {
+        let (a, n) = (admin.clone(), ns.clone());
+        with_operator(&a, &n, operator_cluster_role(), |operator| async move {
             let mut spec = minimal();
             spec.comet.pod.replicas = 4;
             spec.autoscaling.enabled = true;
@@ -754,12 +743,7 @@ async fn the_autoscaler_removes_the_least_connected_comet() {
             }
             drop(clients);
         })
-        .catch_unwind()
         .await;
-        drop_operator_role(&admin, &ns).await;
-        if let Err(p) = outcome {
-            std::panic::resume_unwind(p);
-        }
     })
     .await;
 }
@@ -768,13 +752,7 @@ async fn the_autoscaler_removes_the_least_connected_comet() {
 #[ignore = "needs the control plane (scripts/k8s.sh start)"]
 async fn a_job_replica_change_writes_only_jobs_deployment() {
     in_namespace("op-job-replicas", |client, ns| async move {
-        let mut spec = minimal();
-        spec.job.tolerations = spec.logic.tolerations.clone();
-        spec.topology.store = goim_operator::crd::Store::Redis;
-        spec.topology.redis.url = "redis://redis:6379/0".into();
-        spec.topology.queue = goim_operator::crd::Queue::Kafka;
-        spec.topology.kafka.brokers = vec!["kafka:9092".into()];
-        create(&client, &ns, "demo", spec).await;
+        create(&client, &ns, "demo", full_topology()).await;
         let ctx = context(&client);
         reconcile(get(&client, &ns, "demo").await, ctx.clone()).await.unwrap();
         let pc = get(&client, &ns, "demo").await;

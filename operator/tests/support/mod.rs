@@ -180,6 +180,25 @@ pub async fn as_operator(
     Client::try_from(config).unwrap()
 }
 
+/// Runs `body` with a client acting as the ServiceAccount `ns/goim-operator` bound to `role`
+/// ([`as_operator`]); removes the role afterwards, also when `body` panics.
+pub async fn with_operator<F, Fut>(
+    admin: &Client,
+    ns: &str,
+    role: k8s_openapi::api::rbac::v1::ClusterRole,
+    body: F,
+) where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let operator = as_operator(admin, ns, role).await;
+    let outcome = std::panic::AssertUnwindSafe(body(operator)).catch_unwind().await;
+    drop_operator_role(admin, ns).await;
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+}
+
 pub async fn drop_operator_role(admin: &Client, ns: &str) {
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
     let name = format!("goim-operator-{ns}");
