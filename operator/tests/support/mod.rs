@@ -340,3 +340,16 @@ pub async fn wait_listening(addr: std::net::SocketAddr, what: &Proc) {
     }
     panic!("{} does not listen on {addr}:\n{}", what.name, what.logs());
 }
+
+/// Reconciles `demo` until its Ready condition is True (the pods run on the kwok node).
+pub async fn until_ready(client: &Client, ns: &str, ctx: &Arc<Context>) -> Arc<PushCluster> {
+    for _ in 0..60 {
+        goim_operator::controller::reconcile(get(client, ns, "demo").await, ctx.clone()).await.unwrap();
+        let pc = get(client, ns, "demo").await;
+        if pc.status.as_ref().unwrap().conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True") {
+            return pc;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("the PushCluster did not become Ready within 30s");
+}
