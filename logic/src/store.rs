@@ -31,7 +31,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use goim_api::Online;
 
-pub use config::{MAX_REDIS_POOL, RedisConfig, StoreConfig, StoreKind};
+pub use config::{MAX_REDIS_POOL, RedisConfig, RedisTls, StoreConfig, StoreKind};
 pub use memory::MemoryStore;
 pub use redis::{RedisStore, SERVERS_KEY, routes_key};
 

@@ -23,7 +23,12 @@ fn redis_url() -> String {
 }
 
 fn config(url: &str) -> RedisConfig {
-    RedisConfig { url: url.to_owned(), timeout: Duration::from_millis(500), pool: 2 }
+    RedisConfig {
+        url: url.to_owned(),
+        timeout: Duration::from_millis(500),
+        pool: 2,
+        ..RedisConfig::default()
+    }
 }
 
 async fn store() -> RedisStore {

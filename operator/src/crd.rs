@@ -65,6 +65,10 @@ pub const GROUP: &str = "goim-rs.io";
         "message": "topology.store redis needs topology.redis.url or topology.redis.urlSecretRef"
     },
     {
+        "rule": "!has(self.topology.redis.tls) || self.topology.redis.url == '' || self.topology.redis.url.startsWith('rediss://')",
+        "message": "topology.redis.tls needs a rediss:// url"
+    },
+    {
         "rule": "self.drain.timeoutSeconds < self.comet.terminationGracePeriodSeconds",
         "message": "drain.timeoutSeconds must be below comet.terminationGracePeriodSeconds, or the kubelet kills a comet before it has drained"
     }
@@ -163,6 +167,23 @@ pub struct Redis {
     /// A Secret key holding the URL; wins over `url`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url_secret_ref: Option<SecretKeyRef>,
+    /// TLS to Redis: the URL is `rediss://`. Certificates are always checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RedisTls>,
+}
+
+/// TLS to Redis (logic's `[store.redis.tls]`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RedisTls {
+    /// The CA bundle (PEM) Redis's certificate is checked against, mounted into logic at
+    /// `/etc/goim/redis/ca.crt`; without it the system's trust store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`): logic's client certificate, for a
+    /// Redis with `tls-auth-clients yes`. Mounted at `/etc/goim/redis-client`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret_name: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

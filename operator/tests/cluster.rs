@@ -225,6 +225,10 @@ async fn invalid_specs_are_refused_with_their_cel_message() {
                 serde_json::json!({"topology": {"store": "redis"}}),
                 "topology.store redis needs topology.redis.url",
             ),
+            (
+                serde_json::json!({"topology": {"store": "redis", "redis": {"url": "redis://r:6379/0", "tls": {}}}}),
+                "topology.redis.tls needs a rediss:// url",
+            ),
         ];
         // Discovery may lag the CRD a moment.
         create(&client, &ns, "probe", PushClusterSpec::default()).await;

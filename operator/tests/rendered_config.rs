@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use goim::distributed::{CometSettings, JobSettings, LogicSettings};
 use goim::process::{LoadError, load};
 use goim_operator::crd::{
-    Kafka, KafkaSasl, KafkaTls, Queue, Redis, SaslMechanism, SecretKeyRef, Store, Topology,
+    Kafka, KafkaSasl, KafkaTls, Queue, Redis, RedisTls, SaslMechanism, SecretKeyRef, Store, Topology,
 };
 use goim_operator::render::{self, Tier};
 use goim_operator::{PushCluster, PushClusterSpec};
@@ -22,7 +22,7 @@ fn cluster(spec: PushClusterSpec) -> PushCluster {
 }
 
 fn shapes() -> Vec<(&'static str, PushClusterSpec)> {
-    let redis = Redis { url: "redis://redis.ns1.svc:6379/0".into(), url_secret_ref: None };
+    let redis = Redis { url: "redis://redis.ns1.svc:6379/0".into(), url_secret_ref: None, tls: None };
     let secret_redis = Redis {
         url_secret_ref: Some(SecretKeyRef { name: "redis".into(), key: "url".into() }),
         ..Default::default()
@@ -171,7 +171,7 @@ fn kafka_tls_and_sasl_reach_both_clients_from_secrets() {
             }),
             ..Default::default()
         };
-        let redis = Redis { url: "redis://redis.ns1.svc:6379/0".into(), url_secret_ref: None };
+        let redis = Redis { url: "redis://redis.ns1.svc:6379/0".into(), url_secret_ref: None, tls: None };
         cluster(PushClusterSpec {
             topology: Topology { store: Store::Redis, queue: Queue::Kafka, redis, kafka },
             ..Default::default()
@@ -227,4 +227,64 @@ fn kafka_tls_and_sasl_reach_both_clients_from_secrets() {
             }
         }
     }
+}
+
+#[test]
+fn redis_tls_reaches_logic_as_mounted_files() {
+    let tls_cluster = |url: &str, client: bool| {
+        let redis = Redis {
+            url: url.into(),
+            url_secret_ref: None,
+            tls: Some(RedisTls {
+                ca_secret_ref: Some(SecretKeyRef { name: "redis-ca".into(), key: "ca.pem".into() }),
+                client_secret_name: client.then(|| "logic-redis-client".into()),
+            }),
+        };
+        cluster(PushClusterSpec {
+            topology: Topology { store: Store::Redis, redis, ..Default::default() },
+            ..Default::default()
+        })
+    };
+    for client in [false, true] {
+        let pc = tls_cluster("rediss://redis.ns1.svc:6380/0", client);
+        let shape = format!("redis-tls-{client}");
+        let c = render::children(&pc).unwrap();
+        let cm = c.config_maps.iter().find(|m| m.name_any() == "demo-logic-config").unwrap();
+        let path = write(Tier::Logic, &shape, &cm.data.as_ref().unwrap()["logic.toml"]);
+        let store = load::<LogicSettings>(Some(&path), environment(&pc, Tier::Logic)).unwrap().store;
+        assert_eq!(store.redis.url, "rediss://redis.ns1.svc:6380/0");
+        assert_eq!(store.redis.tls.ca_file, Some(PathBuf::from("/etc/goim/redis/ca.crt")));
+        let (cert, key) = (store.redis.tls.cert_file.clone(), store.redis.tls.key_file.clone());
+        if client {
+            assert_eq!(cert, Some(PathBuf::from("/etc/goim/redis-client/tls.crt")));
+            assert_eq!(key, Some(PathBuf::from("/etc/goim/redis-client/tls.key")));
+        } else {
+            assert_eq!((cert, key), (None, None));
+        }
+        let d = c.deployments.iter().find(|d| d.name_any() == "demo-logic").unwrap();
+        let pod = d.spec.template.spec.as_ref().unwrap();
+        let mounts: Vec<_> = pod.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| (m.name.as_str(), m.mount_path.as_str()))
+            .collect();
+        assert!(mounts.contains(&("redis-ca", "/etc/goim/redis")), "{mounts:?}");
+        assert_eq!(mounts.contains(&("redis-client", "/etc/goim/redis-client")), client, "{mounts:?}");
+        let ca = pod.volumes.iter().flatten().find(|v| v.name == "redis-ca").unwrap();
+        let items = ca.secret.as_ref().unwrap().items.clone().unwrap();
+        assert_eq!((items[0].key.as_str(), items[0].path.as_str()), ("ca.pem", "ca.crt"));
+        if client {
+            let v = pod.volumes.iter().flatten().find(|v| v.name == "redis-client").unwrap();
+            assert_eq!(v.secret.as_ref().unwrap().secret_name.as_deref(), Some("logic-redis-client"));
+        }
+        // comet never talks to Redis: nothing of it is mounted there.
+        let comet = c.deployments.iter().find(|d| d.name_any() == "demo-comet").unwrap();
+        let comet_mounts = comet.spec.template.spec.as_ref().unwrap().containers[0].volume_mounts.clone();
+        assert!(!comet_mounts.iter().flatten().any(|m| m.name.starts_with("redis")));
+    }
+    // TLS with a plain redis:// URL: the binary's own refusal, naming the field.
+    let plain = tls_cluster("redis://redis.ns1.svc:6379/0", false);
+    let err = load_tier(&plain, Tier::Logic, "redis-tls-plain").unwrap_err().to_string();
+    assert!(err.contains("store.redis.tls") && err.contains("rediss://"), "{err}");
 }

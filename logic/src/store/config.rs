@@ -5,14 +5,20 @@
 //! kind = "redis"                        # "memory" (default, embedded) or "redis"
 //!
 //! [store.redis]
-//! url = "redis://127.0.0.1:6379/0"      # redis://[user:password@]host:port/db
+//! url = "redis://127.0.0.1:6379/0"      # redis://[user:password@]host:port/db, or rediss:// (TLS)
 //! timeout = "1s"                        # deadline of every store call, reconnecting included
 //! pool = 4                              # multiplexed connections, used round-robin
+//!
+//! [store.redis.tls]                     # only with a rediss:// URL; every key optional
+//! ca_file = "/etc/goim/redis/ca.crt"    # PEM CAs to check the server with (else the system's)
+//! cert_file = "/etc/goim/redis/tls.crt" # PEM client certificate chain (Redis `tls-auth-clients`)
+//! key_file = "/etc/goim/redis/tls.key"  # its PEM private key; with cert_file or not at all
 //! ```
 //!
 //! The mapping TTL is `session.mapping_ttl` (goim's `redis.expire`), not a store setting: the
 //! memory store honours it too.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -43,8 +49,9 @@ pub enum StoreKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port/db` (or `rediss://` is refused: no TLS support is
-    /// built in). Default `redis://127.0.0.1:6379/0`.
+    /// `redis://[user:password@]host:port/db`, or `rediss://` for TLS (checked against
+    /// [`RedisTls::ca_file`] or the system's trust store; never unchecked). Default
+    /// `redis://127.0.0.1:6379/0`.
     pub url: String,
     /// Deadline of each store call, including reconnecting and one retry after a dropped
     /// connection. A call past it fails with [`crate::store::Error::Unavailable`]. Default 1s.
@@ -53,6 +60,32 @@ pub struct RedisConfig {
     /// Multiplexed connections, used round-robin. Each pipelines any number of concurrent
     /// calls; more than one spreads the reply parsing and survives one slow reply. Default 4.
     pub pool: usize,
+    /// `[store.redis.tls]`: certificates for a `rediss://` URL.
+    pub tls: RedisTls,
+}
+
+/// `[store.redis.tls]`: the files a `rediss://` connection uses, read when logic connects (so a
+/// Secret mounted after the config was checked is fine). Paths, not contents, so keys stay out
+/// of the config file and of `--print-config`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisTls {
+    /// PEM CA certificates the server's certificate must chain to. Without it, the system's
+    /// trust store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for a Redis with `tls-auth-clients yes` (mutual TLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`; both or neither.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl RedisTls {
+    fn is_set(&self) -> bool {
+        self.ca_file.is_some() || self.cert_file.is_some() || self.key_file.is_some()
+    }
 }
 
 /// The most pooled connections allowed; more only costs Redis file descriptors.
@@ -60,7 +93,12 @@ pub const MAX_REDIS_POOL: usize = 64;
 
 impl Default for RedisConfig {
     fn default() -> RedisConfig {
-        RedisConfig { url: "redis://127.0.0.1:6379/0".into(), timeout: Duration::from_secs(1), pool: 4 }
+        RedisConfig {
+            url: "redis://127.0.0.1:6379/0".into(),
+            timeout: Duration::from_secs(1),
+            pool: 4,
+            tls: RedisTls::default(),
+        }
     }
 }
 
@@ -77,11 +115,40 @@ impl StoreConfig {
 impl RedisConfig {
     pub fn validate(&self) -> Result<(), Error> {
         let err = |field, reason: String| Err(Error { field, reason });
-        if !self.url.starts_with("redis://") {
-            return err("store.redis.url", format!("{:?} must start with redis://", redact(&self.url)));
+        let tls = self.url.starts_with("rediss://");
+        if !tls && !self.url.starts_with("redis://") {
+            return err(
+                "store.redis.url",
+                format!("{:?} must start with redis:// or rediss://", redact(&self.url)),
+            );
+        }
+        if tls && self.url.contains('#') {
+            // The redis crate reads `#insecure` as "skip certificate checks"; this build never
+            // skips them, and says so rather than ignoring the fragment.
+            return err(
+                "store.redis.url",
+                format!(
+                    "{:?}: a URL fragment (#insecure) is not supported; certificates are always checked \
+                     (give store.redis.tls.ca_file for a private CA)",
+                    redact(&self.url)
+                ),
+            );
         }
         if let Err(e) = redis::Client::open(self.url.as_str()) {
             return err("store.redis.url", format!("{:?} is not a Redis URL ({e})", redact(&self.url)));
+        }
+        if !tls && self.tls.is_set() {
+            return err("store.redis.tls", "is used only with a rediss:// url".into());
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return err(
+                if self.tls.cert_file.is_some() {
+                    "store.redis.tls.key_file"
+                } else {
+                    "store.redis.tls.cert_file"
+                },
+                "cert_file and key_file go together (mutual TLS), or neither is set".into(),
+            );
         }
         if self.timeout < Duration::from_millis(1) {
             return err("store.redis.timeout", "must be at least 1ms".into());
@@ -140,6 +207,29 @@ mod tests {
         assert_eq!(bad(|c| c.url = "redis://".into()), "store.redis.url");
         assert_eq!(bad(|c| c.timeout = Duration::ZERO), "store.redis.timeout");
         assert_eq!(bad(|c| c.pool = 0), "store.redis.pool");
+        assert_eq!(bad(|c| c.url = "rediss://127.0.0.1:6380/#insecure".into()), "store.redis.url");
+        assert_eq!(bad(|c| c.tls.ca_file = Some("/ca.crt".into())), "store.redis.tls");
+        let half_mtls = |c: &mut RedisConfig| {
+            c.url = "rediss://127.0.0.1:6380/0".into();
+            c.tls.cert_file = Some("/tls.crt".into());
+        };
+        assert_eq!(bad(half_mtls), "store.redis.tls.key_file");
+    }
+
+    #[test]
+    fn a_rediss_table_parses_and_validates() {
+        let config: StoreConfig = toml::from_str(
+            "kind = \"redis\"\n[redis]\nurl = \"rediss://redis.example:6380/0\"\n\
+             [redis.tls]\nca_file = \"/etc/goim/redis/ca.crt\"\n\
+             cert_file = \"/etc/goim/redis/tls.crt\"\nkey_file = \"/etc/goim/redis/tls.key\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.redis.tls.ca_file.as_deref(), Some(std::path::Path::new("/etc/goim/redis/ca.crt")));
+        config.validate().unwrap();
+        // Without any file: the system's trust store.
+        let system: StoreConfig =
+            toml::from_str("kind = \"redis\"\n[redis]\nurl = \"rediss://redis.example:6380/0\"\n").unwrap();
+        system.validate().unwrap();
     }
 
     #[test]

@@ -44,6 +44,33 @@ use tokio::time::{Instant, timeout_at};
 use super::config::{RedisConfig, redact};
 use super::{Dropped, Error, Store};
 
+/// The client for `config.url`: with `rediss://`, TLS with `[store.redis.tls]`'s files (read
+/// now, so a missing or unreadable file fails the start with its path).
+fn client(config: &RedisConfig) -> Result<redis::Client, Error> {
+    let url = redact(&config.url);
+    let invalid = |e: RedisError| Error::Unavailable(format!("invalid redis url {url}: {e}"));
+    if !config.url.starts_with("rediss://") {
+        return redis::Client::open(config.url.as_str()).map_err(invalid);
+    }
+    let read = |field: &str, path: &Option<std::path::PathBuf>| -> Result<Option<Vec<u8>>, Error> {
+        path.as_ref()
+            .map(|p| {
+                std::fs::read(p).map_err(|e| {
+                    Error::Unavailable(format!("cannot read store.redis.tls.{field} {}: {e}", p.display()))
+                })
+            })
+            .transpose()
+    };
+    let root_cert = read("ca_file", &config.tls.ca_file)?;
+    let client_tls =
+        match (read("cert_file", &config.tls.cert_file)?, read("key_file", &config.tls.key_file)?) {
+            (Some(client_cert), Some(client_key)) => Some(redis::ClientTlsConfig { client_cert, client_key }),
+            _ => None,
+        };
+    redis::Client::build_with_tls(config.url.as_str(), redis::TlsCertificates { client_tls, root_cert })
+        .map_err(|e| Error::Unavailable(format!("redis TLS settings for {url}: {e}")))
+}
+
 /// goim's `redis.expire`.
 const DEFAULT_TTL: Duration = Duration::from_secs(30 * 60);
 
@@ -122,8 +149,7 @@ impl RedisStore {
     /// Mappings live 30 minutes (goim's default) unless [`RedisStore::with_ttl`] says otherwise.
     pub async fn connect(config: &RedisConfig) -> Result<RedisStore, Error> {
         let url = redact(&config.url);
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| Error::Unavailable(format!("invalid redis url {url}: {e}")))?;
+        let client = client(config)?;
         // The manager's own reconnect backoff stays well inside one call's timeout; a call that
         // finds it still failing fails, and the next call starts a new attempt.
         let manager_config = ConnectionManagerConfig::new()

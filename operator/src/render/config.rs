@@ -14,6 +14,11 @@ pub const JWT_KEY_DIR: &str = "/etc/goim/jwt";
 /// The Kafka CA bundle (logic and job), when `topology.kafka.tls.caSecretRef` is set.
 pub const KAFKA_CA_DIR: &str = "/etc/goim/kafka";
 pub const KAFKA_CA_FILE: &str = "ca.crt";
+/// The Redis CA bundle (logic), when `topology.redis.tls.caSecretRef` is set.
+pub const REDIS_CA_DIR: &str = "/etc/goim/redis";
+pub const REDIS_CA_FILE: &str = "ca.crt";
+/// logic's client certificate for Redis (`topology.redis.tls.clientSecretName`).
+pub const REDIS_CLIENT_DIR: &str = "/etc/goim/redis-client";
 
 /// Container ports (fixed: the Service ports are what users choose).
 pub const COMET_ADMIN: u16 = 3100;
@@ -234,8 +239,24 @@ pub fn base(pc: &PushCluster, tier: Tier, names: &Names, namespace: &str) -> (Ta
                 }
                 Store::Redis => {
                     store.insert("kind".into(), s("redis"));
-                    if spec.topology.redis.url_secret_ref.is_none() && !spec.topology.redis.url.is_empty() {
-                        store.insert("redis".into(), table([("url", s(spec.topology.redis.url.clone()))]));
+                    let r = &spec.topology.redis;
+                    let mut redis = Table::new();
+                    if r.url_secret_ref.is_none() && !r.url.is_empty() {
+                        redis.insert("url".into(), s(r.url.clone()));
+                    }
+                    if let Some(tls) = &r.tls {
+                        let mut files = Table::new();
+                        if tls.ca_secret_ref.is_some() {
+                            files.insert("ca_file".into(), s(format!("{REDIS_CA_DIR}/{REDIS_CA_FILE}")));
+                        }
+                        if tls.client_secret_name.is_some() {
+                            files.insert("cert_file".into(), s(format!("{REDIS_CLIENT_DIR}/tls.crt")));
+                            files.insert("key_file".into(), s(format!("{REDIS_CLIENT_DIR}/tls.key")));
+                        }
+                        redis.insert("tls".into(), Value::Table(files));
+                    }
+                    if !redis.is_empty() {
+                        store.insert("redis".into(), Value::Table(redis));
                     }
                 }
             }

@@ -16,7 +16,7 @@ fn full() -> PushClusterSpec {
         topology: Topology {
             store: Store::Redis,
             queue: Queue::Kafka,
-            redis: Redis { url: "redis://redis:6379/0".into(), url_secret_ref: None },
+            redis: Redis { url: "redis://redis:6379/0".into(), url_secret_ref: None, tls: None },
             kafka: Kafka { brokers: vec!["kafka:9092".into()], ..Default::default() },
         },
         ..Default::default()

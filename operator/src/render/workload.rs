@@ -190,6 +190,42 @@ pub fn deployment(pc: &PushCluster, owner: &Owner, tier: Tier, rendered: &Render
         });
     }
 
+    if tier == Tier::Logic
+        && spec.topology.store == crate::crd::Store::Redis
+        && let Some(tls) = &spec.topology.redis.tls
+    {
+        if let Some(r) = &tls.ca_secret_ref {
+            volumes.push(Volume {
+                name: "redis-ca".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(r.name.clone()),
+                    items: Some(vec![KeyToPath {
+                        key: r.key.clone(),
+                        path: config::REDIS_CA_FILE.into(),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            mounts.push(VolumeMount {
+                name: "redis-ca".into(),
+                mount_path: config::REDIS_CA_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
+        if let Some(name) = &tls.client_secret_name {
+            volumes.push(secret_volume("redis-client", name));
+            mounts.push(VolumeMount {
+                name: "redis-client".into(),
+                mount_path: config::REDIS_CLIENT_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
+    }
+
     let container = Container {
         name: tier.as_str().to_owned(),
         image: Some(image.0),
