@@ -2,7 +2,9 @@
 //
 // Query parameters fill the form and are handy for links and tests:
 //   mid, room, transport (auto | websocket | longpoll), api (push API base URL),
-//   heartbeat (seconds), autoconnect (1), ws (WebSocket URL), poll (long-poll URL).
+//   heartbeat (seconds), autoconnect (1), ws (WebSocket URL), poll (long-poll URL),
+//   upgrade (seconds before the first WebSocket probe after a fallback to long-polling, the
+//   client's upgrade.initialMs; `off` turns probing off).
 
 import { GoimClient } from './goim.js';
 
@@ -61,6 +63,9 @@ function connect() {
       log('system', 'op 6', `${d.reason}${d.message ? `: ${d.message}` : ''} (${hint})`);
     },
   };
+  const upgrade = params.get('upgrade');
+  if (upgrade === 'off') options.upgrade = false;
+  else if (Number(upgrade) > 0) options.upgrade = { initialMs: Number(upgrade) * 1000 };
   if (params.get('ws')) options.url = params.get('ws');
   if (params.get('poll')) options.pollUrl = params.get('poll');
   try {
@@ -122,12 +127,14 @@ function label(transport) {
 function describe(status, d) {
   switch (status) {
     case 'connecting':
+      if (d.upgradeFrom) return `opening ${label(d.transport)} to replace ${label(d.upgradeFrom)}`;
       return d.fallbackFrom
         ? `${label(d.fallbackFrom)} failed (${d.error || 'error'}); trying ${label(d.transport)}`
         : `opening ${label(d.transport)}${d.attempt ? ` (attempt ${d.attempt + 1})` : ''}`;
     case 'connected':
       return `authenticated over ${label(d.transport)}; heartbeat every ${Math.round(d.heartbeatMs / 1000)} s`;
     case 'reconnecting':
+      if (d.reason === 'upgrade') return `${label(d.to)} works again; switching from ${label(d.from)}`;
       return `${d.reason}${d.message ? `: ${d.message}` : ''}; reconnecting in ${(d.delayMs / 1000).toFixed(1)} s`;
     case 'closed':
       return d.reason === 'client' ? 'closed' : `closed: ${d.reason}${d.message ? ` (${d.message})` : ''}`;

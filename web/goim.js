@@ -3,7 +3,8 @@
 // An ES module with no dependencies and no build step: `import { GoimClient } from '/goim.js'`.
 // It speaks goim's binary protocol over WebSocket and falls back to HTTP long-polling, sends
 // heartbeats (whose replies carry the room's online count), reconnects with exponential backoff
-// and jitter, and follows the server's op-6 disconnect hints. See docs/web-client.md.
+// and jitter, follows the server's op-6 disconnect hints, and after a fallback probes WebSocket
+// in the background to return to it once it works again. See docs/web-client.md.
 // It is one file on purpose (past the house 800-line mark): users copy or import exactly this.
 //
 // Wire format: every packet is a 16-byte big-endian header and a body.
@@ -166,19 +167,36 @@ const DEFAULTS = {
   maxPending: 256,
   maxBufferedBytes: 1 << 20,
   reconnect: {},
+  upgrade: {},
 };
 
 const RECONNECT_DEFAULTS = { initialMs: 1000, maxMs: 30000, factor: 2, jitter: 0.5, maxAttempts: Infinity };
 
+// The WebSocket probe while connected over long-polling with 'websocket' earlier in
+// `transports`: probe n (from 0) waits min(maxMs, initialMs·factorⁿ)·(1 − jitter·random) after
+// the long-poll auth or the failed probe before it; maxAttempts probes at most until WebSocket
+// authenticates again. `upgrade: false` turns probing off.
+const UPGRADE_DEFAULTS = { initialMs: 5000, maxMs: 300000, factor: 2, jitter: 0.5, maxAttempts: Infinity };
+
+// How long a switch waits for the replies in flight over the old transport before it goes ahead
+// (those still missing then reject, as on any reconnect). Short: the probe's socket is not yet
+// authenticated and comet closes it after its handshake timeout (5 s by default).
+const SWITCH_WAIT_MS = 2000;
+
 /**
- * A connection to a comet that stays connected: it authenticates, heartbeats, reconnects and
- * falls back to long-polling on its own until `close()`.
+ * A connection to a comet that stays connected: it authenticates, heartbeats, reconnects,
+ * falls back to long-polling and returns to WebSocket on its own until `close()`.
  *
  * Status: 'idle' → 'connecting' → 'connected' ⇄ 'reconnecting' → 'closed'.
  */
 export class GoimClient {
   constructor(options = {}) {
-    this.options = { ...DEFAULTS, ...options, reconnect: { ...RECONNECT_DEFAULTS, ...(options.reconnect || {}) } };
+    this.options = {
+      ...DEFAULTS,
+      ...options,
+      reconnect: { ...RECONNECT_DEFAULTS, ...(options.reconnect || {}) },
+      upgrade: options.upgrade === false ? false : { ...UPGRADE_DEFAULTS, ...(options.upgrade || {}) },
+    };
     const o = this.options;
     for (const t of o.transports) {
       if (!TRANSPORTS.includes(t)) throw new TypeError(`unknown transport ${t}; use ${TRANSPORTS.join(' or ')}`);
@@ -199,11 +217,15 @@ export class GoimClient {
     this._pipe = null;
     this._authed = false;
     this._attempts = 0; // failed attempts since the last successful auth
-    this._lastGood = null; // the transport that last authenticated: tried first next time
+    this._lastGood = null; // the transport to try first next time (see _authenticated)
+    this._fellBack = null; // this attempt's failures before the transport in use: {slow}
+    this._probes = 0; // WebSocket probes since WebSocket last authenticated
+    this._probe = null; // the probe's socket, opening or open and waiting for the switch
+    this._switching = null; // {gen, pipe}: a probe opened; switching once no reply is awaited
     this._seq = 0;
     this._pending = new Map(); // seq → {replyOp, resolve, reject, timer}
     this._queue = []; // packets waiting for a connection, at most maxQueued
-    this._timers = { reconnect: null, heartbeat: null, auth: null };
+    this._timers = idleTimers();
     this._hbSentAt = null; // when the unanswered heartbeat went out
     this._every = this.options.heartbeatMs; // the heartbeat interval in use
     this._waiters = [];
@@ -217,6 +239,7 @@ export class GoimClient {
       this._settle(true);
     } else if (this.status === 'idle' || this.status === 'closed') {
       this._attempts = 0;
+      this._probes = 0;
       this._attempt();
     }
     return p;
@@ -269,18 +292,32 @@ export class GoimClient {
     return list;
   }
 
-  async _attempt() {
+  // One attempt: each transport in order until one opens. `via` is set by an upgrade switch:
+  // {upgradeFrom, pipe} with the probe's open WebSocket to authenticate over.
+  async _attempt(via = null) {
     const gen = ++this._gen;
     this._authed = false;
+    this._fellBack = null;
     let failure = null;
     let previous = null;
+    let ready = via && via.pipe;
     for (const name of this._order()) {
-      if (gen !== this._gen) return;
+      if (gen !== this._gen) {
+        if (ready) ready.close();
+        return;
+      }
       this.transport = name;
-      this._setStatus('connecting', { transport: name, attempt: this._attempts, fallbackFrom: previous, error: failure && failure.message });
+      const detail = { transport: name, attempt: this._attempts, fallbackFrom: previous, error: failure && failure.message };
+      if (via) detail.upgradeFrom = via.upgradeFrom;
+      this._setStatus('connecting', detail);
       try {
-        if (name === 'websocket') await this._openWebSocket(gen);
-        else await this._openLongPoll(gen);
+        if (name === 'websocket') {
+          const pipe = ready;
+          ready = null;
+          await this._openWebSocket(gen, pipe);
+        } else {
+          await this._openLongPoll(gen);
+        }
         return; // the pipe is open; auth and later events take over
       } catch (e) {
         if (gen !== this._gen) return;
@@ -291,8 +328,10 @@ export class GoimClient {
         }
         failure = e instanceof Error ? e : new Error(String(e));
         previous = name;
+        this._fellBack = { slow: Boolean((this._fellBack && this._fellBack.slow) || (e && e.slow)) };
       }
     }
+    if (ready) ready.close();
     if (gen === this._gen) this._retry({ reason: 'unreachable', message: failure && failure.message });
   }
 
@@ -304,15 +343,30 @@ export class GoimClient {
     return toBytes(jsonToken({ mid: o.mid, key: o.key, room: this.room, platform: o.platform, accepts: this.accepts }));
   }
 
-  async _openWebSocket(gen) {
-    const Impl = this.options.WebSocket || globalThis.WebSocket;
-    if (typeof Impl !== 'function') throw new Error('WebSocket is not available');
-    const token = await this._token();
-    if (gen !== this._gen) return;
-    const pipe = new WebSocketPipe(this._url(), Impl, this.options.maxBufferedBytes);
-    this._attach(pipe, gen);
-    await pipe.open(this.options.openTimeoutMs);
-    if (gen !== this._gen) return;
+  // `ready`: a socket the upgrade probe already opened (used if it is still open).
+  async _openWebSocket(gen, ready = null) {
+    let token;
+    try {
+      const Impl = this._webSocketImpl();
+      if (!Impl) throw new Error('WebSocket is not available');
+      token = await this._token();
+    } catch (e) {
+      if (ready) ready.close();
+      throw e;
+    }
+    if (gen !== this._gen) {
+      if (ready) ready.close();
+      return;
+    }
+    if (ready && !ready.closed) {
+      this._attach(ready, gen);
+    } else {
+      const pipe = new WebSocketPipe(this._url(), this._webSocketImpl(), this.options.maxBufferedBytes);
+      this._attach(pipe, gen);
+      await pipe.open(this.options.openTimeoutMs);
+      if (gen !== this._gen) return;
+    }
+    const pipe = this._pipe;
     pipe.send(encodePacket({ op: Op.AUTH, seq: this._nextSeq(), body: token }));
     this._timers.auth = setTimeout(() => {
       if (gen === this._gen && !this._authed) this._dropped({ reason: 'auth_timeout' });
@@ -329,6 +383,11 @@ export class GoimClient {
     const { heartbeatMs } = await pipe.open(token, this.options.openTimeoutMs);
     if (gen !== this._gen) return;
     this._authenticated(heartbeatMs);
+  }
+
+  _webSocketImpl() {
+    const Impl = this.options.WebSocket || globalThis.WebSocket;
+    return typeof Impl === 'function' ? Impl : null;
   }
 
   _attach(pipe, gen) {
@@ -358,7 +417,15 @@ export class GoimClient {
     clearTimeout(this._timers.auth);
     this._authed = true;
     this._attempts = 0;
-    this._lastGood = this.transport;
+    // The transport to try first on the next attempt. One that worked without a fallback stays
+    // first. One reached by falling back stays first only if what failed before it failed slowly
+    // (timed out: trying it first again would cost openTimeoutMs on every reconnect). After a
+    // fast failure (refused, closed before opening: a server restarting, or Chromium holding
+    // back sockets to an endpoint that just failed) the configured order stands, so a refusal
+    // during a rollout does not make long-polling the client's transport for good.
+    if (!this._fellBack) this._lastGood = this.transport;
+    else this._lastGood = this._fellBack.slow ? this.transport : null;
+    if (this.transport === 'websocket') this._probes = 0;
     let every = this.options.heartbeatMs;
     // A long-poll session expires without traffic: the server's interval caps ours.
     if (serverHeartbeatMs > 0) every = Math.min(every, serverHeartbeatMs);
@@ -370,6 +437,87 @@ export class GoimClient {
     this._beat();
     clearInterval(this._timers.heartbeat);
     this._timers.heartbeat = setInterval(() => this._beat(), every);
+    this._scheduleProbe();
+  }
+
+  // ---- returning to WebSocket ------------------------------------------------------------
+  // Connected over long-polling while 'websocket' comes earlier in `transports` (a fallback), the
+  // client probes WebSocket now and then: it opens a socket to `url` with backoff (`upgrade`).
+  // A probe that fails leaves the long-poll session alone and schedules the next one later. One
+  // that opens makes the client switch at a safe point: new requests wait in the queue, the
+  // replies in flight over long-polling arrive (at most SWITCH_WAIT_MS), then the long-poll pipe
+  // closes and the client authenticates over the probe's socket.
+  //
+  // What a switch costs: it is a reconnect. Until goim-rs can resume from a message position (a
+  // separate issue), pushes that reach the old session while switching are not delivered, and the
+  // room/mid presence moves to a new connection (the old long-poll session ends at its heartbeat
+  // timeout, as after any reconnect). Queued requests go out over WebSocket after auth.
+
+  _wantsUpgrade() {
+    const up = this.options.upgrade;
+    const list = this.options.transports;
+    if (!up || this.transport === 'websocket' || !list.includes('websocket')) return false;
+    if (list.indexOf('websocket') > list.indexOf(this.transport)) return false;
+    return this._probes < up.maxAttempts && this._webSocketImpl() !== null;
+  }
+
+  _scheduleProbe() {
+    clearTimeout(this._timers.probe);
+    this._timers.probe = null;
+    if (!this._authed || !this._wantsUpgrade()) return;
+    const up = this.options.upgrade;
+    const base = Math.min(up.maxMs, up.initialMs * Math.pow(up.factor, this._probes));
+    const delay = Math.round(base * (1 - up.jitter * Math.random()));
+    const gen = this._gen;
+    this._timers.probe = setTimeout(() => {
+      this._timers.probe = null;
+      if (gen === this._gen) this._runProbe(gen);
+    }, delay);
+  }
+
+  async _runProbe(gen) {
+    this._probes += 1;
+    let pipe;
+    try {
+      pipe = new WebSocketPipe(this._url(), this._webSocketImpl(), this.options.maxBufferedBytes);
+    } catch {
+      return; // no url or no WebSocket: nothing to probe
+    }
+    this._probe = pipe;
+    try {
+      await pipe.open(this.options.openTimeoutMs);
+    } catch (e) {
+      if (this._probe === pipe) this._probe = null;
+      if (gen !== this._gen) return;
+      // A socket that hangs until the timeout: keep long-polling first on reconnects as well.
+      if (e && e.slow) this._lastGood = this.transport;
+      this._scheduleProbe();
+      return;
+    }
+    if (gen !== this._gen || this._probe !== pipe) {
+      pipe.close();
+      return;
+    }
+    // WebSocket works: it is the transport to try first from now on.
+    this._lastGood = null;
+    this._switching = { gen, pipe };
+    this._timers.switch = setTimeout(() => this._switch(gen), SWITCH_WAIT_MS);
+    this._maybeSwitch();
+  }
+
+  _maybeSwitch() {
+    if (this._switching && this._pending.size === 0) this._switch(this._switching.gen);
+  }
+
+  _switch(gen) {
+    const s = this._switching;
+    if (!s || s.gen !== gen || gen !== this._gen) return;
+    this._switching = null;
+    this._probe = null; // handed to the new attempt: _teardown must not close it
+    const from = this.transport;
+    this._teardown(new Error('disconnected: switching to websocket'));
+    this._setStatus('reconnecting', { reason: 'upgrade', from, to: 'websocket', delayMs: 0, attempt: 0 });
+    this._attempt({ upgradeFrom: from, pipe: s.pipe });
   }
 
   _beat() {
@@ -386,6 +534,7 @@ export class GoimClient {
   // ---- receiving -------------------------------------------------------------------------
 
   _receive(packets) {
+    const gen = this._gen;
     for (const p of packets) {
       if (this.status === 'closed') return;
       switch (p.op) {
@@ -412,6 +561,10 @@ export class GoimClient {
         this._pending.delete(p.seq);
         clearTimeout(waiting.timer);
         waiting.resolve(p);
+        if (this._switching) {
+          this._maybeSwitch();
+          if (gen !== this._gen) return; // switched: what is left belongs to the old session
+        }
       } else if (!CONTROL_OPS.has(p.op)) {
         this._call('onMessage', {
           op: p.op,
@@ -485,9 +638,16 @@ export class GoimClient {
     clearTimeout(this._timers.reconnect);
     clearTimeout(this._timers.auth);
     clearInterval(this._timers.heartbeat);
-    this._timers = { reconnect: null, heartbeat: null, auth: null };
+    clearTimeout(this._timers.probe);
+    clearTimeout(this._timers.switch);
+    this._timers = idleTimers();
     this._authed = false;
     this._hbSentAt = null;
+    this._switching = null;
+    if (this._probe) {
+      this._probe.close();
+      this._probe = null;
+    }
     if (this._pipe) {
       this._pipe.close();
       this._pipe = null;
@@ -525,7 +685,8 @@ export class GoimClient {
         if (i >= 0) this._queue.splice(i, 1);
         reject(new Error(`no reply to op ${op} within ${this.options.requestTimeoutMs} ms`));
       }, this.options.requestTimeoutMs);
-      if (this._authed && this._pipe) {
+      // While switching transports new requests wait in the queue, like while connecting.
+      if (this._authed && this._pipe && !this._switching) {
         try {
           this._pipe.send(packet);
         } catch (e) {
@@ -627,7 +788,8 @@ class WebSocketPipe {
       ws.binaryType = 'arraybuffer';
       const timer = setTimeout(() => {
         this.close();
-        reject(new Error(`websocket did not open within ${timeoutMs} ms`));
+        // slow: a socket that hangs rather than fails (see GoimClient._authenticated)
+        reject(Object.assign(new Error(`websocket did not open within ${timeoutMs} ms`), { slow: true }));
       }, timeoutMs);
       ws.onopen = () => {
         opened = true;
@@ -849,6 +1011,10 @@ class LongPollPipe {
     this.closed = true;
     this.abort.abort();
   }
+}
+
+function idleTimers() {
+  return { reconnect: null, heartbeat: null, auth: null, probe: null, switch: null };
 }
 
 function sleep(ms) {

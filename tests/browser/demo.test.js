@@ -1,13 +1,14 @@
 // The demo page in headless Chromium against the real embedded server: it connects,
 // authenticates, shows the room's online count and receives room, mid and broadcast pushes,
-// over WebSocket and over the long-polling fallback, and reconnects after an op-6 shutdown.
+// over WebSocket and over the long-polling fallback, returns to WebSocket from the fallback once
+// it opens, and reconnects after an op-6 shutdown.
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { OUT, WEB, allocatePorts, cometServesPage, launchBrowser, openPage, push, serveWeb, sleep, startServer, until } from './harness.js';
+import { OUT, WEB, allocatePorts, cometServesPage, launchBrowser, openPage, push, serveWeb, sleep, startServer, tcpProxy } from './harness.js';
 
 let server;
 let browser;
@@ -43,13 +44,19 @@ async function status(page) {
   return page.getByTestId('status').getAttribute('data-status');
 }
 
-async function connected(page, transport) {
+// Pages that test the return to WebSocket set `upgrade=1`: after a fallback to long-polling the
+// client probes WebSocket after 0.5-1 s, then 1-2 s, 2-4 s, 4-8 s. UPGRADE_MS covers three
+// probes with time to open each, for a loaded machine.
+const UPGRADE_MS = 15000;
+
+// Waits until the page is connected over `transport` (either, when null).
+async function connected(page, transport, timeout = 15000) {
   await page.waitForFunction(
-    (t) => document.getElementById('status').dataset.status === 'connected' && document.getElementById('transport-in-use').dataset.transport === t,
+    (t) => document.getElementById('status').dataset.status === 'connected' && (!t || document.getElementById('transport-in-use').dataset.transport === t),
     transport,
-    { timeout: 15000 },
+    { timeout },
   ).catch(async (e) => {
-    throw new Error(`not connected over ${transport}: status ${await status(page)}, detail "${await page.getByTestId('status-detail').textContent()}", problems ${page.problems.slice(0, 3).join(" | ")}; ${e.message}`);
+    throw new Error(`not connected over ${transport || 'any transport'}: status ${await status(page)}, detail "${await page.getByTestId('status-detail').textContent()}", problems ${page.problems.slice(0, 3).join(" | ")}; ${e.message}`);
   });
 }
 
@@ -143,8 +150,31 @@ test('when the WebSocket cannot open, the page falls back to long-polling', asyn
   }
 });
 
+test('a page that fell back to long-polling returns to WebSocket once it opens', async () => {
+  const port = (await allocatePorts()).ws; // refused until the proxy to the comet listens there
+  const page = await openPage(browser.context, pageUrl({ mid: '7106', room: 'live://7106', ws: `ws://127.0.0.1:${port}/sub`, upgrade: '1' }));
+  let proxy = null;
+  try {
+    await connected(page, 'longpoll');
+    await push(server.api, '/goim/push/mids?operation=1000&mids=7106', 'before the upgrade');
+    await arrives(page, 'before the upgrade');
+    proxy = await tcpProxy(port, server.ports.ws);
+    await connected(page, 'websocket', UPGRADE_MS);
+    const switched = page.locator('[data-testid=log] .entry.system', { hasText: 'WebSocket works again; switching from long-polling' });
+    assert.equal(await switched.count(), 1, 'one switch, through the upgrade probe');
+    await push(server.api, '/goim/push/room?operation=1000&type=live&room=7106', 'after the upgrade');
+    await arrives(page, 'after the upgrade');
+    await onlineAtLeast(page, 1);
+    await page.screenshot({ path: path.join(OUT, 'upgraded.png'), fullPage: true });
+    noPageErrors(page);
+  } finally {
+    await page.close();
+    await proxy?.close();
+  }
+});
+
 test('after an op-6 shutdown hint the page reconnects to the restarted server', async () => {
-  const page = await openPage(browser.context, pageUrl({ mid: '7104', room: 'live://7104' }));
+  const page = await openPage(browser.context, pageUrl({ mid: '7104', room: 'live://7104', upgrade: '1' }));
   const ports = server.ports;
   let stopped = false;
   try {
@@ -161,7 +191,11 @@ test('after an op-6 shutdown hint the page reconnects to the restarted server', 
     }
     server = await startServer('demo-restarted', ports);
     stopped = false;
-    await connected(page, 'websocket');
+    // The reconnect may land on long-polling: a WebSocket refused while the server was down (or
+    // held back by Chromium after such failures) falls back to it at once. The client then
+    // probes WebSocket and switches back, so the page must end up on WebSocket either way.
+    await connected(page, null);
+    await connected(page, 'websocket', UPGRADE_MS);
     await push(server.api, '/goim/push/room?operation=1000&type=live&room=7104', 'after restart');
     await arrives(page, 'after restart');
     await page.screenshot({ path: path.join(OUT, 'reconnected.png'), fullPage: true });

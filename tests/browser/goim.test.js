@@ -1,7 +1,7 @@
 // web/goim.js in Node: packet encoding against hand-written bytes, and the client's connect,
 // fallback and reconnect behaviour against fake WebSocket and fetch implementations.
 
-import { test } from 'node:test';
+import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { GoimClient, Op, ProtocolError, decodePackets, encodePacket, encodePackets, jsonToken, onlineCount } from '../../web/goim.js';
@@ -134,6 +134,13 @@ function comet(socket, online = 1) {
   };
 }
 
+// Every client a test makes is closed after it, so a failed assertion cannot leave timers that
+// keep the test process alive.
+const clients = [];
+afterEach(() => {
+  for (const c of clients.splice(0)) c.close();
+});
+
 function recorder(extra = {}) {
   const events = { status: [], messages: [], online: [], disconnects: [] };
   const client = new GoimClient({
@@ -149,6 +156,7 @@ function recorder(extra = {}) {
     onDisconnect: (d) => events.disconnects.push(d),
     ...extra,
   });
+  clients.push(client);
   return { client, events, statuses: () => events.status.map(([s]) => s) };
 }
 
@@ -290,8 +298,9 @@ test('requests made while connecting wait in a bounded queue and go out after au
 
 // A long-poll server double: /poll/auth gives a session, /poll hands out queued packets,
 // /poll/send answers heartbeats.
-function fakePollServer({ authStatus = 200, online = 2 } = {}) {
-  const srv = { calls: [], pending: [], waiters: [], tokens: [] };
+// `sendDelayMs` holds each /poll/send reply that long; `sent` lists the ops it carried.
+function fakePollServer({ authStatus = 200, online = 2, sendDelayMs = 0 } = {}) {
+  const srv = { calls: [], pending: [], waiters: [], tokens: [], sent: [], sendDelayMs };
   srv.push = (packet) => {
     srv.pending.push(packet);
     srv.waiters.splice(0).forEach((w) => w());
@@ -305,7 +314,10 @@ function fakePollServer({ authStatus = 200, online = 2 } = {}) {
       return new Response('{"sid":"s1","heartbeat_ms":25000}', { status: 200 });
     }
     if (u.pathname === '/poll/send') {
-      const replies = decodePackets(init.body).map((p) =>
+      const packets = decodePackets(init.body);
+      srv.sent.push(...packets.map((p) => p.op));
+      if (srv.sendDelayMs) await sleep(srv.sendDelayMs);
+      const replies = packets.map((p) =>
         p.op === Op.HEARTBEAT ? { op: 3, seq: p.seq, body: new Uint8Array([0, 0, 0, online]) } : { op: p.op + 1, seq: p.seq, body: p.body },
       );
       return new Response(encodePackets(replies), { status: 200 });
@@ -431,5 +443,155 @@ test('a long-poll response lost on the way is asked for again with ack and deliv
   await until('the poll after it', () => srv.acks.length >= 4);
   assert.deepEqual(events.messages.map(([, t]) => t), ['a', 'b']);
   assert.deepEqual(srv.acks.slice(0, 4), [null, '1', '1', '2'], 'the broken response is not acked');
+  client.close();
+});
+
+// ---- returning to WebSocket after a fallback ----------------------------------------------
+
+// A comet whose WebSocket endpoint can be turned away (`ws.refuse`: the socket errors before
+// opening, as a connection refused does; `ws.hang`: it never opens; `ws.manual`: it answers but
+// the test opens it) while long-polling answers.
+function flakyComet({ refuse = true, hang = false } = {}) {
+  const ws = { refuse, hang, manual: false };
+  const WS = fakeWebSocket((s) => {
+    s.at = Date.now();
+    s.ops = [];
+    const send = s.send.bind(s);
+    s.send = (b) => {
+      s.ops.push(decodePackets(b)[0].op);
+      send(b);
+    };
+    if (ws.hang) return;
+    if (ws.manual) {
+      comet(s);
+      return;
+    }
+    if (ws.refuse) {
+      setTimeout(() => s.fail(), 1);
+      return;
+    }
+    comet(s);
+    setTimeout(() => s.open(), 1);
+  });
+  return { ws, WS, srv: fakePollServer() };
+}
+
+test('a client that fell back to long-polling returns to WebSocket once it works again', async () => {
+  const { ws, WS, srv } = flakyComet();
+  const { client, events } = recorder({ WebSocket: WS, fetch: srv.fetch, upgrade: { initialMs: 40, maxMs: 80, jitter: 0 } });
+  await client.connect();
+  assert.equal(client.transport, 'longpoll');
+  // While WebSocket is refused the probes fail and the long-poll session carries on.
+  await until('two failed probes', () => WS.sockets.length >= 3, 3000);
+  assert.equal(client.transport, 'longpoll');
+  assert.equal(client.status, 'connected');
+  assert.equal(srv.tokens.length, 1, 'a failed probe leaves the long-poll session alone');
+  srv.push({ op: 1000, body: 'over long-polling' });
+  await until('the long-poll push', () => events.messages.length === 1);
+
+  ws.refuse = false;
+  const probes = WS.sockets.length;
+  const t0 = Date.now();
+  await until('connected over websocket', () => client.status === 'connected' && client.transport === 'websocket', 3000);
+  assert.ok(Date.now() - t0 < 1000, `switched ${Date.now() - t0} ms after WebSocket worked again`);
+  assert.equal(WS.sockets.length, probes + 1, 'the probe\'s socket is the one that authenticates');
+  const s = WS.sockets.at(-1);
+  assert.equal(s.token.room_id, 'live://9');
+  const upgrade = events.status.findIndex(([st, d]) => st === 'reconnecting' && d.reason === 'upgrade');
+  assert.ok(upgrade > 0, events.status.map(([st, d]) => `${st} ${JSON.stringify(d)}`).join('\n'));
+  assert.deepEqual(events.status[upgrade][1], { reason: 'upgrade', from: 'longpoll', to: 'websocket', delayMs: 0, attempt: 0 });
+  const [st, d] = events.status[upgrade + 1];
+  assert.deepEqual([st, d.transport, d.upgradeFrom, d.fallbackFrom], ['connecting', 'websocket', 'longpoll', null]);
+
+  // The long-poll session is left: no poll after the switch, and pushes arrive over WebSocket.
+  await sleep(50);
+  const polls = srv.calls.filter((c) => c.startsWith('GET /poll')).length;
+  s.deliver({ op: 1000, body: 'over websocket' });
+  assert.deepEqual(events.messages.map(([, t]) => t), ['over long-polling', 'over websocket']);
+  assert.equal(await client.changeRoom('live://10'), 'live://10');
+  await sleep(100);
+  assert.equal(srv.calls.filter((c) => c.startsWith('GET /poll')).length, polls);
+  assert.equal(srv.tokens.length, 1);
+
+  // WebSocket is the preferred transport again: a dropped socket reconnects over WebSocket.
+  s.serverClose();
+  await until('reconnected', () => WS.sockets.length === probes + 2 && client.status === 'connected', 3000);
+  assert.equal(client.transport, 'websocket');
+  assert.equal(srv.tokens.length, 1);
+  client.close();
+});
+
+test('a switch to WebSocket waits for the replies in flight; requests made meanwhile go out over it', async () => {
+  const { ws, WS, srv } = flakyComet();
+  const { client } = recorder({ WebSocket: WS, fetch: srv.fetch, upgrade: { initialMs: 30, jitter: 0 } });
+  await client.connect();
+  ws.refuse = false;
+  ws.manual = true;
+  await until('the probe', () => WS.sockets.length === 2, 3000);
+  const probe = WS.sockets[1];
+  srv.sendDelayMs = 100;
+  const first = client.changeRoom('live://a'); // over long-polling, its reply 100 ms away
+  await until('the long-poll send', () => srv.sent.includes(Op.CHANGE_ROOM));
+  probe.open();
+  await sleep(0); // the client sees the socket open (a promise continuation)
+  const second = client.changeRoom('live://b'); // while switching: waits for WebSocket
+  assert.equal(client.transport, 'longpoll', 'the switch waits for the reply in flight');
+  assert.deepEqual(await Promise.all([first, second]), ['live://a', 'live://b']);
+  await until('connected over websocket', () => client.transport === 'websocket' && client.status === 'connected');
+  assert.deepEqual(srv.sent.filter((op) => op === Op.CHANGE_ROOM), [Op.CHANGE_ROOM], 'only the first went over long-polling');
+  assert.deepEqual(probe.ops.slice(0, 2), [Op.AUTH, Op.CHANGE_ROOM], 'the second went over the probe\'s socket, after auth');
+  assert.equal(probe.token.room_id, 'live://b');
+  assert.equal(WS.sockets.length, 2);
+  client.close();
+});
+
+test('a WebSocket refused while the server restarts does not make long-polling the first choice', async () => {
+  const { ws, WS, srv } = flakyComet();
+  // No probes: only the reconnect order decides.
+  const { client, events } = recorder({ WebSocket: WS, fetch: srv.fetch, upgrade: false });
+  await client.connect();
+  assert.equal(client.transport, 'longpoll');
+  await sleep(100);
+  assert.equal(WS.sockets.length, 1, 'upgrade: false does not probe');
+  ws.refuse = false;
+  srv.push({ op: Op.DISCONNECT_REPLY, body: '{"reason":"shutdown","reconnect_after_ms":20}' });
+  await until('connected again', () => events.status.filter(([s]) => s === 'connected').length === 2, 3000);
+  assert.equal(client.transport, 'websocket');
+  assert.equal(srv.tokens.length, 1);
+  client.close();
+});
+
+test('a blocked WebSocket keeps the client on long-polling, with probes backing off', async () => {
+  const { WS, srv } = flakyComet();
+  const { client, statuses } = recorder({ WebSocket: WS, fetch: srv.fetch, upgrade: { initialMs: 20, maxMs: 160, factor: 2, jitter: 0 } });
+  await client.connect();
+  const t0 = WS.sockets[0].at;
+  await sleep(900);
+  client.close();
+  // Probe delays 20, 40, 80, 160, 160, …: six probes by about 620 ms (timers only run late).
+  const probes = WS.sockets.slice(1).map((s) => s.at);
+  assert.ok(probes.length >= 3 && probes.length <= 7, `${probes.length} probes in 900 ms`);
+  const gaps = probes.map((at, i) => at - (i ? probes[i - 1] : t0));
+  const want = [20, 40, 80, 160, 160, 160, 160];
+  gaps.forEach((g, i) => assert.ok(g >= want[i] - 2, `probe ${i} after ${g} ms, wanted ${want[i]}: gaps ${gaps}`));
+  assert.deepEqual(statuses(), ['connecting', 'connecting', 'connected', 'closed'], 'failed probes are not reconnects');
+  assert.equal(srv.tokens.length, 1);
+  assert.ok(WS.sockets.every((s) => !s.onopen || s.closed || s === WS.sockets[0]), 'no probe socket is left behind');
+});
+
+test('a WebSocket that hangs keeps long-polling first on reconnects, and probes stop at maxAttempts', async () => {
+  const { WS, srv } = flakyComet({ hang: true });
+  const { client, events } = recorder({ WebSocket: WS, fetch: srv.fetch, openTimeoutMs: 30, upgrade: { initialMs: 10, maxMs: 10, jitter: 0, maxAttempts: 2 } });
+  await client.connect();
+  assert.equal(client.transport, 'longpoll');
+  await sleep(300);
+  assert.equal(WS.sockets.length, 3, 'the first socket and two probes, each timed out');
+  assert.ok(WS.sockets.every((s) => s.closed), 'timed-out sockets are closed');
+  srv.push({ op: Op.DISCONNECT_REPLY, body: '{"reason":"shutdown","reconnect_after_ms":10}' });
+  await until('connected again', () => events.status.filter(([s]) => s === 'connected').length === 2, 3000);
+  const last = events.status.map(([s, d]) => [s, d.transport]).slice(-2);
+  assert.deepEqual(last, [['connecting', 'longpoll'], ['connected', 'longpoll']], 'no 30 ms wait for a socket known to hang');
+  await sleep(100);
+  assert.equal(WS.sockets.length, 3, 'no probe beyond maxAttempts');
   client.close();
 });

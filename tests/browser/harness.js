@@ -154,6 +154,41 @@ export async function startServer(name, ports) {
   };
 }
 
+/**
+ * A TCP proxy from 127.0.0.1:`port` to 127.0.0.1:`target`, listening from now on: until it is
+ * started, connections to `port` are refused. close() stops it and cuts its connections.
+ */
+export async function tcpProxy(port, target) {
+  const sockets = new Set();
+  const proxy = net.createServer((client) => {
+    const upstream = net.connect({ port: target, host: '127.0.0.1' });
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('error', end);
+      s.on('close', end);
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((resolve, reject) => {
+    proxy.once('error', reject);
+    proxy.listen(port, '127.0.0.1', resolve);
+  });
+  return {
+    close: () =>
+      new Promise((resolve) => {
+        for (const s of sockets) s.destroy();
+        proxy.close(() => resolve());
+      }),
+  };
+}
+
 /** POSTs `body` to the push API; resolves with goim's envelope or throws. */
 export async function push(api, pathAndQuery, body) {
   const res = await fetch(`${api}${pathAndQuery}`, { method: 'POST', body });
