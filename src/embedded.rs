@@ -105,6 +105,9 @@ impl Embedded {
                 error!(error = %e, "job stopped");
             }
         });
+        // Key and push token reloads; ends when shutdown starts (not awaited: it holds nothing).
+        let (watched, stop) = (logic.clone(), http_stop.clone());
+        tokio::spawn(async move { watched.watch_keys(stop).await });
         let stop = http_stop.clone();
         let http_task = tokio::spawn(async move {
             if let Err(e) = goim_logic::serve(http, logic, stop).await {

@@ -7,14 +7,37 @@
 //!   "accepts":[1000]}`. Anyone can claim any user, so it is for development only.
 //!
 //! In both, a missing or empty key becomes a random UUID v4, as in goim.
+//!
+//! Which key verifies a JWT ([`keyring`]): without a JWKS configured, the single key
+//! (`auth.jwt.secret` or `public_key_pem`) verifies every token, whatever its header says, as
+//! before JWKS support. With a JWKS (`auth.jwt.jwks.file` and/or `.url`), the header's `kid`
+//! picks the key; a token without `kid` is verified by the single key when there is one, and
+//! refused otherwise; an unknown `kid` is refused. Each JWKS key admits only its own algorithm.
+//! The key sets are replaced while logic runs ([`Authenticator::watch`]), so keys rotate
+//! without a restart.
+//!
+//! The push API's bearer tokens ([`PushTokens`]) live here too: several at once, so a token can
+//! be rotated, optionally from a file re-read on change.
+
+mod fetch;
+mod jwks;
+mod keyring;
+mod push_token;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, AuthMode, JwtAlgorithm};
+use crate::metrics::Metrics;
+
+pub use fetch::jwks_url;
+pub use jwks::{JwksError, validate_jwks};
+use keyring::KeyRing;
+pub use push_token::{PushTokens, is_valid_push_token};
 
 /// Why a token was refused. `Display` is a short reason that is safe to show the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +58,12 @@ pub enum Error {
     MissingClaim(String),
     #[error("token claim {0} is invalid")]
     InvalidClaim(String),
+    /// The header's `kid` names no key of the configured JWKS.
+    #[error("unknown token key id")]
+    UnknownKey,
+    /// A JWKS is configured, the token has no `kid`, and there is no single key for it.
+    #[error("token has no key id")]
+    NoKeyId,
     /// Not a token at all: bad JSON, bad base64, not three parts.
     #[error("malformed token")]
     Malformed,
@@ -52,12 +81,14 @@ impl Error {
             Error::WrongAudience => "wrong_audience",
             Error::MissingClaim(_) => "missing_claim",
             Error::InvalidClaim(_) => "invalid_claim",
+            Error::UnknownKey => "unknown_kid",
+            Error::NoKeyId => "no_kid",
             Error::Malformed => "malformed",
         }
     }
 }
 
-/// The verification key could not be loaded (at startup).
+/// The verification keys or push tokens could not be loaded (at startup).
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("auth.jwt.secret: required for HS256")]
@@ -68,6 +99,10 @@ pub enum KeyError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("auth.jwt.public_key_pem: {} is not a {algorithm:?} public key in PEM form: {reason}", path.display())]
     Invalid { path: PathBuf, algorithm: JwtAlgorithm, reason: String },
+    #[error("auth.jwt.jwks.file: {}: {reason}", path.display())]
+    Jwks { path: PathBuf, reason: String },
+    #[error("http.push_token_file: {}: {reason}", path.display())]
+    PushTokenFile { path: PathBuf, reason: String },
 }
 
 /// Who the token says the connection is.
@@ -83,14 +118,15 @@ pub struct Claims {
     pub accepts: Vec<i32>,
 }
 
-/// Verifies auth tokens; built once from the `[auth]` config.
+/// Verifies auth tokens; built once from the `[auth]` config. In JWT mode its keys can change
+/// while it runs: see [`Authenticator::watch`].
 pub struct Authenticator {
     mode: Mode,
 }
 
 enum Mode {
     Json,
-    Jwt { key: DecodingKey, validation: Box<Validation> },
+    Jwt(Arc<KeyRing>),
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -104,9 +140,15 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// Loads the key material (reading `public_key_pem` for RS256/ES256). Warns once when the
-    /// JSON mode leaves connections unauthenticated.
+    /// [`Authenticator::with_metrics`] with counters of its own.
     pub fn new(config: &config::Auth) -> Result<Authenticator, KeyError> {
+        Authenticator::with_metrics(config, Metrics::default())
+    }
+
+    /// Loads the key material: the single key (reading `public_key_pem` for RS256/ES256) and the
+    /// JWKS file; the JWKS URL is first fetched by [`Authenticator::watch`]. Warns once when the
+    /// JSON mode leaves connections unauthenticated. Key reloads are counted in `metrics`.
+    pub fn with_metrics(config: &config::Auth, metrics: Metrics) -> Result<Authenticator, KeyError> {
         let mode = match config.mode {
             AuthMode::Json => {
                 tracing::warn!(
@@ -115,10 +157,7 @@ impl Authenticator {
                 );
                 Mode::Json
             }
-            AuthMode::Jwt => {
-                let (key, validation) = jwt_key(&config.jwt)?;
-                Mode::Jwt { key, validation: Box::new(validation) }
-            }
+            AuthMode::Jwt => Mode::Jwt(Arc::new(KeyRing::new(&config.jwt, metrics)?)),
         };
         Ok(Authenticator { mode })
     }
@@ -128,61 +167,23 @@ impl Authenticator {
     pub fn verify(&self, token: &[u8], _cookie: &str) -> Result<Claims, Error> {
         let mut claims = match &self.mode {
             Mode::Json => json_claims(token)?,
-            Mode::Jwt { key, validation } => jwt_claims(token, key, validation)?,
+            Mode::Jwt(ring) => jwt_claims(token, ring)?,
         };
         if claims.key.is_empty() {
             claims.key = uuid::Uuid::new_v4().to_string();
         }
         Ok(claims)
     }
-}
 
-fn jwt_key(config: &config::Jwt) -> Result<(DecodingKey, Validation), KeyError> {
-    let algorithm = config.algorithm;
-    let key = match algorithm {
-        JwtAlgorithm::HS256 => {
-            let secret = config.secret.as_deref().filter(|s| !s.is_empty()).ok_or(KeyError::MissingSecret)?;
-            // from_secret only fails for custom crypto providers; ours is rust_crypto.
-            DecodingKey::from_secret(secret.as_bytes()).map_err(|e| KeyError::Invalid {
-                path: PathBuf::new(),
-                algorithm,
-                reason: e.to_string(),
-            })?
+    /// Keeps the JWKS key sets current until `shutdown`: re-reads `auth.jwt.jwks.file` every
+    /// `file_poll` and installs it when its contents changed; fetches `url` now and every
+    /// `url_refresh` (`url_retry` after a failure, or early when a token names an unknown
+    /// `kid`). A source that fails keeps its last good keys. Returns at once without a JWKS.
+    pub async fn watch(&self, shutdown: CancellationToken) {
+        if let Mode::Jwt(ring) = &self.mode {
+            ring.watch(&shutdown).await;
         }
-        JwtAlgorithm::RS256 | JwtAlgorithm::ES256 => {
-            let path = config.public_key_pem.clone().ok_or(KeyError::MissingPublicKey(algorithm))?;
-            let pem = std::fs::read(&path).map_err(|source| KeyError::Read { path: path.clone(), source })?;
-            let parsed = if algorithm == JwtAlgorithm::RS256 {
-                DecodingKey::from_rsa_pem(&pem)
-            } else {
-                DecodingKey::from_ec_pem(&pem)
-            };
-            parsed.map_err(|e| KeyError::Invalid { path, algorithm, reason: e.to_string() })?
-        }
-    };
-    let mut validation = Validation::new(match algorithm {
-        JwtAlgorithm::HS256 => Algorithm::HS256,
-        JwtAlgorithm::RS256 => Algorithm::RS256,
-        JwtAlgorithm::ES256 => Algorithm::ES256,
-    });
-    validation.leeway = config.leeway.as_secs();
-    validation.validate_exp = true;
-    validation.validate_nbf = true;
-    let mut required = vec!["exp"];
-    if let Some(issuer) = &config.issuer {
-        validation.set_issuer(&[issuer]);
-        required.push("iss");
     }
-    match &config.audience {
-        Some(audience) => {
-            validation.set_audience(&[audience]);
-            required.push("aud");
-        }
-        // Without a configured audience, a token naming one is still fine.
-        None => validation.validate_aud = false,
-    }
-    validation.set_required_spec_claims(&required);
-    Ok((key, validation))
 }
 
 /// goim's token (`internal/logic/conn.go`). Unknown fields, such as `platform`, are ignored.
@@ -215,10 +216,11 @@ struct JwtBody {
     accepts: Option<Vec<i32>>,
 }
 
-fn jwt_claims(token: &[u8], key: &DecodingKey, validation: &Validation) -> Result<Claims, Error> {
+fn jwt_claims(token: &[u8], ring: &KeyRing) -> Result<Claims, Error> {
     // Clients may send the token with surrounding whitespace (e.g. a trailing newline).
     let token = token.trim_ascii();
-    let body = jsonwebtoken::decode::<JwtBody>(token, key, validation).map_err(jwt_error)?.claims;
+    let key = ring.select(token)?;
+    let body = jsonwebtoken::decode::<JwtBody>(token, &key.key, &key.validation).map_err(jwt_error)?.claims;
     let mid = match (body.mid, body.sub) {
         (Some(mid), _) => mid,
         (None, Some(sub)) => sub.parse().map_err(|_| Error::InvalidClaim("sub".into()))?,

@@ -43,6 +43,18 @@ pub struct Http {
     pub addr: String,
     /// When set, every `/goim/push/*` request needs `Authorization: Bearer <token>`.
     pub push_token: Option<String>,
+    /// More accepted bearer tokens, besides `push_token`: list the new one beside the old while
+    /// a token is rotated. Default: none.
+    pub push_tokens: Vec<String>,
+    /// A file of accepted bearer tokens, one a line (blank lines and `#` comments skipped),
+    /// re-read when its contents change (a mounted Kubernetes Secret is updated in place). A
+    /// changed file that cannot be used is refused and the tokens last read stay accepted.
+    pub push_token_file: Option<PathBuf>,
+    /// How often `push_token_file` is checked for changes. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub push_token_file_poll: Duration,
+    /// Largest `push_token_file` in bytes; a larger one is refused. Default 64 KiB.
+    pub push_token_file_max_bytes: usize,
     /// Largest push message body in bytes; a larger one gets HTTP 413. Default 64 KiB.
     pub max_body: usize,
     /// Browser origins allowed to call the API (CORS), e.g. the demo page on the comet port.
@@ -52,7 +64,16 @@ pub struct Http {
 
 impl Default for Http {
     fn default() -> Http {
-        Http { addr: "0.0.0.0:3111".into(), push_token: None, max_body: 64 * 1024, cors_origins: Vec::new() }
+        Http {
+            addr: "0.0.0.0:3111".into(),
+            push_token: None,
+            push_tokens: Vec::new(),
+            push_token_file: None,
+            push_token_file_poll: Duration::from_secs(10),
+            push_token_file_max_bytes: 64 * 1024,
+            max_body: 64 * 1024,
+            cors_origins: Vec::new(),
+        }
     }
 }
 
@@ -77,6 +98,7 @@ pub enum AuthMode {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Jwt {
+    /// The algorithm of the single key (`secret` or `public_key_pem`).
     pub algorithm: JwtAlgorithm,
     /// The shared secret (HS256).
     pub secret: Option<String>,
@@ -89,6 +111,8 @@ pub struct Jwt {
     /// Clock skew tolerated on `exp` and `nbf`. Default 30s.
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
+    /// Keys selected by the token header's `kid`. Last: a TOML table follows the plain values.
+    pub jwks: Jwks,
 }
 
 impl Default for Jwt {
@@ -100,7 +124,56 @@ impl Default for Jwt {
             issuer: None,
             audience: None,
             leeway: Duration::from_secs(30),
+            jwks: Jwks::default(),
         }
+    }
+}
+
+/// JWT verification keys as JWK Sets (RFC 7517), from a file, a URL, or both; see
+/// [`crate::auth`] for how a token's key is chosen.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Jwks {
+    /// A JWKS file, re-read when its contents change. A changed file that cannot be used is
+    /// refused (logged, counted) and the keys last read stay in force.
+    pub file: Option<PathBuf>,
+    /// How often `file` is checked for changes. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub file_poll: Duration,
+    /// An `http://` or `https://` URL serving a JWKS, fetched at start and every `url_refresh`.
+    pub url: Option<String>,
+    /// Time between successful fetches of `url`. Default 5m.
+    #[serde(with = "humantime_serde")]
+    pub url_refresh: Duration,
+    /// Time before the next fetch after a failed one; also the least time between the early
+    /// fetches a token with an unknown `kid` asks for. Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub url_retry: Duration,
+    /// Limit on one fetch of `url`, connecting included. Default 5s.
+    #[serde(with = "humantime_serde")]
+    pub url_timeout: Duration,
+    /// Largest JWKS document (file or response) in bytes; a larger one is refused. Default 1 MiB.
+    pub max_bytes: usize,
+}
+
+impl Default for Jwks {
+    fn default() -> Jwks {
+        Jwks {
+            file: None,
+            file_poll: Duration::from_secs(10),
+            url: None,
+            url_refresh: Duration::from_secs(5 * 60),
+            url_retry: Duration::from_secs(30),
+            url_timeout: Duration::from_secs(5),
+            max_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Jwks {
+    /// Whether a JWKS source is configured, so tokens choose their key by `kid`.
+    pub fn is_set(&self) -> bool {
+        self.file.is_some() || self.url.is_some()
     }
 }
 
@@ -214,8 +287,8 @@ impl Config {
         self.session.heartbeat_timeout.unwrap_or(self.node.heartbeat * self.node.heartbeat_max)
     }
 
-    /// Checks what serde cannot. Files (the PEM key) are read later, by
-    /// [`crate::Authenticator::new`].
+    /// Checks what serde cannot. Files (the PEM key, the JWKS and push token files) are read
+    /// later, by [`crate::Authenticator::new`] and [`crate::Logic::new`].
     pub fn validate(&self) -> Result<(), Error> {
         self.http.validate()?;
         self.auth.validate()?;
@@ -231,9 +304,24 @@ impl Http {
             return Err(Error::new("http.addr", format!("{:?} is not ip:port ({e})", self.addr)));
         }
         if let Some(token) = &self.push_token
-            && (token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()))
+            && !crate::auth::is_valid_push_token(token)
         {
             return Err(Error::new("http.push_token", "must be non-empty printable ASCII without spaces"));
+        }
+        if let Some(i) = self.push_tokens.iter().position(|t| !crate::auth::is_valid_push_token(t)) {
+            return Err(Error::new(
+                "http.push_tokens",
+                format!("token {i} must be non-empty printable ASCII without spaces"),
+            ));
+        }
+        if self.push_token_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err(Error::new("http.push_token_file", "must be a path"));
+        }
+        if self.push_token_file_poll < MIN_POLL {
+            return Err(Error::new("http.push_token_file_poll", "must be at least 10ms"));
+        }
+        if self.push_token_file_max_bytes == 0 {
+            return Err(Error::new("http.push_token_file_max_bytes", "must be at least 1"));
         }
         if self.max_body == 0 {
             return Err(Error::new("http.max_body", "must be at least 1"));
@@ -262,6 +350,11 @@ impl Auth {
             return Ok(());
         }
         let jwt = &self.jwt;
+        jwt.jwks.validate()?;
+        // With a JWKS the single key is optional: it then verifies only tokens without a `kid`.
+        if jwt.jwks.is_set() && jwt.secret.is_none() && jwt.public_key_pem.is_none() {
+            return Ok(());
+        }
         match jwt.algorithm {
             JwtAlgorithm::HS256 => {
                 if jwt.secret.as_deref().is_none_or(str::is_empty) {
@@ -285,6 +378,36 @@ impl Auth {
                     return Err(Error::new("auth.jwt.secret", "is for HS256 only"));
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+/// The shortest poll or retry interval: anything shorter is a busy loop.
+const MIN_POLL: Duration = Duration::from_millis(10);
+
+impl Jwks {
+    fn validate(&self) -> Result<(), Error> {
+        if self.file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err(Error::new("auth.jwt.jwks.file", "must be a path"));
+        }
+        if let Some(url) = &self.url {
+            crate::auth::jwks_url(url).map_err(|reason| Error::new("auth.jwt.jwks.url", reason))?;
+        }
+        for (field, interval) in [
+            ("auth.jwt.jwks.file_poll", self.file_poll),
+            ("auth.jwt.jwks.url_refresh", self.url_refresh),
+            ("auth.jwt.jwks.url_retry", self.url_retry),
+        ] {
+            if interval < MIN_POLL {
+                return Err(Error::new(field, "must be at least 10ms"));
+            }
+        }
+        if self.url_timeout.is_zero() {
+            return Err(Error::new("auth.jwt.jwks.url_timeout", "must be positive"));
+        }
+        if self.max_bytes == 0 {
+            return Err(Error::new("auth.jwt.jwks.max_bytes", "must be at least 1"));
         }
         Ok(())
     }

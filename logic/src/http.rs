@@ -25,8 +25,9 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::logic::{Error, Logic};
 use crate::queue;
 
-/// The API's routes, with the bearer check on `/goim/push/*` when `http.push_token` is set and
-/// CORS when `http.cors_origins` is not empty.
+/// The API's routes, with the bearer check on `/goim/push/*` when a push token is configured
+/// (`http.push_token`, `push_tokens`, `push_token_file`) and CORS when `http.cors_origins` is
+/// not empty.
 pub fn router(logic: Arc<Logic>) -> Router {
     let http = &logic.config().http;
     let mut pushes = Router::new()
@@ -34,9 +35,9 @@ pub fn router(logic: Arc<Logic>) -> Router {
         .route("/goim/push/mids", post(push::mids))
         .route("/goim/push/room", post(push::room))
         .route("/goim/push/all", post(push::all));
-    if let Some(token) = &http.push_token {
-        let token: Arc<str> = token.as_str().into();
-        pushes = pushes.route_layer(axum::middleware::from_fn_with_state(token, push::require_bearer));
+    if let Some(tokens) = logic.push_tokens() {
+        pushes =
+            pushes.route_layer(axum::middleware::from_fn_with_state(tokens.clone(), push::require_bearer));
     }
     let queries = Router::new()
         .route("/goim/online/top", get(online::top))

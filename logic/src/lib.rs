@@ -4,7 +4,9 @@
 //!
 //! - [`Logic`]: the domain type; comet's calls (`connect`, `heartbeat`, `disconnect`,
 //!   `renew_online`, `receive`) and the API's (`push_*`, `online_*`, `nodes_*`).
-//! - [`Authenticator`] ([`auth`]): JWT (HS256/RS256/ES256) or goim's plain JSON token.
+//! - [`Authenticator`] ([`auth`]): JWT (HS256/RS256/ES256; one key, or keys chosen by `kid` from
+//!   a JWKS file and URL reloaded while logic runs) or goim's plain JSON token; and the push
+//!   API's bearer tokens ([`auth::PushTokens`]), several at once, optionally from a file.
 //! - [`Store`] ([`store`]): the session-store port, with [`MemoryStore`] and [`RedisStore`]
 //!   (goim's Redis layout), chosen by [`store::StoreConfig`].
 //! - [`Queue`] ([`queue`]): the publish port, with [`queue::Memory`] for the embedded setup and

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use goim_api::{Connect, Presence, Session, Uplink};
 use parking_lot::Mutex;
 
-use crate::auth::{self, Authenticator};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{self, Authenticator, PushTokens};
 use crate::comet::Comets;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -46,6 +48,8 @@ pub enum Error {
 pub struct Logic {
     config: Config,
     auth: Authenticator,
+    /// The push API's bearer tokens; `None` leaves the push API open.
+    push_tokens: Option<Arc<PushTokens>>,
     store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
     metrics: Metrics,
@@ -62,22 +66,17 @@ impl std::fmt::Debug for Logic {
 }
 
 impl Logic {
-    /// Builds logic from a validated config; loads the JWT key (reading its PEM file).
+    /// Builds logic from a validated config; loads the JWT keys (reading the PEM and JWKS files)
+    /// and the push tokens (reading the token file). [`Logic::watch_keys`] keeps them current.
     pub fn new(
         config: Config,
         store: Arc<dyn Store>,
         queue: Arc<dyn Queue>,
     ) -> Result<Logic, auth::KeyError> {
-        let auth = Authenticator::new(&config.auth)?;
-        Ok(Logic {
-            config,
-            auth,
-            store,
-            queue,
-            metrics: Metrics::default(),
-            online: Mutex::new(None),
-            comets: None,
-        })
+        let metrics = Metrics::default();
+        let auth = Authenticator::with_metrics(&config.auth, metrics.clone())?;
+        let push_tokens = PushTokens::new(&config.http, metrics.clone())?.map(Arc::new);
+        Ok(Logic { config, auth, push_tokens, store, queue, metrics, online: Mutex::new(None), comets: None })
     }
 
     /// Offers clients only the comets `comets` calls ready (`/goim/nodes/*`, the `Nodes` RPC).
@@ -88,6 +87,23 @@ impl Logic {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The push API's bearer tokens, when the API needs one.
+    pub fn push_tokens(&self) -> Option<&Arc<PushTokens>> {
+        self.push_tokens.as_ref()
+    }
+
+    /// Reloads the JWT keys (JWKS file and URL) and the push token file as they change, until
+    /// `shutdown` (see [`Authenticator::watch`] and [`PushTokens::watch`]). Returns at once
+    /// when none is configured. The binary spawns it next to the servers.
+    pub async fn watch_keys(&self, shutdown: CancellationToken) {
+        let tokens = async {
+            if let Some(tokens) = &self.push_tokens {
+                tokens.watch(shutdown.clone()).await;
+            }
+        };
+        tokio::join!(self.auth.watch(shutdown.clone()), tokens);
     }
 
     /// The counters to register with the admin server's registry.

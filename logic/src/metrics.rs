@@ -1,9 +1,10 @@
-//! logic's Prometheus counters. The admin server that serves `/metrics` lives in the binary; it
+//! logic's Prometheus counters and gauges. The admin server that serves `/metrics` lives in the binary; it
 //! calls [`Metrics::register`].
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -31,6 +32,20 @@ struct OperationLabel {
     operation: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    /// `jwks_file`, `jwks_url`, `push_token_file`.
+    source: &'static str,
+    /// `ok`, `failed`.
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    /// JWT keys: `single`, `jwks_file`, `jwks_url`; push tokens: `config`, `file`.
+    source: &'static str,
+}
+
 /// Counters shared by every clone (each is an `Arc` inside).
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
@@ -43,6 +58,10 @@ pub struct Metrics {
     uplinks: Counter,
     routes_dropped: Counter,
     comets_swept: Counter,
+    key_reloads: Family<ReloadLabels, Counter>,
+    keys_loaded: Family<SourceLabel, Gauge>,
+    push_tokens_loaded: Family<SourceLabel, Gauge>,
+    push_auth_failures: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -77,6 +96,23 @@ impl Metrics {
             "comets_swept",
             "Comets gone from discovery whose routes were dropped",
             self.comets_swept.clone(),
+        );
+        r.register(
+            "key_reloads",
+            "Loads of a changed JWKS file, fetches of the JWKS URL and loads of a changed push token file, \
+             by source and result (a failed one keeps the last good set)",
+            self.key_reloads.clone(),
+        );
+        r.register("keys_loaded", "JWT verification keys in force, by source", self.keys_loaded.clone());
+        r.register(
+            "push_tokens_loaded",
+            "Push API bearer tokens accepted, by source",
+            self.push_tokens_loaded.clone(),
+        );
+        r.register(
+            "push_auth_failures",
+            "Push API requests refused for their bearer token, by reason (missing, wrong)",
+            self.push_auth_failures.clone(),
         );
     }
 
@@ -115,6 +151,23 @@ impl Metrics {
     pub(crate) fn comet_swept(&self) {
         self.comets_swept.inc();
     }
+
+    pub(crate) fn key_reload(&self, source: &'static str, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.key_reloads.get_or_create(&ReloadLabels { source, result }).inc();
+    }
+
+    pub(crate) fn keys_loaded(&self, source: &'static str, keys: usize) {
+        self.keys_loaded.get_or_create(&SourceLabel { source }).set(keys as i64);
+    }
+
+    pub(crate) fn push_tokens_loaded(&self, source: &'static str, tokens: usize) {
+        self.push_tokens_loaded.get_or_create(&SourceLabel { source }).set(tokens as i64);
+    }
+
+    pub(crate) fn push_auth_failed(&self, reason: &'static str) {
+        self.push_auth_failures.get_or_create(&ReasonLabel { reason }).inc();
+    }
 }
 
 #[cfg(test)]
@@ -137,6 +190,10 @@ mod tests {
         metrics.uplink();
         metrics.routes_dropped(3);
         metrics.comet_swept();
+        metrics.key_reload("jwks_file", false);
+        metrics.keys_loaded("jwks_url", 2);
+        metrics.push_tokens_loaded("file", 1);
+        metrics.push_auth_failed("wrong");
 
         let mut text = String::new();
         encode(&mut text, &registry).unwrap();
@@ -150,6 +207,10 @@ mod tests {
             "goim_logic_uplinks_total 1",
             "goim_logic_routes_dropped_total 3",
             "goim_logic_comets_swept_total 1",
+            "goim_logic_key_reloads_total{source=\"jwks_file\",result=\"failed\"} 1",
+            "goim_logic_keys_loaded{source=\"jwks_url\"} 2",
+            "goim_logic_push_tokens_loaded{source=\"file\"} 1",
+            "goim_logic_push_auth_failures_total{reason=\"wrong\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

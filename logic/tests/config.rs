@@ -116,3 +116,60 @@ fn a_config_serializes_to_toml_that_parses_back_unchanged() {
     assert_eq!(parse(&text).unwrap(), config);
     assert_eq!(parse(&toml::to_string(&Config::default()).unwrap()).unwrap(), Config::default());
 }
+
+#[test]
+fn the_rotation_keys_have_defaults_and_validate_by_name() {
+    let config = Config::default();
+    let jwks = &config.auth.jwt.jwks;
+    assert_eq!((jwks.file.as_ref(), jwks.url.as_ref()), (None, None));
+    assert_eq!((jwks.file_poll, jwks.url_refresh), (Duration::from_secs(10), Duration::from_secs(300)));
+    assert_eq!(
+        (jwks.url_retry, jwks.url_timeout, jwks.max_bytes),
+        (Duration::from_secs(30), Duration::from_secs(5), 1 << 20)
+    );
+    assert_eq!(
+        (config.http.push_token_file_poll, config.http.push_token_file_max_bytes),
+        (Duration::from_secs(10), 65536)
+    );
+    assert!(config.http.push_tokens.is_empty());
+
+    // A JWKS alone is enough key material for jwt mode.
+    let jwks_only = parse("[auth.jwt.jwks]\nurl = \"https://id.example/.well-known/jwks.json\"").unwrap();
+    assert!(jwks_only.validate().is_ok());
+    let jwks_only =
+        parse("[auth.jwt.jwks]\nfile = \"/etc/goim/jwks/jwks.json\"\nfile_poll = \"1s\"").unwrap();
+    assert!(jwks_only.validate().is_ok());
+
+    type Breaker = fn(&mut Config);
+    let cases: [(Breaker, &str); 10] = [
+        (|c| c.auth.jwt.jwks.url = Some("ftp://id.example/jwks".into()), "auth.jwt.jwks.url"),
+        (|c| c.auth.jwt.jwks.url = Some("not a url".into()), "auth.jwt.jwks.url"),
+        (|c| c.auth.jwt.jwks.file = Some("".into()), "auth.jwt.jwks.file"),
+        (|c| c.auth.jwt.jwks.file_poll = Duration::ZERO, "auth.jwt.jwks.file_poll"),
+        (|c| c.auth.jwt.jwks.url_refresh = Duration::from_millis(1), "auth.jwt.jwks.url_refresh"),
+        (|c| c.auth.jwt.jwks.url_timeout = Duration::ZERO, "auth.jwt.jwks.url_timeout"),
+        (|c| c.auth.jwt.jwks.max_bytes = 0, "auth.jwt.jwks.max_bytes"),
+        (|c| c.http.push_tokens = vec!["ok".into(), "has space".into()], "http.push_tokens"),
+        (|c| c.http.push_token_file_poll = Duration::ZERO, "http.push_token_file_poll"),
+        (|c| c.http.push_token_file_max_bytes = 0, "http.push_token_file_max_bytes"),
+    ];
+    for (break_it, field) in cases {
+        let mut config = jwt_hs256();
+        break_it(&mut config);
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.field, field, "{err}");
+        assert!(err.to_string().starts_with(field), "{err}");
+    }
+}
+
+#[test]
+fn the_rotation_keys_serialize_and_parse_back() {
+    let mut config = jwt_hs256();
+    config.auth.jwt.jwks.file = Some("/etc/goim/jwks.json".into());
+    config.auth.jwt.jwks.url = Some("http://127.0.0.1:8080/jwks".into());
+    config.http.push_tokens = vec!["a".into(), "b".into()];
+    config.http.push_token_file = Some("/etc/goim/push/tokens".into());
+    let text = toml::to_string(&config).unwrap();
+    assert!(text.contains("[auth.jwt.jwks]") && text.contains("url_refresh = \"5m\""), "{text}");
+    assert_eq!(parse(&text).unwrap(), config);
+}

@@ -194,6 +194,9 @@ impl Tier for LogicProcess {
             tasks.spawn(async move { swept.sweep_gone_comets(grace, stop).await });
         }
 
+        // JWKS and push token reloads, until shutdown starts.
+        let (watched, stop) = (logic.clone(), http_stop.clone());
+        tasks.spawn(async move { watched.watch_keys(stop).await });
         let ready = Arc::new(AtomicBool::new(false));
         let (served, stop) = (logic.clone(), http_stop.clone());
         tasks.spawn(async move {

@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::query::{Need, Query};
 use super::{ApiError, ok};
+use crate::auth::PushTokens;
 use crate::logic::Logic;
 
 /// `operation` (optional), `keys` (repeated).
@@ -73,8 +74,12 @@ async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes,
     }
 }
 
-/// Lets the request through only with `Authorization: Bearer <token>`.
-pub(super) async fn require_bearer(State(token): State<Arc<str>>, request: Request, next: Next) -> Response {
+/// Lets the request through only with `Authorization: Bearer <token>` naming an accepted token.
+pub(super) async fn require_bearer(
+    State(tokens): State<Arc<PushTokens>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -82,29 +87,5 @@ pub(super) async fn require_bearer(State(token): State<Arc<str>>, request: Reque
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim());
-    match presented {
-        Some(t) if constant_time_eq(t.as_bytes(), token.as_bytes()) => next.run(request).await,
-        _ => ApiError::Unauthorized.into_response(),
-    }
-}
-
-/// Compares without an early exit, so response timing does not reveal how much of a guess matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn constant_time_eq_matches_only_identical_bytes() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(constant_time_eq(b"", b""));
-    }
+    if tokens.check(presented) { next.run(request).await } else { ApiError::Unauthorized.into_response() }
 }
