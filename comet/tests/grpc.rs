@@ -249,7 +249,7 @@ impl logic_server::Logic for FakeLogic {
         let req = req.into_inner();
         let mut all = req.room_count;
         all.insert("conns".into(), req.conn_count as i32);
-        Ok(Response::new(OnlineReply { all_room_count: all }))
+        Ok(Response::new(OnlineReply { all_room_count: all, ..Default::default() }))
     }
     async fn receive(&self, _: Request<ReceiveReq>) -> Result<Response<ReceiveReply>, Status> {
         Ok(Response::new(ReceiveReply {}))

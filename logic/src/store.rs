@@ -33,7 +33,7 @@ use goim_api::Online;
 
 pub use config::{MAX_REDIS_POOL, RedisConfig, RedisTls, StoreConfig, StoreKind};
 pub use memory::MemoryStore;
-pub use redis::{RedisStore, SERVERS_KEY, routes_key};
+pub use redis::{EPOCH_KEY, RedisStore, SERVERS_KEY, routes_key};
 
 /// A store call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,4 +107,10 @@ pub trait Store: Send + Sync {
     /// The comets that have an online record, sorted. Comets that stopped reporting age out
     /// after the TTL at the latest. (Redis: a sorted set beside goim's keys; see [`RedisStore`].)
     async fn servers(&self) -> Result<Vec<String>, Error>;
+
+    /// The identity of the store's contents: the same text while its data lives, a new one once
+    /// the data is gone (Redis restarted without persistence, or flushed). logic hands it to the
+    /// comets with every online report, and a comet that sees it change re-registers its sessions,
+    /// so routes come back in seconds rather than at the next session renewal.
+    async fn epoch(&self) -> Result<String, Error>;
 }

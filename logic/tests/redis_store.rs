@@ -307,3 +307,34 @@ async fn while_redis_is_down_calls_fail_within_the_timeout_and_recover_when_it_r
     eprintln!("recovered after {attempts} attempt(s), {:?}", started.elapsed());
     Ok(())
 }
+
+#[tokio::test]
+#[ignore = "needs redis-server"]
+async fn the_epoch_changes_when_redis_restarts_empty_and_two_stores_agree_on_it() -> Result<()> {
+    let mut redis = OwnRedis::new();
+    redis.start().await?;
+    let url = format!("redis://127.0.0.1:{}/0", redis.port);
+    let (a, b) = (RedisStore::connect(&config(&url)).await?, RedisStore::connect(&config(&url)).await?);
+    let before = a.epoch().await?;
+    assert_eq!(b.epoch().await?, before, "two logic instances read one epoch");
+    assert_eq!(a.epoch().await?, before, "the epoch holds while the data lives");
+
+    redis.stop();
+    redis.start().await?; // --save '': it comes back empty
+    // Each store's first calls after the restart may meet its dropped connections.
+    async fn epoch_after_restart(store: &RedisStore) -> Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match store.epoch().await {
+                Ok(e) => return Ok(e),
+                Err(e) if Instant::now() < deadline => eprintln!("epoch after restart: {e}"),
+                Err(e) => return Err(e.into()),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let after = epoch_after_restart(&a).await?;
+    assert_ne!(after, before, "an empty Redis is a new epoch");
+    assert_eq!(epoch_after_restart(&b).await?, after, "every instance sees the new epoch, not one each");
+    Ok(())
+}

@@ -63,7 +63,8 @@ impl logic_server::Logic for Service {
     async fn renew_online(&self, req: Request<OnlineReq>) -> Result<Response<OnlineReply>, Status> {
         let online = Online::from(req.into_inner());
         let all_room_count = self.logic.renew_online(online).await.map_err(|e| status("renew_online", e))?;
-        Ok(Response::new(OnlineReply { all_room_count }))
+        let store_epoch = self.logic.store_epoch().await.map_err(|e| status("renew_online", e))?;
+        Ok(Response::new(OnlineReply { all_room_count, store_epoch }))
     }
 
     async fn receive(&self, req: Request<ReceiveReq>) -> Result<Response<ReceiveReply>, Status> {

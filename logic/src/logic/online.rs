@@ -64,6 +64,12 @@ impl Logic {
         Ok(view.rooms.clone())
     }
 
+    /// The store's epoch ([`crate::Store::epoch`]), returned with each online report so comets
+    /// re-register their sessions when the store lost its data.
+    pub async fn store_epoch(&self) -> Result<String, Error> {
+        Ok(self.store.epoch().await.inspect_err(|_| self.metrics.store_error("epoch"))?)
+    }
+
     /// The `limit` most crowded rooms whose `type://id` key starts with `room_type` (a plain
     /// prefix, as in goim), most members first.
     pub async fn online_top(&self, room_type: &str, limit: usize) -> Result<Vec<Top>, Error> {

@@ -79,6 +79,9 @@ impl Store for DownStore {
     async fn servers(&self) -> Result<Vec<String>, store::Error> {
         Err(store::Error::Unavailable("down".into()))
     }
+    async fn epoch(&self) -> Result<String, store::Error> {
+        Err(store::Error::Unavailable("down".into()))
+    }
     async fn drop_server(&self, _: &str, _: usize) -> Result<store::Dropped, store::Error> {
         Err(store::Error::Unavailable("down".into()))
     }

@@ -28,6 +28,15 @@ pub async fn store_contract(store: impl Store) {
     late_disconnect_from_an_old_server_deletes_nothing(&store, &n, mid(5)).await;
     online_records_round_trip_and_replace(&store, &n).await;
     dropping_a_server_deletes_its_routes_only(&store, &n, mid(6)).await;
+    the_epoch_stays_while_the_data_lives(&store).await;
+}
+
+async fn the_epoch_stays_while_the_data_lives(store: &impl Store) {
+    let first = store.epoch().await.unwrap();
+    assert!(!first.is_empty(), "an epoch is never empty (empty means: a store without one)");
+    for _ in 0..3 {
+        assert_eq!(store.epoch().await.unwrap(), first, "the epoch changed with the data intact");
+    }
 }
 
 async fn dropping_a_server_deletes_its_routes_only(

@@ -21,6 +21,8 @@ const DEFAULT_TTL: Duration = Duration::from_secs(30 * 60);
 #[derive(Debug)]
 pub struct MemoryStore {
     ttl: Duration,
+    /// Fixed for the store's life: its contents live exactly as long as the process.
+    epoch: String,
     /// Every operation is a few map lookups, never held across an await.
     inner: Mutex<Inner>,
 }
@@ -69,7 +71,7 @@ impl MemoryStore {
             servers: HashSet::new(),
             last_sweep: Instant::now(),
         };
-        MemoryStore { ttl, inner: Mutex::new(inner) }
+        MemoryStore { ttl, epoch: uuid::Uuid::new_v4().simple().to_string(), inner: Mutex::new(inner) }
     }
 
     /// Live key mappings (for tests and diagnostics).
@@ -246,6 +248,10 @@ impl Store for MemoryStore {
             inner.online.iter().filter(|(_, e)| e.alive(now)).map(|(s, _)| s.clone()).collect();
         servers.sort();
         Ok(servers)
+    }
+
+    async fn epoch(&self) -> Result<String, Error> {
+        Ok(self.epoch.clone())
     }
 }
 

@@ -78,6 +78,22 @@ const DEFAULT_TTL: Duration = Duration::from_secs(30 * 60);
 /// so no comet name can collide with it.
 pub const SERVERS_KEY: &str = "goim_rs_online_servers";
 
+/// The store's epoch ([`Store::epoch`]): a random id written once, without TTL. It vanishes with
+/// the data (a restart without persistence, FLUSHALL), and the next reader writes a new one. A
+/// failover to a replica that has the data keeps it, so comets do not re-register for nothing.
+pub const EPOCH_KEY: &str = "goim_rs_store_epoch";
+
+/// Returns KEYS[1], first setting it to ARGV[1] when it is missing: one round trip, and two
+/// logic instances racing after a restart agree on the one that was written first.
+const EPOCH: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1])
+  v = ARGV[1]
+end
+return v
+";
+
 /// Deletes `key_<key>` (KEYS[1]) and field `<key>` (ARGV[1]) of `mid_<mid>` (KEYS[2], absent for
 /// mid 0), each only while it names server ARGV[2], and member ARGV[3] from that server's route
 /// set (KEYS[2]). Returns 1 when the key mapping was deleted.
@@ -128,6 +144,7 @@ pub struct RedisStore {
     ttl: Duration,
     del_mapping: Script,
     drop_server: Script,
+    epoch: Script,
     /// For errors, password redacted.
     url: String,
 }
@@ -183,6 +200,7 @@ impl RedisStore {
             ttl: DEFAULT_TTL,
             del_mapping: Script::new(DEL_MAPPING),
             drop_server: Script::new(DROP_SERVER),
+            epoch: Script::new(EPOCH),
             url,
         })
     }
@@ -437,5 +455,15 @@ impl Store for RedisStore {
             .await?;
         servers.sort();
         Ok(servers)
+    }
+
+    async fn epoch(&self) -> Result<String, Error> {
+        let mut invocation = self.epoch.key(EPOCH_KEY);
+        invocation.arg(uuid::Uuid::new_v4().simple().to_string());
+        self.call("epoch", |mut c| {
+            let invocation = &invocation;
+            async move { invocation.invoke_async(&mut c).await }
+        })
+        .await
     }
 }
