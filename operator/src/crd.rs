@@ -299,8 +299,8 @@ pub struct Auth {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "self.algorithm == 'HS256' || has(self.keySecretRef)",
-    "message": "auth.jwt.algorithm RS256 and ES256 need auth.jwt.keySecretRef (the PEM public key)"
+    "rule": "self.algorithm == 'HS256' || has(self.keySecretRef) || has(self.jwksSecretRef) || self.jwksUrl != ''",
+    "message": "auth.jwt.algorithm RS256 and ES256 need auth.jwt.keySecretRef (the PEM public key), or a JWKS (jwksSecretRef or jwksUrl)"
 }]))]
 pub struct Jwt {
     pub algorithm: JwtAlgorithm,
@@ -308,6 +308,16 @@ pub struct Jwt {
     /// operator generates a secret once (Secret `<name>-generated`, key `jwt-secret`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_secret_ref: Option<SecretKeyRef>,
+    /// A JWK Set (RFC 7517) in a Secret: each token's `kid` picks its key, and logic re-reads the
+    /// file while it runs, so a key rotates by editing the Secret (add the new key, then remove
+    /// the old one once its tokens expired). Mounted as a directory at `/etc/goim/jwks`, so the
+    /// kubelet's Secret updates reach the pod. With a JWKS, `keySecretRef` is optional and only
+    /// verifies tokens without `kid`; no JWT secret is generated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks_secret_ref: Option<SecretKeyRef>,
+    /// A JWKS URL (http or https) logic fetches at start and refreshes every 5 minutes (tune with
+    /// `logic.config`: `[logic.auth.jwt.jwks] url_refresh`).
+    pub jwks_url: String,
     /// When set, the `iss` claim must equal it.
     pub issuer: String,
     /// When set, the `aud` claim must contain it.

@@ -229,6 +229,10 @@ async fn invalid_specs_are_refused_with_their_cel_message() {
                 serde_json::json!({"topology": {"store": "redis", "redis": {"url": "redis://r:6379/0", "tls": {}}}}),
                 "topology.redis.tls needs a rediss:// url",
             ),
+            (
+                serde_json::json!({"auth": {"jwt": {"algorithm": "ES256", "jwksUrl": ""}}}),
+                "RS256 and ES256 need auth.jwt.keySecretRef",
+            ),
         ];
         // Discovery may lag the CRD a moment.
         create(&client, &ns, "probe", PushClusterSpec::default()).await;
@@ -252,6 +256,11 @@ async fn invalid_specs_are_refused_with_their_cel_message() {
             }
         }
         assert_eq!(api.list(&ListParams::default()).await.unwrap().items.len(), 1, "only the probe exists");
+        // A JWKS stands in for the PEM key.
+        let mut jwks = PushClusterSpec::default();
+        jwks.auth.jwt.algorithm = goim_operator::crd::JwtAlgorithm::ES256;
+        jwks.auth.jwt.jwks_url = "https://id.example.com/jwks.json".into();
+        create(&client, &ns, "jwks", jwks).await;
     })
     .await;
 }

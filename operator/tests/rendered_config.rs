@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use goim::distributed::{CometSettings, JobSettings, LogicSettings};
 use goim::process::{LoadError, load};
 use goim_operator::crd::{
-    Kafka, KafkaSasl, KafkaTls, Queue, Redis, RedisTls, SaslMechanism, SecretKeyRef, Store, Topology,
+    JwtAlgorithm, Kafka, KafkaSasl, KafkaTls, Queue, Redis, RedisTls, SaslMechanism, SecretKeyRef, Store,
+    Topology,
 };
 use goim_operator::render::{self, Tier};
 use goim_operator::{PushCluster, PushClusterSpec};
@@ -287,4 +288,32 @@ fn redis_tls_reaches_logic_as_mounted_files() {
     let plain = tls_cluster("redis://redis.ns1.svc:6379/0", false);
     let err = load_tier(&plain, Tier::Logic, "redis-tls-plain").unwrap_err().to_string();
     assert!(err.contains("store.redis.tls") && err.contains("rediss://"), "{err}");
+}
+
+#[test]
+fn a_jwks_secret_and_url_reach_logic_as_a_reloadable_file_and_no_jwt_secret_is_generated() {
+    let mut spec = PushClusterSpec::default();
+    spec.auth.jwt.algorithm = JwtAlgorithm::RS256;
+    spec.auth.jwt.jwks_secret_ref = Some(SecretKeyRef { name: "goim-jwks".into(), key: "jwks.json".into() });
+    spec.auth.jwt.jwks_url = "https://id.example.com/.well-known/jwks.json".into();
+    let pc = cluster(spec);
+    let c = render::children(&pc).unwrap();
+    let cm = c.config_maps.iter().find(|m| m.name_any() == "demo-logic-config").unwrap();
+    let path = write(Tier::Logic, "jwks", &cm.data.as_ref().unwrap()["logic.toml"]);
+    let env = environment(&pc, Tier::Logic);
+    assert!(
+        !env.iter().any(|(k, _)| k == "GOIM_LOGIC__AUTH__JWT__SECRET"),
+        "no single key with a JWKS: {env:?}"
+    );
+    let logic = load::<LogicSettings>(Some(&path), env).unwrap().logic;
+    assert_eq!(logic.auth.jwt.jwks.file, Some(PathBuf::from("/etc/goim/jwks/jwks.json")));
+    assert_eq!(logic.auth.jwt.jwks.url.as_deref(), Some("https://id.example.com/.well-known/jwks.json"));
+    let d = c.deployments.iter().find(|d| d.name_any() == "demo-logic").unwrap();
+    let pod = d.spec.template.spec.as_ref().unwrap();
+    let mount = pod.containers[0].volume_mounts.iter().flatten().find(|m| m.name == "jwks").expect("mounted");
+    assert_eq!(mount.mount_path, "/etc/goim/jwks");
+    assert!(mount.sub_path.is_none(), "a subPath mount never sees the Secret change");
+    let v = pod.volumes.iter().flatten().find(|v| v.name == "jwks").unwrap();
+    let secret = v.secret.as_ref().unwrap();
+    assert_eq!((secret.secret_name.as_deref(), secret.items.as_ref()), (Some("goim-jwks"), None));
 }

@@ -11,6 +11,8 @@ use crate::crd::{AuthMode, JwtAlgorithm, PushCluster, Queue, Store};
 pub const CONFIG_DIR: &str = "/etc/goim";
 pub const TLS_DIR: &str = "/etc/goim/tls";
 pub const JWT_KEY_DIR: &str = "/etc/goim/jwt";
+/// The JWKS Secret (logic), when `auth.jwt.jwksSecretRef` is set: the whole Secret, no subPath.
+pub const JWKS_DIR: &str = "/etc/goim/jwks";
 /// The Kafka CA bundle (logic and job), when `topology.kafka.tls.caSecretRef` is set.
 pub const KAFKA_CA_DIR: &str = "/etc/goim/kafka";
 pub const KAFKA_CA_FILE: &str = "ca.crt";
@@ -196,6 +198,17 @@ pub fn base(pc: &PushCluster, tier: Tier, names: &Names, namespace: &str) -> (Ta
             if !spec.auth.jwt.audience.is_empty() {
                 jwt.insert("audience".into(), s(spec.auth.jwt.audience.clone()));
             }
+            let jwks = spec.auth.jwt.jwks_secret_ref.is_some() || !spec.auth.jwt.jwks_url.is_empty();
+            if spec.auth.mode == AuthMode::Jwt && jwks {
+                let mut set = Table::new();
+                if let Some(r) = &spec.auth.jwt.jwks_secret_ref {
+                    set.insert("file".into(), s(format!("{JWKS_DIR}/{}", r.key)));
+                }
+                if !spec.auth.jwt.jwks_url.is_empty() {
+                    set.insert("url".into(), s(spec.auth.jwt.jwks_url.clone()));
+                }
+                jwt.insert("jwks".into(), Value::Table(set));
+            }
             if spec.auth.mode == AuthMode::Jwt {
                 match (spec.auth.jwt.algorithm, &spec.auth.jwt.key_secret_ref) {
                     (JwtAlgorithm::HS256, Some(r)) => env.push(SecretEnv {
@@ -203,6 +216,8 @@ pub fn base(pc: &PushCluster, tier: Tier, names: &Names, namespace: &str) -> (Ta
                         secret: r.name.clone(),
                         key: r.key.clone(),
                     }),
+                    // With a JWKS the single key is optional: none is generated.
+                    (JwtAlgorithm::HS256, None) if jwks => {}
                     (JwtAlgorithm::HS256, None) => env.push(SecretEnv {
                         var: "GOIM_LOGIC__AUTH__JWT__SECRET".into(),
                         secret: names.generated_secret(),

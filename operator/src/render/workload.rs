@@ -165,6 +165,20 @@ pub fn deployment(pc: &PushCluster, owner: &Owner, tier: Tier, rendered: &Render
         });
     }
 
+    if tier == Tier::Logic
+        && spec.auth.mode == AuthMode::Jwt
+        && let Some(r) = &spec.auth.jwt.jwks_secret_ref
+    {
+        // The whole Secret as a directory: a subPath mount would never see the Secret change.
+        volumes.push(secret_volume("jwks", &r.name));
+        mounts.push(VolumeMount {
+            name: "jwks".into(),
+            mount_path: config::JWKS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+
     if matches!(tier, Tier::Logic | Tier::Job)
         && spec.topology.queue == crate::crd::Queue::Kafka
         && let Some(r) = spec.topology.kafka.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref())
