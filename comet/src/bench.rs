@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use crate::channel::Channel;
-use crate::connection::Encoder;
+use crate::codec::Encoder;
 use crate::hub::Hub;
 use crate::outbox::{Outbound, Outbox};
 use crate::tcp::TcpEncoder;

@@ -7,6 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Mutex, RwLock};
 
 use crate::outbox::Outbox;
+// The one import circle left in comet, on purpose: a channel knows its room and a room its
+// members (goim's `Channel.Room` and `Room`'s list), so `channel` and `room` import each other.
+// The data is mutual, not the layering: both sit in the domain layer, and the `Arc` cycle is
+// broken by `Hub::leave_room` (from `remove` and `change_room`), which takes a channel out of
+// its room.
 use crate::room::Room;
 
 pub struct Channel {

@@ -1,48 +1,29 @@
-//! One client connection, whatever its transport: handshake (auth), session (read loop and write
-//! loop), teardown. The transports supply a [`Decoder`] and an [`Encoder`].
+//! The socket driver: one client connection, whatever its transport, from handshake (wait for
+//! auth) through its session (read loop and write loop) to its end. The steps it runs with logic
+//! and the hub (authenticate, admit, operate, teardown) are `session`'s; the framing is the
+//! transport's, through `codec`'s [`Decoder`] and [`Encoder`]. `tcp` and `websocket` call
+//! [`serve`]; nothing here knows either of them (beyond the size tests).
 
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use goim_api::{Connect, Frame, Op, Presence, Session, Uplink};
+use goim_api::{Frame, Op, Session};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 use tracing::{debug, warn};
 
-use crate::channel::{Channel, parse_ops};
-use crate::comet::State;
+use crate::channel::Channel;
+use crate::codec::{Decoder, Encoder, Inbound};
+use crate::context::Context;
 use crate::disconnect::Disconnect;
-use crate::logic;
 use crate::metrics::TransportLabel;
-use crate::outbox::{Outbound, Outbox};
-
-/// What a client sent.
-#[derive(Debug)]
-pub enum Inbound {
-    Packet(Frame),
-    /// A WebSocket ping; answered with a pong.
-    Ping(Bytes),
-    /// A WebSocket close frame.
-    Close,
-}
-
-/// Turns bytes from the client into [`Inbound`]s. `Ok(None)` means more bytes are needed.
-pub trait Decoder: Send {
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Inbound>, String>;
-}
-
-/// Turns [`Outbound`]s into bytes for the client.
-pub trait Encoder: Send {
-    fn encode(&mut self, item: &Outbound, dst: &mut BytesMut);
-    /// Whatever the transport sends last, after op 6 (a WebSocket close frame).
-    fn goodbye(&mut self, _reason: &Disconnect, _dst: &mut BytesMut) {}
-}
+use crate::outbox::Outbound;
+use crate::session::{admit, authenticate, operate, teardown};
 
 /// Read buffer space reserved before each read while a packet is incomplete; also the size of
 /// the stack buffer a connection with nothing buffered reads into.
@@ -144,7 +125,7 @@ impl<W: AsyncWrite + Unpin, E: Encoder> Writer<W, E> {
     }
 
     /// Writes what `reason` calls for (queued messages, op 6, the transport's goodbye), then closes.
-    async fn finish(&mut self, state: &State, items: &[Outbound], reason: &Disconnect) {
+    async fn finish(&mut self, ctx: &Context, items: &[Outbound], reason: &Disconnect) {
         let mut buf = BytesMut::new();
         if reason.flushes_queue() {
             for item in items {
@@ -152,11 +133,11 @@ impl<W: AsyncWrite + Unpin, E: Encoder> Writer<W, E> {
             }
         }
         if reason.tells_client() {
-            let op6 = reason.packet(&state.config);
+            let op6 = reason.packet(&ctx.config);
             self.enc.encode(&Outbound::Packet(op6), &mut buf);
             self.enc.goodbye(reason, &mut buf);
         }
-        let wt = state.config.protocol.write_timeout;
+        let wt = ctx.config.protocol.write_timeout;
         let _ = timeout(wt, async {
             self.wr.write_all(&buf).await?;
             self.wr.shutdown().await
@@ -182,7 +163,7 @@ pub struct Peer {
 /// run as a boxed future of their own, and the task holds only the phase it is in (issue #5:
 /// memory per idle connection). The future returned here holds just the box.
 pub fn serve<S, D, E>(
-    state: Arc<State>,
+    ctx: Arc<Context>,
     stream: S,
     dec: D,
     enc: E,
@@ -193,7 +174,7 @@ where
     D: Decoder + 'static,
     E: Encoder + 'static,
 {
-    let open = Box::pin(open(state, stream, dec, enc, peer));
+    let open = Box::pin(open(ctx, stream, dec, enc, peer));
     async move {
         // Matched, not `if let`: the scrutinee would stay in this future for the session's life.
         let session = match open.await {
@@ -213,7 +194,7 @@ struct Conn<S, D, E> {
 
 /// What the read loop and the write loop both use (one reference each, not one per field).
 struct Shared {
-    state: Arc<State>,
+    ctx: Arc<Context>,
     ch: Arc<Channel>,
     /// How long the client may stay silent (from its session).
     heartbeat: Duration,
@@ -222,7 +203,7 @@ struct Shared {
 }
 
 /// The handshake phase: auth, then admission. `None` when the connection ended in it.
-async fn open<S, D, E>(state: Arc<State>, stream: S, dec: D, enc: E, peer: Peer) -> Option<Conn<S, D, E>>
+async fn open<S, D, E>(ctx: Arc<Context>, stream: S, dec: D, enc: E, peer: Peer) -> Option<Conn<S, D, E>>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
     D: Decoder,
@@ -234,15 +215,15 @@ where
     let mut reader = Reader::new(rd, leftover, dec);
     let mut writer = Writer { wr, enc };
 
-    let (auth, session) = match handshake(&state, &mut reader, peer, cookie).await {
+    let (auth, session) = match handshake(&ctx, &mut reader, peer, cookie).await {
         Ok(ok) => ok,
         Err(Some(reason)) => {
             if matches!(reason, Disconnect::Protocol(_)) {
-                state.metrics.bad_input.get_or_create(&label).inc();
+                ctx.metrics.bad_input.get_or_create(&label).inc();
             }
             debug!(peer = %peer, reason = reason.reason(), "handshake failed");
-            state.metrics.disconnect(reason.reason());
-            writer.finish(&state, &[], &reason).await;
+            ctx.metrics.disconnect(reason.reason());
+            writer.finish(&ctx, &[], &reason).await;
             linger(&mut reader).await;
             return None;
         }
@@ -251,8 +232,8 @@ where
 
     // The auth reply is queued before the channel is visible to pushes, so it is always first.
     let reply = Outbound::Packet(auth.reply(Op::AuthReply, Bytes::new()));
-    let ch = admit(&state, &session, peer.ip(), &label, Some(reply));
-    let shared = Shared { state, ch, heartbeat: session.heartbeat, label, peer };
+    let ch = admit(&ctx, &session, peer.ip(), &label, Some(reply));
+    let shared = Shared { ctx, ch, heartbeat: session.heartbeat, label, peer };
     Some(Conn { shared, reader, writer })
 }
 
@@ -279,13 +260,13 @@ where
         if reason.tells_client() {
             linger(&mut self.reader).await;
         }
-        let Shared { state, ch, label, peer, .. } = &self.shared;
-        state.metrics.connections.get_or_create(label).dec();
-        state.metrics.disconnect(reason.reason());
+        let Shared { ctx, ch, label, peer, .. } = &self.shared;
+        ctx.metrics.connections.get_or_create(label).dec();
+        ctx.metrics.disconnect(reason.reason());
         if reason == Disconnect::Slow {
             warn!(peer = %peer, key = %ch.key, mid = ch.mid, "slow client disconnected");
         }
-        teardown(state, ch).await;
+        teardown(ctx, ch).await;
     }
 
     /// Runs the read loop and the write loop together until the write loop ends the connection,
@@ -332,16 +313,16 @@ async fn linger<R: AsyncRead + Unpin, D: Decoder>(reader: &mut Reader<R, D>) {
 /// Waits for the auth packet and asks logic about it. `Err(None)`: the client left (or the
 /// process is stopping) and there is no one to tell.
 async fn handshake<R: AsyncRead + Unpin, D: Decoder>(
-    state: &State,
+    ctx: &Context,
     reader: &mut Reader<R, D>,
     peer: SocketAddr,
     cookie: String,
 ) -> Result<(Frame, Session), Option<Disconnect>> {
-    let deadline = Instant::now() + state.config.protocol.handshake_timeout;
+    let deadline = Instant::now() + ctx.config.protocol.handshake_timeout;
     let auth = loop {
         let ev = tokio::select! {
             ev = timeout_at(deadline, reader.next()) => ev,
-            _ = state.shutdown.cancelled() => return Err(None),
+            _ = ctx.shutdown.cancelled() => return Err(None),
         };
         match ev {
             Err(_) => {
@@ -360,60 +341,10 @@ async fn handshake<R: AsyncRead + Unpin, D: Decoder>(
         }
     };
     let session = tokio::select! {
-        r = authenticate(state, peer, cookie, auth.body.clone()) => r.map_err(Some)?,
-        _ = state.shutdown.cancelled() => return Err(None),
+        r = authenticate(ctx, peer, cookie, auth.body.clone()) => r.map_err(Some)?,
+        _ = ctx.shutdown.cancelled() => return Err(None),
     };
     Ok((auth, session))
-}
-
-/// Asks logic about a token; a refusal or an unreachable logic becomes the reason to disconnect.
-pub async fn authenticate(
-    state: &State,
-    peer: SocketAddr,
-    cookie: String,
-    token: Bytes,
-) -> Result<Session, Disconnect> {
-    let req = Connect { server: state.config.server_id.clone(), cookie, token };
-    match timeout(state.config.protocol.handshake_timeout, state.logic.connect(req)).await {
-        Ok(Ok(session)) => Ok(session),
-        Ok(Err(logic::Error::Rejected(why))) => Err(Disconnect::AuthFailed(why)),
-        Ok(Err(logic::Error::Unavailable(e))) => {
-            warn!(peer = %peer, error = %e, "logic unavailable for connect");
-            state.metrics.logic_error("connect");
-            Err(Disconnect::Unavailable)
-        }
-        Err(_) => {
-            warn!(peer = %peer, "logic connect timed out");
-            state.metrics.logic_error("connect");
-            Err(Disconnect::Unavailable)
-        }
-    }
-}
-
-/// Makes an authenticated connection visible to pushes: its key, its room, the gauges.
-/// `first` is queued before anything a push could queue (the socket's auth reply).
-pub fn admit(
-    state: &State,
-    session: &Session,
-    ip: std::net::IpAddr,
-    label: &TransportLabel,
-    first: Option<Outbound>,
-) -> Arc<Channel> {
-    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-    let outbox = Outbox::new(state.config.outbox.capacity, state.config.outbox.max_bytes);
-    let ch =
-        Arc::new(Channel::new(id, session.key.as_str().into(), session.mid, ip, &session.accepts, outbox));
-    if let Some(item) = first {
-        let _ = ch.outbox.push(item);
-    }
-    state.hub.put(ch.clone());
-    state.hub.change_room(&ch, &session.room);
-    if state.shutdown.is_cancelled() {
-        ch.outbox.close(Disconnect::Shutdown);
-    }
-    state.metrics.authenticated.get_or_create(label).inc();
-    state.metrics.connections.get_or_create(label).inc();
-    ch
 }
 
 /// The write loop: waits for the outbox, writes everything queued in one go, and ends the
@@ -434,12 +365,12 @@ fn write_loop<'a, W: AsyncWrite + Unpin, E: Encoder>(
             let buf = {
                 let mut items = Vec::new();
                 if let Some(reason) = shared.ch.outbox.drain(&mut items) {
-                    Box::pin(writer.finish(&shared.state, &items, &reason)).await;
+                    Box::pin(writer.finish(&shared.ctx, &items, &reason)).await;
                     return reason;
                 }
                 writer.encode(&items)
             };
-            if writer.write(buf, shared.state.config.protocol.write_timeout).await.is_err() {
+            if writer.write(buf, shared.ctx.config.protocol.write_timeout).await.is_err() {
                 // A client that stopped reading fills its socket first and its queue next: if the
                 // queue overflowed meanwhile, that is the reason to report. Closing the outbox (not
                 // just reading it) settles the reason at once: a push can no longer overflow the
@@ -480,7 +411,7 @@ fn read_loop<'a, R: AsyncRead + Unpin, D: Decoder>(
                     return Disconnect::ClientClosed;
                 }
                 Some(Err(ReadError::Protocol(e))) => {
-                    shared.state.metrics.bad_input.get_or_create(&shared.label).inc();
+                    shared.ctx.metrics.bad_input.get_or_create(&shared.label).inc();
                     return Disconnect::Protocol(e);
                 }
             };
@@ -488,7 +419,7 @@ fn read_loop<'a, R: AsyncRead + Unpin, D: Decoder>(
                 expiry.as_mut().reset(Instant::now() + shared.heartbeat);
             }
             // Boxed: calling logic is rare next to waiting, and its state would enlarge every session.
-            let reply = Box::pin(operate(&shared.state, &shared.ch, frame, &mut last_renew)).await;
+            let reply = Box::pin(operate(&shared.ctx, &shared.ch, frame, &mut last_renew)).await;
             if shared.ch.outbox.push(Outbound::Packet(reply)).is_err() {
                 // The writer is ending the connection; it will report why.
                 return Disconnect::ClientClosed;
@@ -497,79 +428,17 @@ fn read_loop<'a, R: AsyncRead + Unpin, D: Decoder>(
     }
 }
 
-/// Handles one packet from an authenticated client and returns its reply (goim's `Operate`):
-/// heartbeat, change room, sub, unsub, or uplink to logic (echoed with an empty body).
-pub async fn operate(state: &State, ch: &Arc<Channel>, frame: Frame, last_renew: &mut Instant) -> Frame {
-    match frame.known_op() {
-        Some(Op::Heartbeat) => {
-            if last_renew.elapsed() >= state.config.protocol.session_renew {
-                *last_renew = Instant::now();
-                renew_session(state, ch).await;
-            }
-            let online = ch.room().map(|r| r.online()).unwrap_or(0);
-            frame.reply(Op::HeartbeatReply, Bytes::copy_from_slice(&online.to_be_bytes()))
-        }
-        Some(Op::ChangeRoom) => {
-            let room = String::from_utf8_lossy(&frame.body);
-            state.hub.change_room(ch, &room);
-            frame.reply(Op::ChangeRoomReply, frame.body.clone())
-        }
-        Some(Op::Sub) => {
-            ch.watch(&parse_ops(&frame.body));
-            frame.reply(Op::SubReply, frame.body.clone())
-        }
-        Some(Op::Unsub) => {
-            ch.unwatch(&parse_ops(&frame.body));
-            frame.reply(Op::UnsubReply, frame.body.clone())
-        }
-        _ => {
-            let reply = frame.reply(frame.op, Bytes::new());
-            let uplink = Uplink { mid: ch.mid, key: ch.key.to_string(), frame };
-            match timeout(state.config.protocol.write_timeout, state.logic.receive(uplink)).await {
-                Ok(Ok(())) => {}
-                _ => state.metrics.logic_error("receive"),
-            }
-            reply
-        }
-    }
-}
-
-async fn renew_session(state: &State, ch: &Channel) {
-    let p = Presence { mid: ch.mid, key: ch.key.to_string(), server: state.config.server_id.clone() };
-    match timeout(state.config.protocol.write_timeout, state.logic.heartbeat(p)).await {
-        Ok(Ok(())) => {}
-        _ => state.metrics.logic_error("heartbeat"),
-    }
-}
-
-pub async fn teardown(state: &State, ch: &Arc<Channel>) {
-    state.hub.remove(ch);
-    if ch.was_replaced() {
-        // A newer connection with this key lives on here; its session must stay.
-        return;
-    }
-    let p = Presence { mid: ch.mid, key: ch.key.to_string(), server: state.config.server_id.clone() };
-    match timeout(state.config.protocol.write_timeout, state.logic.disconnect(p)).await {
-        Ok(Ok(())) => {}
-        _ => state.metrics.logic_error("disconnect"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
     use std::io;
-    use std::sync::atomic::AtomicU64;
-    use std::task::Context;
+    use std::task;
 
-    use goim_api::Online;
+    use goim_api::{Connect, Online, Presence, Uplink};
     use tokio::net::TcpStream;
-    use tokio::sync::Semaphore;
-    use tokio_util::sync::CancellationToken;
-    use tokio_util::task::TaskTracker;
 
     use super::*;
-    use crate::hub::Hub;
+    use crate::logic;
     use crate::metrics::ReasonLabel;
     use crate::outbox::Refused;
     use crate::tcp::{TcpDecoder, TcpEncoder};
@@ -604,19 +473,27 @@ mod tests {
     }
 
     impl AsyncRead for Socket {
-        fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut task::Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
             if self.eof { Poll::Ready(Ok(())) } else { Poll::Pending }
         }
     }
 
     impl AsyncWrite for Socket {
-        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut task::Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
             Poll::Ready(if self.writes { Ok(buf.len()) } else { Err(io::ErrorKind::BrokenPipe.into()) })
         }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        fn poll_flush(self: Pin<&mut Self>, _: &mut task::Context<'_>) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
         }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut task::Context<'_>) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
         }
     }
@@ -626,19 +503,7 @@ mod tests {
     fn session(socket: Socket, capacity: usize) -> Conn<Socket, TcpDecoder, TcpEncoder> {
         let mut config = crate::Config::default();
         config.outbox.capacity = capacity;
-        let state = Arc::new(State {
-            hub: Hub::new(config.buckets),
-            config,
-            logic: Arc::new(AnyLogic),
-            metrics: Default::default(),
-            shutdown: CancellationToken::new(),
-            tasks: TaskTracker::new(),
-            next_id: AtomicU64::new(1),
-            limit: Arc::new(Semaphore::new(1)),
-            sessions: Default::default(),
-            drain: Default::default(),
-            assets: Default::default(),
-        });
+        let ctx = Arc::new(Context::new(config, Arc::new(AnyLogic), Default::default()));
         let session = Session {
             mid: 1,
             key: "k".into(),
@@ -649,17 +514,17 @@ mod tests {
         let label = TransportLabel { transport: "tcp" };
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let reply = Outbound::Packet(Frame::push(Op::AuthReply.code(), Bytes::new()));
-        let ch = admit(&state, &session, peer.ip(), &label, Some(reply));
+        let ch = admit(&ctx, &session, peer.ip(), &label, Some(reply));
         let (rd, wr) = tokio::io::split(socket);
         Conn {
-            shared: Shared { state, ch, heartbeat: session.heartbeat, label, peer },
+            shared: Shared { ctx, ch, heartbeat: session.heartbeat, label, peer },
             reader: Reader::new(rd, BytesMut::new(), TcpDecoder { max_body: 1 << 16 }),
             writer: Writer { wr, enc: TcpEncoder },
         }
     }
 
-    fn disconnects(state: &State, reason: &'static str) -> u64 {
-        state.metrics.disconnects.get_or_create(&ReasonLabel { reason }).get()
+    fn disconnects(ctx: &Context, reason: &'static str) -> u64 {
+        ctx.metrics.disconnects.get_or_create(&ReasonLabel { reason }).get()
     }
 
     /// Issue 15: the queue overflowed (the outbox is closing as slow) and the client's socket
@@ -668,11 +533,11 @@ mod tests {
     #[tokio::test]
     async fn a_slow_client_that_closes_first_is_counted_slow() {
         let conn = session(Socket { eof: true, writes: true }, 1);
-        let (state, ch) = (conn.shared.state.clone(), conn.shared.ch.clone());
+        let (ctx, ch) = (conn.shared.ctx.clone(), conn.shared.ch.clone());
         assert_eq!(ch.outbox.push(Outbound::Pong(Bytes::new())), Err(Refused::Slow));
         timeout(Duration::from_secs(5), conn.run()).await.unwrap();
-        assert_eq!(disconnects(&state, "slow"), 1);
-        assert_eq!(disconnects(&state, "client_closed"), 0);
+        assert_eq!(disconnects(&ctx, "slow"), 1);
+        assert_eq!(disconnects(&ctx, "client_closed"), 0);
     }
 
     /// A failed write ends the connection for good: its reason is settled in the outbox at once,
@@ -715,7 +580,7 @@ mod tests {
     /// in a 5.8 KB task, before).
     #[test]
     fn an_idle_connection_holds_small_futures() {
-        let task = future_size(|(s, st, p): (Arc<State>, TcpStream, Peer)| {
+        let task = future_size(|(s, st, p): (Arc<Context>, TcpStream, Peer)| {
             serve(s, st, TcpDecoder { max_body: 1 }, TcpEncoder, p)
         });
         assert!(task <= 64, "the TCP task's future is {task} bytes");

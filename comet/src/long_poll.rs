@@ -31,12 +31,13 @@ use tokio::time::{Instant, sleep_until};
 use tracing::debug;
 
 use crate::channel::Channel;
-use crate::comet::State;
-use crate::connection::{admit, authenticate, operate, teardown};
+use crate::codec::Encoder;
+use crate::context::Context;
 use crate::disconnect::Disconnect;
-use crate::http::Response;
+use crate::http::{self, Response};
 use crate::metrics::TransportLabel;
 use crate::outbox::Outbound;
+use crate::session::{admit, authenticate, operate, teardown};
 use crate::tcp::TcpEncoder;
 
 const LABEL: TransportLabel = TransportLabel { transport: "long_poll" };
@@ -147,17 +148,19 @@ pub struct Receipt {
     attempt: u64,
 }
 
-impl Receipt {
-    /// The response's sequence number, for the `X-Goim-Poll-Seq` header.
-    pub fn seq(&self) -> u64 {
-        self.seq
+impl http::Receipt for Receipt {
+    /// The response's sequence number, in the `X-Goim-Poll-Seq` header.
+    fn header(&self) -> (&'static str, u64) {
+        (SEQ_HEADER, self.seq)
     }
 
     /// The response was written completely.
-    pub fn confirm(self) {
+    fn confirm(self: Box<Self>) {
         self.report(Write::Done);
     }
+}
 
+impl Receipt {
     fn report(&self, outcome: Write) {
         self.session.cursor.lock().report(self.attempt, outcome);
         self.session.written.notify_waiters();
@@ -220,17 +223,23 @@ fn unknown() -> Response {
     Response::error("404 Not Found", "unknown_session", "unknown or expired session")
 }
 
-pub async fn auth(state: &Arc<State>, peer: SocketAddr, cookie: String, token: Bytes) -> Response {
-    if state.drain.is_started() {
+pub async fn auth(
+    ctx: &Context,
+    sessions: &Sessions,
+    peer: SocketAddr,
+    cookie: String,
+    token: Bytes,
+) -> Response {
+    if ctx.drain.is_started() {
         return Response::error("503 Service Unavailable", "draining", "this comet is draining");
     }
-    if state.sessions.len() >= state.config.long_poll.max_sessions {
+    if sessions.len() >= ctx.config.long_poll.max_sessions {
         return Response::error("503 Service Unavailable", "full", "too many long-poll sessions");
     }
-    let session = match authenticate(state, peer, cookie, token).await {
+    let session = match authenticate(ctx, peer, cookie, token).await {
         Ok(s) => s,
         Err(reason) => {
-            state.metrics.disconnect(reason.reason());
+            ctx.metrics.disconnect(reason.reason());
             let message = match &reason {
                 Disconnect::AuthFailed(m) => m.clone(),
                 _ => "logic is unavailable".to_string(),
@@ -243,7 +252,7 @@ pub async fn auth(state: &Arc<State>, peer: SocketAddr, cookie: String, token: B
             return Response::error(status, reason.reason(), &message);
         }
     };
-    let ch = admit(state, &session, peer.ip(), &LABEL, None);
+    let ch = admit(ctx, &session, peer.ip(), &LABEL, None);
     let sid = new_sid();
     let now = Instant::now();
     let s = Session {
@@ -254,7 +263,7 @@ pub async fn auth(state: &Arc<State>, peer: SocketAddr, cookie: String, token: B
         cursor: Mutex::new(Cursor::default()),
         written: tokio::sync::Notify::new(),
     };
-    state.sessions.map.lock().insert(sid.clone(), Arc::new(s));
+    sessions.map.lock().insert(sid.clone(), Arc::new(s));
     debug!(peer = %peer, key = %session.key, "long-poll session opened");
     Response::json(
         "200 OK",
@@ -262,17 +271,38 @@ pub async fn auth(state: &Arc<State>, peer: SocketAddr, cookie: String, token: B
     )
 }
 
-pub async fn poll(state: &Arc<State>, sid: Option<&str>, wait: Option<&str>, ack: Option<&str>) -> Response {
-    let Some(s) = state.sessions.get(sid) else { return unknown() };
+pub async fn poll(
+    ctx: &Context,
+    sessions: &Sessions,
+    sid: Option<&str>,
+    wait: Option<&str>,
+    ack: Option<&str>,
+) -> Response {
+    let Some(s) = sessions.get(sid) else { return unknown() };
     let sid = sid.unwrap_or_default();
-    let max = state.config.long_poll.poll_timeout;
-    let wait = wait.and_then(|w| w.parse::<f64>().ok()).filter(|w| w.is_finite() && *w >= 0.0);
-    let wait = wait.map(|w| Duration::from_secs_f64(w).min(max)).unwrap_or(max);
-    let Ok(ack) = ack.map(str::parse::<u64>).transpose() else { return bad_ack() };
+    let Ok((wait, ack)) = poll_query(wait, ack, ctx.config.long_poll.poll_timeout) else { return bad_ack() };
     s.touch(1);
-    let resp = poll_session(state, &s, sid, ack, Instant::now() + wait).await;
+    let resp = poll_session(ctx, sessions, &s, sid, ack, Instant::now() + wait).await;
     s.touch(-1);
     resp
+}
+
+/// An `ack` that is not a number.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadAck;
+
+/// A poll's query, parsed: how long it may wait (`timeout`, in seconds, at most `max`; `max`
+/// when absent or not a number of seconds) and its `ack`.
+pub fn poll_query(
+    wait: Option<&str>,
+    ack: Option<&str>,
+    max: Duration,
+) -> Result<(Duration, Option<u64>), BadAck> {
+    let wait = wait.and_then(|w| w.parse::<f64>().ok()).filter(|w| w.is_finite() && *w >= 0.0);
+    // Longer than a `Duration` holds is longer than `max` too (and must not panic).
+    let wait = wait.map(|w| Duration::try_from_secs_f64(w).map_or(max, |d| d.min(max))).unwrap_or(max);
+    let ack = ack.map(str::parse::<u64>).transpose().map_err(|_| BadAck)?;
+    Ok((wait, ack))
 }
 
 fn bad_ack() -> Response {
@@ -280,7 +310,8 @@ fn bad_ack() -> Response {
 }
 
 async fn poll_session(
-    state: &Arc<State>,
+    ctx: &Context,
+    sessions: &Sessions,
     s: &Arc<Session>,
     sid: &str,
     ack: Option<u64>,
@@ -289,7 +320,7 @@ async fn poll_session(
     let _turn = s.polling.lock().await;
     match settle(s, ack).await {
         Ok(Settled::Resend(seq, attempt, body)) => {
-            state.metrics.long_poll_resends.inc();
+            ctx.metrics.long_poll_resends.inc();
             debug!(seq, "long-poll response resent");
             return with_receipt(s, seq, attempt, body);
         }
@@ -302,7 +333,7 @@ async fn poll_session(
         let closing = s.ch.outbox.drain(&mut items);
         if let Some(reason) = closing {
             // Boxed: ending a session (telling logic) would otherwise enlarge every waiting poll.
-            return Box::pin(finish(state, s, sid, &items, reason)).await;
+            return Box::pin(finish(ctx, sessions, s, sid, &items, reason)).await;
         }
         if !items.is_empty() {
             let body = encode(&items);
@@ -333,12 +364,13 @@ async fn settle(s: &Session, ack: Option<u64>) -> Result<Settled, AheadAck> {
 
 fn with_receipt(s: &Arc<Session>, seq: u64, attempt: u64, body: Bytes) -> Response {
     let receipt = Receipt { session: s.clone(), seq, attempt };
-    Response { receipt: Some(receipt), ..Response::packets(body) }
+    Response { receipt: Some(Box::new(receipt)), ..Response::packets(body) }
 }
 
 /// The session's last answer: what it calls for, then op 6; the session is gone after it.
 async fn finish(
-    state: &Arc<State>,
+    ctx: &Context,
+    sessions: &Sessions,
     s: &Arc<Session>,
     sid: &str,
     items: &[Outbound],
@@ -349,14 +381,13 @@ async fn finish(
         body = BytesMut::from(&encode(items)[..]);
     }
     if reason.tells_client() {
-        reason.packet(&state.config).encode(&mut body);
+        reason.packet(&ctx.config).encode(&mut body);
     }
-    close(state, sid, s, reason).await;
+    close(ctx, sessions, sid, s, reason).await;
     Response::packets(body.freeze())
 }
 
 fn encode(items: &[Outbound]) -> Bytes {
-    use crate::connection::Encoder;
     let mut buf = BytesMut::new();
     for item in items {
         TcpEncoder.encode(item, &mut buf);
@@ -365,52 +396,57 @@ fn encode(items: &[Outbound]) -> Bytes {
 }
 
 /// Removes the session and tells logic, once (whoever removes it from the map does it).
-async fn close(state: &State, sid: &str, s: &Arc<Session>, reason: Disconnect) {
-    if state.sessions.remove(sid).is_none() {
+async fn close(ctx: &Context, sessions: &Sessions, sid: &str, s: &Arc<Session>, reason: Disconnect) {
+    if sessions.remove(sid).is_none() {
         return;
     }
     s.ch.outbox.close(reason.clone());
-    state.metrics.connections.get_or_create(&LABEL).dec();
-    state.metrics.disconnect(reason.reason());
-    teardown(state, &s.ch).await;
+    ctx.metrics.connections.get_or_create(&LABEL).dec();
+    ctx.metrics.disconnect(reason.reason());
+    teardown(ctx, &s.ch).await;
 }
 
-pub async fn send(state: &Arc<State>, sid: Option<&str>, body: Bytes) -> Response {
-    let Some(s) = state.sessions.get(sid) else { return unknown() };
+pub async fn send(ctx: &Context, sessions: &Sessions, sid: Option<&str>, body: Bytes) -> Response {
+    let Some(s) = sessions.get(sid) else { return unknown() };
     let sid = sid.unwrap_or_default();
     s.touch(0);
     let mut input = BytesMut::from(&body[..]);
     let mut replies = BytesMut::new();
     let mut last_renew = s.activity.lock().last_renew;
     loop {
-        match decode_stream(&mut input, state.config.protocol.max_body) {
-            Ok(Some(frame)) => operate(state, &s.ch, frame, &mut last_renew).await.encode(&mut replies),
+        match decode_stream(&mut input, ctx.config.protocol.max_body) {
+            Ok(Some(frame)) => operate(ctx, &s.ch, frame, &mut last_renew).await.encode(&mut replies),
             Ok(None) if input.is_empty() => break,
-            Ok(None) => return protocol_error(state, sid, &s, "truncated packet".into()).await,
-            Err(e) => return protocol_error(state, sid, &s, e.to_string()).await,
+            Ok(None) => return protocol_error(ctx, sessions, sid, &s, "truncated packet".into()).await,
+            Err(e) => return protocol_error(ctx, sessions, sid, &s, e.to_string()).await,
         }
     }
     s.activity.lock().last_renew = last_renew;
     Response::packets(replies.freeze())
 }
 
-async fn protocol_error(state: &State, sid: &str, s: &Arc<Session>, message: String) -> Response {
-    state.metrics.bad_input.get_or_create(&LABEL).inc();
-    close(state, sid, s, Disconnect::Protocol(message.clone())).await;
+async fn protocol_error(
+    ctx: &Context,
+    sessions: &Sessions,
+    sid: &str,
+    s: &Arc<Session>,
+    message: String,
+) -> Response {
+    ctx.metrics.bad_input.get_or_create(&LABEL).inc();
+    close(ctx, sessions, sid, s, Disconnect::Protocol(message.clone())).await;
     Response::error("400 Bad Request", "protocol", &message)
 }
 
 /// Expires idle sessions, and closes every session when comet stops.
-pub async fn sweep(state: Arc<State>) {
+pub async fn sweep(ctx: Arc<Context>, sessions: Arc<Sessions>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = state.shutdown.cancelled() => break,
+            _ = ctx.shutdown.cancelled() => break,
         }
         let now = Instant::now();
-        let expired: Vec<(String, Arc<Session>)> = state
-            .sessions
+        let expired: Vec<(String, Arc<Session>)> = sessions
             .map
             .lock()
             .iter()
@@ -418,18 +454,18 @@ pub async fn sweep(state: Arc<State>) {
             .map(|(k, s)| (k.clone(), s.clone()))
             .collect();
         for (sid, s) in expired {
-            close(&state, &sid, &s, Disconnect::HeartbeatTimeout).await;
+            close(&ctx, &sessions, &sid, &s, Disconnect::HeartbeatTimeout).await;
         }
     }
     // Give polls in progress a moment to hand their clients op 6, then end what is left.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let all: Vec<(String, Arc<Session>)> = state.sessions.map.lock().drain().collect();
+    let all: Vec<(String, Arc<Session>)> = sessions.map.lock().drain().collect();
     for (_, s) in all {
         // Counted for the reason that stands (a drain's, if it told the session already).
         let reason = s.ch.outbox.close_with(Disconnect::Shutdown);
-        state.metrics.connections.get_or_create(&LABEL).dec();
-        state.metrics.disconnect(reason.reason());
-        teardown(&state, &s.ch).await;
+        ctx.metrics.connections.get_or_create(&LABEL).dec();
+        ctx.metrics.disconnect(reason.reason());
+        teardown(&ctx, &s.ch).await;
     }
 }
 
@@ -439,6 +475,16 @@ mod tests {
 
     fn body(s: &'static str) -> Bytes {
         Bytes::from_static(s.as_bytes())
+    }
+
+    #[test]
+    fn a_poll_timeout_too_long_for_a_duration_waits_the_longest_poll() {
+        // A `timeout` past u64 seconds once made `Duration::from_secs_f64` panic (the task's end).
+        let max = Duration::from_secs(30);
+        assert_eq!(poll_query(Some("1e20"), None, max), Ok((max, None)));
+        assert_eq!(poll_query(Some("18446744073709551616"), Some("3"), max), Ok((max, Some(3))));
+        assert_eq!(poll_query(Some("1.5"), None, max), Ok((Duration::from_millis(1500), None)));
+        assert_eq!(poll_query(Some("-1"), Some("x"), max), Err(BadAck));
     }
 
     #[test]

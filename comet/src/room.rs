@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use parking_lot::RwLock;
 
+// `channel` imports this module back: the one circle comet keeps (why: see `channel.rs`).
 use crate::channel::Channel;
 use crate::outbox::{Outbound, Refused};
 

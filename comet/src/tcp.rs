@@ -1,13 +1,17 @@
-//! Raw TCP clients: packets back to back on the stream (goim's port 3101).
+//! Raw TCP clients: packets back to back on the stream (goim's port 3101). The framing (a
+//! `codec`) and [`serve`], which hands an accepted socket to `connection`.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 use goim_api::frame::decode_stream;
-use tokio::net::TcpListener;
+use tokio::net::TcpStream;
 
-use crate::comet::State;
-use crate::connection::{self, Decoder, Encoder, Inbound, Peer};
+use crate::codec::{Decoder, Encoder, Inbound};
+use crate::connection::{self, Peer};
+use crate::context::Context;
 use crate::outbox::Outbound;
 
 pub struct TcpDecoder {
@@ -33,13 +37,13 @@ impl Encoder for TcpEncoder {
     }
 }
 
-pub async fn accept_loop(state: Arc<State>, listener: TcpListener) {
-    // A drain closes the TCP listeners at once: a TCP client only ever connects to open a session.
-    let until = state.drain.started.clone();
-    crate::comet::accept_loop(state, listener, "tcp", until, |state, stream, peer| {
-        let max_body = state.config.protocol.max_body;
-        let peer = Peer { addr: peer, cookie: String::new(), leftover: BytesMut::new(), transport: "tcp" };
-        connection::serve(state, stream, TcpDecoder { max_body }, TcpEncoder, peer)
-    })
-    .await
+/// Serves one accepted TCP client to its end.
+pub fn serve(
+    ctx: Arc<Context>,
+    stream: TcpStream,
+    addr: SocketAddr,
+) -> impl Future<Output = ()> + Send + 'static {
+    let max_body = ctx.config.protocol.max_body;
+    let peer = Peer { addr, cookie: String::new(), leftover: BytesMut::new(), transport: "tcp" };
+    connection::serve(ctx, stream, TcpDecoder { max_body }, TcpEncoder, peer)
 }

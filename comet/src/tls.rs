@@ -1,16 +1,18 @@
-//! WSS: comet's HTTP port over TLS (rustls), with the certificate and key from config.
+//! WSS: comet's HTTP port over TLS (rustls), with the certificate and key from config. The
+//! acceptor, and [`serve`], which hands the decrypted stream to `front`.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::debug;
 
-use crate::comet::State;
 use crate::config::Tls;
+use crate::front::Front;
 use crate::metrics::TransportLabel;
 
 #[derive(Clone)]
@@ -45,32 +47,28 @@ impl Acceptor {
     }
 }
 
-pub async fn accept_loop(state: Arc<State>, listener: TcpListener, acceptor: Acceptor) {
-    // Open while draining, like the plain HTTP port (long-poll sessions over TLS).
-    let until = state.shutdown.clone();
-    crate::comet::accept_loop(
-        state,
-        listener,
-        "wss",
-        until,
-        move |state, stream: TcpStream, peer: SocketAddr| {
-            let acceptor = acceptor.clone();
-            async move {
-                // Boxed, and matched into the next future rather than awaited inside the match: the
-                // TLS handshake's state would otherwise stay in the connection's task for its life.
-                let handshake = timeout(state.config.protocol.handshake_timeout, acceptor.0.accept(stream));
-                let serve = match Box::pin(handshake).await {
-                    Ok(Ok(tls)) => crate::http::serve(state, tls, peer),
-                    Ok(Err(e)) => {
-                        debug!(peer = %peer, error = %e, "tls handshake failed");
-                        state.metrics.bad_input.get_or_create(&TransportLabel { transport: "wss" }).inc();
-                        return;
-                    }
-                    Err(_) => return debug!(peer = %peer, "tls handshake timed out"),
-                };
-                serve.await
+/// Serves one accepted connection: the TLS handshake, then the HTTP port over it. (Not an
+/// `async fn`, which would hold its arguments twice; see `connection::Conn::run`.)
+#[expect(clippy::manual_async_fn, reason = "an `async fn` would store its arguments twice")]
+pub fn serve(
+    front: Arc<Front>,
+    acceptor: Acceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        // Boxed, and matched into the next future rather than awaited inside the match: the
+        // TLS handshake's state would otherwise stay in the connection's task for its life.
+        let handshake = timeout(front.ctx.config.protocol.handshake_timeout, acceptor.0.accept(stream));
+        let serve = match Box::pin(handshake).await {
+            Ok(Ok(tls)) => crate::front::serve(front, tls, peer),
+            Ok(Err(e)) => {
+                debug!(peer = %peer, error = %e, "tls handshake failed");
+                front.ctx.metrics.bad_input.get_or_create(&TransportLabel { transport: "wss" }).inc();
+                return;
             }
-        },
-    )
-    .await
+            Err(_) => return debug!(peer = %peer, "tls handshake timed out"),
+        };
+        serve.await
+    }
 }

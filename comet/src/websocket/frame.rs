@@ -4,7 +4,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use goim_api::frame::{HEADER_LEN, decode_message, raw_header};
 
-use crate::connection::{Decoder, Encoder, Inbound};
+use crate::codec::{Decoder, Encoder, Inbound};
 use crate::disconnect::Disconnect;
 use crate::outbox::Outbound;
 
@@ -66,11 +66,12 @@ impl Decoder for WsDecoder {
             if is_control && (!fin || len > 125) {
                 return Err("websocket control frame fragmented or longer than 125 bytes".into());
             }
-            let sofar = self.partial.as_ref().map_or(0, |p| p.len()) as u64;
-            if !is_control && sofar + len > self.max_message() as u64 {
+            // Saturating: a client's 64-bit length must not overflow the sum (it is over any limit).
+            let total = (self.partial.as_ref().map_or(0, |p| p.len()) as u64).saturating_add(len);
+            if !is_control && total > self.max_message() as u64 {
                 return Err(format!(
                     "websocket message of {} bytes exceeds the limit of {}",
-                    sofar + len,
+                    total,
                     self.max_message()
                 ));
             }
@@ -220,6 +221,15 @@ mod tests {
     #[test]
     fn an_oversized_message_fails_before_its_payload_arrives() {
         let mut buf = BytesMut::from(&[0x82u8, 0x80 | 127, 0, 0, 0, 0, 0, 1, 0, 0][..]);
+        assert!(WsDecoder::new(4096).decode(&mut buf).unwrap_err().contains("exceeds"));
+    }
+
+    #[test]
+    fn a_continuation_too_long_for_a_u64_sum_is_an_error_not_a_crash() {
+        // A fragment, then a continuation claiming 2^64 - 1 bytes: the size check once overflowed.
+        let mut bytes = client_frame(BINARY, false, b"goim");
+        bytes.extend_from_slice(&[0x80, 127, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
+        let mut buf = BytesMut::from(&bytes[..]);
         assert!(WsDecoder::new(4096).decode(&mut buf).unwrap_err().contains("exceeds"));
     }
 

@@ -1,0 +1,32 @@
+//! The contract between a transport's framing and the socket driver (`connection`): a
+//! [`Decoder`] turns the client's bytes into [`Inbound`] events, an [`Encoder`] turns queued
+//! [`Outbound`] items into bytes. `tcp` (packets back to back) and `websocket` (one packet per
+//! message) implement it; the driver knows nothing else of the framing.
+
+use bytes::{Bytes, BytesMut};
+use goim_api::Frame;
+
+use crate::disconnect::Disconnect;
+use crate::outbox::Outbound;
+
+/// What a client sent.
+#[derive(Debug)]
+pub enum Inbound {
+    Packet(Frame),
+    /// A WebSocket ping; answered with a pong.
+    Ping(Bytes),
+    /// A WebSocket close frame.
+    Close,
+}
+
+/// Turns bytes from the client into [`Inbound`]s. `Ok(None)` means more bytes are needed.
+pub trait Decoder: Send {
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Inbound>, String>;
+}
+
+/// Turns [`Outbound`]s into bytes for the client.
+pub trait Encoder: Send {
+    fn encode(&mut self, item: &Outbound, dst: &mut BytesMut);
+    /// Whatever the transport sends last, after op 6 (a WebSocket close frame).
+    fn goodbye(&mut self, _reason: &Disconnect, _dst: &mut BytesMut) {}
+}
