@@ -117,6 +117,10 @@ pub struct OnlineConfig {
     /// How often comet reports its room and connection counts to logic.
     #[serde(with = "humantime_serde")]
     pub renew_interval: Duration,
+    /// Sessions re-registered per second after logic's session store lost its data (a new store
+    /// epoch in the online reply: Redis restarted empty). Paced so that every comet doing it at
+    /// once does not flood logic and Redis. Default 2000.
+    pub reregister_rate: u32,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -207,7 +211,7 @@ impl Default for Outbox {
 
 impl Default for OnlineConfig {
     fn default() -> OnlineConfig {
-        OnlineConfig { renew_interval: Duration::from_secs(1) }
+        OnlineConfig { renew_interval: Duration::from_secs(1), reregister_rate: 2000 }
     }
 }
 
@@ -245,6 +249,9 @@ impl Config {
         }
         if self.online.renew_interval.is_zero() {
             return Err(invalid("online.renew_interval", "must be more than 0s"));
+        }
+        if self.online.reregister_rate == 0 {
+            return Err(invalid("online.reregister_rate", "must be at least 1 (sessions per second)"));
         }
         if self.max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1"));
@@ -306,6 +313,9 @@ mod tests {
         let mut c = Config::default();
         c.drain.timeout = Duration::ZERO;
         assert!(c.validate().unwrap_err().to_string().starts_with("comet.drain.timeout: "));
+        let mut c = Config::default();
+        c.online.reregister_rate = 0;
+        assert!(c.validate().unwrap_err().to_string().starts_with("comet.online.reregister_rate: "));
     }
 
     #[test]

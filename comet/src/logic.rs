@@ -34,4 +34,11 @@ pub trait Logic: Send + Sync + 'static {
     async fn renew_online(&self, online: Online) -> Result<HashMap<String, i32>, Error>;
     /// An uplink packet (op 4, or any op comet does not handle itself).
     async fn receive(&self, uplink: Uplink) -> Result<(), Error>;
+    /// The session store's epoch that came with the last [`Logic::renew_online`] reply, if the
+    /// logic behind this port has one (a goim-rs logic over gRPC). It changes when the store lost
+    /// its data (Redis restarted empty); comet then re-registers every session. In-process logic
+    /// shares comet's lifetime and has none.
+    fn store_epoch(&self) -> Option<String> {
+        None
+    }
 }

@@ -49,6 +49,10 @@ pub struct Metrics {
     /// Long-poll responses sent again because the previous poll's was not written completely
     /// or not acknowledged.
     pub long_poll_resends: Counter,
+    /// Changes of logic's store epoch seen in online replies (each starts a re-registration).
+    pub store_epoch_changes: Counter,
+    /// Sessions re-registered at logic after a store epoch change.
+    pub sessions_reregistered: Counter,
 }
 
 impl Metrics {
@@ -76,6 +80,16 @@ impl Metrics {
             "long_poll_resends",
             "Long-poll responses resent because their first write failed or was not acknowledged",
             self.long_poll_resends.clone(),
+        );
+        r.register(
+            "store_epoch_changes",
+            "Changes of logic's session store epoch (the store lost its data)",
+            self.store_epoch_changes.clone(),
+        );
+        r.register(
+            "sessions_reregistered",
+            "Sessions re-registered at logic after its session store lost its data",
+            self.sessions_reregistered.clone(),
         );
     }
 

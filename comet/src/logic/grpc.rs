@@ -142,6 +142,8 @@ struct Shared {
     instances: RwLock<Arc<[Instance]>>,
     next: AtomicUsize,
     timeout: Duration,
+    /// `OnlineReply.store_epoch` of the last renew_online reply that carried one.
+    store_epoch: parking_lot::Mutex<Option<String>>,
     /// Cancels the resolver task's token when the last clone drops, so the task (which holds
     /// only a `Weak` to this) ends at once rather than at its next tick. `None`: no names.
     _resolver: Option<DropGuard>,
@@ -217,6 +219,7 @@ impl GrpcLogic {
             instances: RwLock::new(instances),
             next: AtomicUsize::new(0),
             timeout: config.timeout,
+            store_epoch: parking_lot::Mutex::new(None),
             _resolver: named.then(|| stop.clone().drop_guard()),
         });
         if named {
@@ -315,7 +318,15 @@ impl Logic for GrpcLogic {
                 async move { i.gzip.renew_online(r).await }
             })
             .await?;
-        Ok(reply.into_inner().all_room_count)
+        let reply = reply.into_inner();
+        if !reply.store_epoch.is_empty() {
+            *self.shared.store_epoch.lock() = Some(reply.store_epoch);
+        }
+        Ok(reply.all_room_count)
+    }
+
+    fn store_epoch(&self) -> Option<String> {
+        self.shared.store_epoch.lock().clone()
     }
 
     async fn receive(&self, uplink: Uplink) -> Result<(), Error> {
