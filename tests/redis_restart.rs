@@ -119,7 +119,7 @@ async fn after_redis_restarts_empty_pushes_by_user_reach_every_client_within_sec
         let total = total.clone();
         async move {
             let r = http(reqwest::Method::GET, total, Vec::new(), None).await;
-            r.body["data"]["conn_count"] == Value::from(held)
+            r.body["data"]["conn_count"] == held
         }
     })
     .await;
