@@ -9,8 +9,8 @@
 #
 # Steps: the control plane's one-time build starts in the background (it is the longest install);
 # formatting and lints; Redis and Kafka; the control plane; the Rust tests including the ones
-# that need services (`--include-ignored`); the browser tests; a bounded fuzz run of the packet
-# decoder; the benchmark tool's smoke run. Each step prints the seconds since the start.
+# that need services (`--include-ignored`); the browser tests; a bounded fuzz run of every fuzz
+# target (FUZZ_SECONDS each); the benchmark tool's smoke run. Each step prints the seconds since the start.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -66,7 +66,7 @@ cargo test --workspace --locked -- --include-ignored
 step "browser tests (headless Chromium)"
 bash scripts/browser-test.sh
 
-step "fuzz the packet decoder"
+step "fuzz every target (packet decoder, WebSocket frames, HTTP heads, long-poll queries, auth tokens)"
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash scripts/fuzz.sh
 
 if [ -f scripts/bench-smoke.sh ]; then
