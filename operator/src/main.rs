@@ -39,6 +39,10 @@ use tracing::{error, info, warn};
 /// Invalid settings (sysexits' EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
+/// How long reconciles in flight may run on after SIGTERM before they are dropped; well inside
+/// the pod's termination grace (30 s), with the lease release after it.
+const RECONCILE_GRACE: Duration = Duration::from_secs(5);
+
 #[tokio::main]
 async fn main() -> ExitCode {
     if std::env::args().nth(1).is_some_and(|a| a == "--version" || a == "-V") {
@@ -114,6 +118,17 @@ async fn main() -> ExitCode {
     let lost = tokio::select! {
         () = controller::run(ctx, stopped(stop.clone())) => None,
         lost = elector.hold(&mut leadership) => Some(lost),
+        // The controller's graceful shutdown waits for every reconcile in flight; one that is
+        // slow (config checks, comets' metrics on a loaded node) must not hold the exit past
+        // the pod's grace period. A reconcile cut short is redone by the next leader: every
+        // write is an idempotent server-side apply.
+        () = async {
+            stopped(stop.clone()).await;
+            tokio::time::sleep(RECONCILE_GRACE).await;
+        } => {
+            warn!(grace = ?RECONCILE_GRACE, "reconciles still running at shutdown: abandoning them");
+            None
+        }
     };
     metrics.leader.set(0);
     if let Some(lost) = lost {
