@@ -39,9 +39,10 @@ use tracing::{error, info, warn};
 /// Invalid settings (sysexits' EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
-/// How long reconciles in flight may run on after SIGTERM before they are dropped; well inside
-/// the pod's termination grace (30 s), with the lease release after it.
-const RECONCILE_GRACE: Duration = Duration::from_secs(5);
+/// How long reconciles in flight may run on after SIGTERM before they are dropped. Short: the
+/// standby cannot lead until the lease is released after it, and a dropped reconcile loses
+/// nothing (the next leader redoes it; every write is an idempotent server-side apply).
+const RECONCILE_GRACE: Duration = Duration::from_secs(1);
 
 #[tokio::main]
 async fn main() -> ExitCode {
