@@ -95,6 +95,19 @@ fn secret_volume(name: &str, secret: &str) -> Volume {
     }
 }
 
+/// One key of a Secret as the file `path` in the volume (a CA bundle under a fixed name).
+fn secret_key_volume(name: &str, r: &crate::crd::SecretKeyRef, path: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(r.name.clone()),
+            items: Some(vec![KeyToPath { key: r.key.clone(), path: path.to_owned(), ..Default::default() }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 pub fn deployment(pc: &PushCluster, owner: &Owner, tier: Tier, rendered: &Rendered) -> Deployment {
     let spec = &pc.spec;
     let t = spec.tier(tier);
@@ -183,19 +196,7 @@ pub fn deployment(pc: &PushCluster, owner: &Owner, tier: Tier, rendered: &Render
         && spec.topology.queue == crate::crd::Queue::Kafka
         && let Some(r) = spec.topology.kafka.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref())
     {
-        volumes.push(Volume {
-            name: "kafka-ca".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(r.name.clone()),
-                items: Some(vec![KeyToPath {
-                    key: r.key.clone(),
-                    path: config::KAFKA_CA_FILE.into(),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+        volumes.push(secret_key_volume("kafka-ca", r, config::KAFKA_CA_FILE));
         mounts.push(VolumeMount {
             name: "kafka-ca".into(),
             mount_path: config::KAFKA_CA_DIR.into(),
@@ -209,19 +210,7 @@ pub fn deployment(pc: &PushCluster, owner: &Owner, tier: Tier, rendered: &Render
         && let Some(tls) = &spec.topology.redis.tls
     {
         if let Some(r) = &tls.ca_secret_ref {
-            volumes.push(Volume {
-                name: "redis-ca".into(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(r.name.clone()),
-                    items: Some(vec![KeyToPath {
-                        key: r.key.clone(),
-                        path: config::REDIS_CA_FILE.into(),
-                        ..Default::default()
-                    }]),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
+            volumes.push(secret_key_volume("redis-ca", r, config::REDIS_CA_FILE));
             mounts.push(VolumeMount {
                 name: "redis-ca".into(),
                 mount_path: config::REDIS_CA_DIR.into(),
