@@ -326,6 +326,11 @@ export class GoimClient {
           this._finish(e.info);
           return;
         }
+        if (e && e.told) {
+          this._emitDisconnect(e.info);
+          this._retry(e.info, e.afterMs);
+          return;
+        }
         failure = e instanceof Error ? e : new Error(String(e));
         previous = name;
         this._fellBack = { slow: Boolean((this._fellBack && this._fellBack.slow) || (e && e.slow)) };
@@ -870,7 +875,8 @@ class LongPollPipe {
   }
 
   // POST /poll/auth. Resolves with the server's heartbeat interval; a 401 rejects as final
-  // (the token is refused: no reconnect), anything else as a failure to open.
+  // (the token is refused: no reconnect), a 429 or 503 with `reconnect_after_ms` as "told"
+  // (reconnect after the hint), anything else as a failure to open.
   async open(token, timeoutMs) {
     const timer = setTimeout(() => this.abort.abort(), timeoutMs);
     let res;
@@ -892,6 +898,13 @@ class LongPollPipe {
     if (res.status === 401 || res.status === 403) {
       const message = json && (json.message || json.error || json.reason);
       throw Object.assign(new Error('token rejected'), { final: true, info: { reason: 'auth_failed', message: message || `HTTP ${res.status}` } });
+    }
+    const after = json && json.reconnect_after_ms;
+    if ((res.status === 429 || res.status === 503) && typeof after === 'number' && Number.isFinite(after) && after >= 0) {
+      // Refused for now (too many clients connecting, or too many from this address): come
+      // back when the server says, as after op 6.
+      const info = { reason: json.error || `HTTP ${res.status}`, message: json.message };
+      throw Object.assign(new Error(`long-poll auth: HTTP ${res.status}`), { told: true, info, afterMs: after });
     }
     if (!res.ok || !json || typeof json.sid !== 'string') {
       throw new Error(`long-poll auth: HTTP ${res.status}`);

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 
 /// Why a configuration is unusable; names the field.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,7 @@ pub struct Config {
     pub online: OnlineConfig,
     pub disconnect: DisconnectConfig,
     pub drain: DrainConfig,
+    pub admission: AdmissionConfig,
     /// Connections held at once; further connections wait in the kernel's accept queue.
     pub max_connections: usize,
     /// Shards of the key → connection map (goim's buckets).
@@ -150,6 +152,36 @@ pub struct DrainConfig {
     pub reconnect_jitter: Duration,
 }
 
+/// Admission control (see `admission`): what one address may hold, how fast clients may
+/// authenticate, and how many auth requests wait on logic at once. A client refused by the
+/// first two is told to come back later: op 6 (`too_many_connections`, `rate_limited`) with a
+/// `reconnect_after_ms` of `retry_min` plus a uniform `0..=retry_jitter`, or on the HTTP port a
+/// 429 with `Retry-After`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdmissionConfig {
+    /// Connections one client IP address may hold at once, on every listener together and
+    /// handshakes included; 0: no limit (the default). Behind a proxy, or a load balancer that
+    /// rewrites source addresses (a Kubernetes Service with `externalTrafficPolicy: Cluster`),
+    /// every client has the same few addresses: set it only where comet sees client addresses.
+    pub max_per_ip: usize,
+    /// Auth attempts per second this comet forwards to logic (a token bucket's refill); 0: no
+    /// limit. Attempts over it are refused at once with `rate_limited`.
+    pub auth_rate: u32,
+    /// Auth attempts allowed at once above the rate: the bucket's size, full at start.
+    pub auth_burst: u32,
+    /// Auth requests in flight to logic at once; the next one waits for a slot, within the
+    /// handshake timeout.
+    pub auth_in_flight: usize,
+    /// The smallest `reconnect_after_ms` told to a refused client.
+    #[serde(with = "humantime_serde")]
+    pub retry_min: Duration,
+    /// Random extra delay (uniform in 0..=jitter) on top of `retry_min`, so refused clients do
+    /// not come back together.
+    #[serde(with = "humantime_serde")]
+    pub retry_jitter: Duration,
+}
+
 impl Default for Config {
     fn default() -> Config {
         Config {
@@ -162,6 +194,7 @@ impl Default for Config {
             online: OnlineConfig::default(),
             disconnect: DisconnectConfig::default(),
             drain: DrainConfig::default(),
+            admission: AdmissionConfig::default(),
             max_connections: 1_000_000,
             buckets: 32,
         }
@@ -227,6 +260,19 @@ impl Default for DrainConfig {
     }
 }
 
+impl Default for AdmissionConfig {
+    fn default() -> AdmissionConfig {
+        AdmissionConfig {
+            max_per_ip: 0,
+            auth_rate: 5000,
+            auth_burst: 5000,
+            auth_in_flight: 256,
+            retry_min: Duration::from_secs(1),
+            retry_jitter: Duration::from_secs(5),
+        }
+    }
+}
+
 impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         if self.server_id.is_empty() {
@@ -281,6 +327,15 @@ impl Config {
         }
         if self.drain.rate == 0 {
             return Err(invalid("drain.rate", "must be at least 1 disconnect per second"));
+        }
+        if self.admission.auth_rate > 0 && self.admission.auth_burst == 0 {
+            return Err(invalid(
+                "admission.auth_burst",
+                "must be at least 1 when admission.auth_rate is set",
+            ));
+        }
+        if self.admission.auth_in_flight == 0 || self.admission.auth_in_flight > Semaphore::MAX_PERMITS {
+            return Err(invalid("admission.auth_in_flight", "must be at least 1"));
         }
         if self.websocket.max_request_head < 512 {
             return Err(invalid("websocket.max_request_head", "must be at least 512 bytes"));

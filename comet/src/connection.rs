@@ -326,6 +326,7 @@ async fn handshake<R: AsyncRead + Unpin, D: Decoder>(
         };
         match ev {
             Err(_) => {
+                ctx.metrics.handshake_timeout("auth_packet");
                 return Err(Some(Disconnect::Protocol("no auth packet before the handshake timeout".into())));
             }
             Ok(Err(ReadError::Protocol(e))) => return Err(Some(Disconnect::Protocol(e))),

@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::Admission;
 use crate::config::Config;
 use crate::drain::Drain;
 use crate::hub::Hub;
@@ -33,6 +34,8 @@ pub struct Context {
     /// One permit per connection held; accept waits for one (`max_connections`). The accept
     /// loops take the permits, and each connection's task drops its own when it ends.
     pub limit: Arc<Semaphore>,
+    /// Per-address limits, the auth rate and the auth requests in flight (`[comet.admission]`).
+    pub admission: Admission,
     /// The drain (preStop or SIGTERM): started once, awaited by every caller of `Comet::drain`.
     pub drain: Drain,
     /// The id of the next admitted connection; see [`Context::next_id`].
@@ -45,6 +48,7 @@ impl Context {
         Context {
             hub: Hub::new(config.buckets),
             limit: Arc::new(Semaphore::new(config.max_connections)),
+            admission: Admission::new(&config.admission),
             config,
             logic,
             metrics,

@@ -8,7 +8,7 @@ use rand::Rng;
 
 use crate::config::Config;
 
-/// Why comet closed a connection (or saw it close). The first seven are told to the client in an
+/// Why comet closed a connection (or saw it close). All but the last two are told to the client in an
 /// op-6 packet before the socket closes; the rest end a connection that can no longer be told.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Disconnect {
@@ -28,6 +28,10 @@ pub enum Disconnect {
     Kicked,
     /// logic could not be reached to authenticate the connection.
     Unavailable,
+    /// Over this comet's auth rate (`admission.auth_rate`): come back later.
+    RateLimited,
+    /// The client's address already holds `admission.max_per_ip` connections.
+    TooManyConnections,
     /// The client closed the connection.
     ClientClosed,
     /// A write failed or timed out.
@@ -46,6 +50,8 @@ impl Disconnect {
             Disconnect::Protocol(_) => "protocol",
             Disconnect::Kicked => "kicked",
             Disconnect::Unavailable => "unavailable",
+            Disconnect::RateLimited => "rate_limited",
+            Disconnect::TooManyConnections => "too_many_connections",
             Disconnect::ClientClosed => "client_closed",
             Disconnect::WriteFailed => "write_failed",
         }
@@ -66,7 +72,7 @@ impl Disconnect {
     ///
     /// A drain's hint is uniform in `0..=drain.reconnect_jitter` with no floor: the drain itself
     /// already spreads the disconnects over time, and the other comets are up.
-    fn reconnect_after(&self, config: &Config) -> Option<Duration> {
+    pub fn reconnect_after(&self, config: &Config) -> Option<Duration> {
         let jitter = |max: Duration| {
             let ms = max.as_millis() as u64;
             Duration::from_millis(if ms == 0 { 0 } else { rand::rng().random_range(0..=ms) })
@@ -76,6 +82,9 @@ impl Disconnect {
             Disconnect::Drain => Some(jitter(config.drain.reconnect_jitter)),
             Disconnect::Shutdown | Disconnect::Unavailable => {
                 Some(cfg.reconnect_min + jitter(cfg.reconnect_jitter))
+            }
+            Disconnect::RateLimited | Disconnect::TooManyConnections => {
+                Some(config.admission.retry_min + jitter(config.admission.retry_jitter))
             }
             Disconnect::Slow | Disconnect::HeartbeatTimeout => {
                 Some(cfg.reconnect_min + jitter(cfg.reconnect_min))
@@ -134,6 +143,24 @@ mod tests {
         assert!(hints.iter().all(|ms| *ms <= 2000), "{hints:?}");
         assert!(hints.iter().any(|ms| *ms < 1000), "no floor: {hints:?}");
         assert!(body(Disconnect::Drain)["reason"] == "drain");
+    }
+
+    #[test]
+    fn a_refused_client_is_told_to_retry_after_the_admission_delay() {
+        let mut cfg = Config::default();
+        cfg.admission.retry_min = Duration::from_millis(500);
+        cfg.admission.retry_jitter = Duration::from_millis(1500);
+        for d in [Disconnect::RateLimited, Disconnect::TooManyConnections] {
+            let hints: Vec<u64> = (0..200)
+                .map(|_| {
+                    let v: serde_json::Value = serde_json::from_slice(&d.packet(&cfg).body).unwrap();
+                    assert_eq!(v["reason"], d.reason());
+                    v["reconnect_after_ms"].as_u64().unwrap()
+                })
+                .collect();
+            assert!(hints.iter().all(|ms| (500..=2000).contains(ms)), "{hints:?}");
+            assert!(hints.iter().any(|ms| *ms != hints[0]), "jittered: {hints:?}");
+        }
     }
 
     #[test]

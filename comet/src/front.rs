@@ -81,7 +81,7 @@ where
             read_request(&mut stream, cfg.max_request_head),
         )
         .await;
-        let (mut req, mut leftover) = respond_to_bad_head(&front.ctx, &mut stream, head).await?;
+        let (mut req, mut leftover) = respond_to_bad_head(&front.ctx, &mut stream, head, true).await?;
         loop {
             if req.path() == "/sub" && req.header("upgrade").is_some() {
                 if front.ctx.drain.is_started() {
@@ -118,7 +118,7 @@ where
                 r = timeout(cfg.idle_timeout, read_request_after(&mut stream, leftover, cfg.max_request_head)) => r,
                 _ = front.ctx.shutdown.cancelled() => return None,
             };
-            match respond_to_bad_head(&front.ctx, &mut stream, next).await {
+            match respond_to_bad_head(&front.ctx, &mut stream, next, false).await {
                 Some((r, rest)) => (req, leftover) = (r, rest),
                 None => return None,
             }
@@ -128,15 +128,24 @@ where
 
 type Head = Result<Result<(Request, BytesMut), HeadError>, tokio::time::error::Elapsed>;
 
-/// The request, or `None` after answering a bad head (or seeing the client leave).
+/// The request, or `None` after answering a bad head (or seeing the client leave). `first`: the
+/// connection's first request, whose head must arrive within the handshake timeout (a later
+/// one's wait is the keep-alive idle timeout, not counted).
 async fn respond_to_bad_head<S: AsyncWrite + Unpin>(
     ctx: &Context,
     stream: &mut S,
     head: Head,
+    first: bool,
 ) -> Option<(Request, BytesMut)> {
     match head {
         Ok(Ok(r)) => Some(r),
-        Ok(Err(HeadError::Closed)) | Err(_) => None,
+        Ok(Err(HeadError::Closed)) => None,
+        Err(_) => {
+            if first {
+                ctx.metrics.handshake_timeout("request_head");
+            }
+            None
+        }
         Ok(Err(e)) => {
             ctx.metrics.bad_input.get_or_create(&TransportLabel { transport: "http" }).inc();
             let status = if matches!(e, HeadError::TooLarge(_)) {
@@ -180,12 +189,22 @@ async fn read_body<S: AsyncRead + Unpin>(
             &format!("body limit is {limit} bytes"),
         ));
     }
+    // One deadline for the whole body, not one per read: a client trickling a byte at a time
+    // (slowloris) is cut off after the handshake timeout, not after max_body of them.
+    let deadline = tokio::time::Instant::now() + ctx.config.protocol.handshake_timeout;
     while leftover.len() < len {
         leftover.reserve(len - leftover.len());
-        let read = timeout(ctx.config.protocol.handshake_timeout, stream.read_buf(leftover)).await;
-        match read {
+        match tokio::time::timeout_at(deadline, stream.read_buf(leftover)).await {
             Ok(Ok(n)) if n > 0 => {}
-            _ => return Err(Response::error("400 Bad Request", "protocol", "body ended early")),
+            Ok(_) => return Err(Response::error("400 Bad Request", "protocol", "body ended early")),
+            Err(_) => {
+                ctx.metrics.handshake_timeout("request_body");
+                return Err(Response::error(
+                    "408 Request Timeout",
+                    "timeout",
+                    "the body did not arrive within the handshake timeout",
+                ));
+            }
         }
     }
     Ok(leftover.split_to(len).freeze())
@@ -266,6 +285,7 @@ fn asset(front: &Front, path: &str) -> Response {
             body: Bytes::from_static(a.body),
             cors: false,
             receipt: None,
+            retry_after_secs: 0,
         },
         None => Response::error("404 Not Found", "not_found", "not found"),
     }

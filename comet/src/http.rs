@@ -6,4 +6,4 @@ pub mod request;
 pub mod response;
 
 pub use request::{Error as HeadError, Request, read_request, read_request_after};
-pub use response::{Receipt, Response, error_response};
+pub use response::{Receipt, Response, error_response, retry_after_secs};

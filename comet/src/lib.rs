@@ -9,7 +9,8 @@
 //!   (listeners, accept loops); the transports `front` (the HTTP port), `tls`, `websocket`,
 //!   `long_poll` and `tcp`; `http` (request heads, responses); `connection` (the socket
 //!   driver); `session` (authenticate, admit, operate, teardown, for any transport); `codec`
-//!   (the `Decoder`/`Encoder` contract); `context` (what every connection shares); `hub` (keys
+//!   (the `Decoder`/`Encoder` contract); `context` (what every connection shares); `admission` (per-address limits, the auth rate and
+//!   in-flight bound); `hub` (keys
 //!   in shards, rooms), `channel` (one connection), `outbox` (its bounded queue), `disconnect`
 //!   (why a connection ended; op 6), `drain` (telling every client to go at a paced rate, for
 //!   rollouts and scale-in).
@@ -17,6 +18,7 @@
 //! Delivery never blocks on a client: each connection has a bounded queue, and one that
 //! overflows is disconnected with op 6 `slow` while every other recipient still gets the push.
 
+mod admission;
 #[doc(hidden)]
 pub mod bench;
 mod channel;
@@ -46,7 +48,7 @@ mod tls;
 mod websocket;
 
 pub use comet::{Comet, PushError, PushReport};
-pub use config::{Config, DrainConfig, Error as ConfigError};
+pub use config::{AdmissionConfig, Config, DrainConfig, Error as ConfigError};
 pub use disconnect::Disconnect;
 pub use drain::DrainReport;
 pub use front::Asset;

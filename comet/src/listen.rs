@@ -7,13 +7,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug_span, warn};
+use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::config::Config;
 use crate::context::Context;
+use crate::disconnect::Disconnect;
 use crate::front::{self, Front};
+use crate::http::retry_after_secs;
 use crate::metrics::TransportLabel;
 use crate::tcp;
 use crate::tls::{self, Acceptor};
@@ -56,8 +60,10 @@ pub async fn tcp(ctx: Arc<Context>, listener: TcpListener) {
     // A drain closes the TCP listeners at once: a TCP client only ever connects to open a session.
     let until = ctx.drain.started.clone();
     let served = ctx.clone();
-    accept_loop(ctx, listener, "tcp", until, move |stream, peer| tcp::serve(served.clone(), stream, peer))
-        .await
+    accept_loop(ctx, listener, "tcp", Refusal::Packet, until, move |stream, peer| {
+        tcp::serve(served.clone(), stream, peer)
+    })
+    .await
 }
 
 /// Serves an HTTP-port listener until shutdown.
@@ -65,8 +71,10 @@ pub async fn http(front: Arc<Front>, listener: TcpListener) {
     // Open while draining: long-poll sessions may poll on a new connection to be told to go.
     let until = front.ctx.shutdown.clone();
     let ctx = front.ctx.clone();
-    accept_loop(ctx, listener, "http", until, move |stream, peer| front::serve(front.clone(), stream, peer))
-        .await
+    accept_loop(ctx, listener, "http", Refusal::Http, until, move |stream, peer| {
+        front::serve(front.clone(), stream, peer)
+    })
+    .await
 }
 
 /// Serves a WSS listener until shutdown.
@@ -74,13 +82,26 @@ pub async fn tls(front: Arc<Front>, listener: TcpListener, acceptor: Acceptor) {
     // Open while draining, like the plain HTTP port (long-poll sessions over TLS).
     let until = front.ctx.shutdown.clone();
     let ctx = front.ctx.clone();
-    accept_loop(ctx, listener, "wss", until, move |stream, peer| {
+    accept_loop(ctx, listener, "wss", Refusal::Close, until, move |stream, peer| {
         tls::serve(front.clone(), acceptor.clone(), stream, peer)
     })
     .await
 }
 
-/// Accepts connections until shutdown, one task each, at most `max_connections` at once.
+/// How a listener tells a client its address holds too many connections
+/// (`admission.max_per_ip`).
+#[derive(Clone, Copy, Debug)]
+enum Refusal {
+    /// An op-6 packet (`too_many_connections`, with `reconnect_after_ms`): goim's TCP framing.
+    Packet,
+    /// `429 Too Many Requests` with `Retry-After`, before reading the request.
+    Http,
+    /// Closed at once: a refusal inside TLS would cost the handshake it is meant to save.
+    Close,
+}
+
+/// Accepts connections until shutdown, one task each, at most `max_connections` at once, and
+/// at most `admission.max_per_ip` from one address (the rest are told so and closed).
 ///
 /// `until` ends the loop (and closes the listener, so connecting is refused): the shutdown
 /// token, or for the TCP listeners the drain's start.
@@ -88,6 +109,7 @@ async fn accept_loop<F, Fut>(
     ctx: Arc<Context>,
     listener: TcpListener,
     transport: &'static str,
+    refusal: Refusal,
     until: CancellationToken,
     serve: F,
 ) where
@@ -123,13 +145,72 @@ async fn accept_loop<F, Fut>(
         }
         ctx.metrics.accepted.get_or_create(&label).inc();
         let span = debug_span!("conn", peer = %peer, transport);
+        let Some(counted) = ctx.admission.enter(peer.ip()) else {
+            ctx.metrics.refused("per_ip");
+            debug!(peer = %peer, transport, "too many connections from this address");
+            let refused = refuse(ctx.clone(), stream, refusal);
+            ctx.tasks.spawn(
+                async move {
+                    refused.await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+            continue;
+        };
         let fut = serve(stream, peer);
         ctx.tasks.spawn(
             async move {
                 fut.await;
-                drop(permit);
+                drop((counted, permit));
             }
             .instrument(span),
         );
     }
+}
+
+/// Tells a client over `admission.max_per_ip` so, then closes. What it sent meanwhile is read
+/// and dropped for up to a second first: closing with unread bytes would reset the connection,
+/// and a reset can make the client lose the refusal it has not read yet.
+async fn refuse(ctx: Arc<Context>, mut stream: TcpStream, refusal: Refusal) {
+    let why = Disconnect::TooManyConnections;
+    let out: Vec<u8> = match refusal {
+        Refusal::Close => return,
+        Refusal::Packet => why.packet(&ctx.config).to_bytes().to_vec(),
+        Refusal::Http => {
+            let after = why.reconnect_after(&ctx.config).unwrap_or_default();
+            let body = serde_json::json!({
+                "error": why.reason(),
+                "message": "this address holds too many connections",
+                "reconnect_after_ms": after.as_millis() as u64,
+            })
+            .to_string();
+            format!(
+                "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Retry-After: {}\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n{body}",
+                body.len(),
+                retry_after_secs(after),
+            )
+            .into_bytes()
+        }
+    };
+    let wt = ctx.config.protocol.write_timeout;
+    if timeout(wt, async {
+        stream.write_all(&out).await?;
+        stream.shutdown().await
+    })
+    .await
+    .is_err()
+    {
+        return;
+    }
+    let mut scratch = [0u8; 512];
+    let _ = timeout(Duration::from_secs(1), async {
+        while let Ok(n) = stream.read(&mut scratch).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }

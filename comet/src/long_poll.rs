@@ -244,6 +244,9 @@ pub async fn auth(
                 Disconnect::AuthFailed(m) => m.clone(),
                 _ => "logic is unavailable".to_string(),
             };
+            if reason == Disconnect::RateLimited {
+                return rate_limited(ctx);
+            }
             let status = if reason == Disconnect::Unavailable {
                 "503 Service Unavailable"
             } else {
@@ -269,6 +272,21 @@ pub async fn auth(
         "200 OK",
         serde_json::json!({"sid": sid, "heartbeat_ms": session.heartbeat.as_millis() as u64}),
     )
+}
+
+/// 429 for an auth over the comet's auth rate: `Retry-After`, and the op-6 body's jittered
+/// `reconnect_after_ms` for clients that read it (goim.js does).
+fn rate_limited(ctx: &Context) -> Response {
+    let after = Disconnect::RateLimited.reconnect_after(&ctx.config).unwrap_or_default();
+    let body = serde_json::json!({
+        "error": Disconnect::RateLimited.reason(),
+        "message": "too many clients are connecting: retry later",
+        "reconnect_after_ms": after.as_millis() as u64,
+    });
+    Response {
+        retry_after_secs: http::retry_after_secs(after),
+        ..Response::json("429 Too Many Requests", body)
+    }
 }
 
 pub async fn poll(

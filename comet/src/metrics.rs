@@ -21,6 +21,12 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabel {
+    /// `tls`, `request_head`, `request_body`, `auth_packet`: what did not arrive in time.
+    pub stage: &'static str,
+}
+
 #[derive(Default)]
 pub struct Metrics {
     /// Authenticated connections held now (the autoscaling signal).
@@ -53,6 +59,14 @@ pub struct Metrics {
     pub store_epoch_changes: Counter,
     /// Sessions re-registered at logic after a store epoch change.
     pub sessions_reregistered: Counter,
+    /// Clients refused by admission control, by reason: `per_ip` (`admission.max_per_ip`),
+    /// `auth_rate` (`admission.auth_rate`).
+    pub admission_refused: Family<ReasonLabel, Counter>,
+    /// Auth requests in flight to logic now (at most `admission.auth_in_flight`).
+    pub auth_in_flight: Gauge,
+    /// Connections closed because a handshake stage did not complete within
+    /// `protocol.handshake_timeout` (slow or silent clients, slowloris), by stage.
+    pub handshake_timeouts: Family<StageLabel, Counter>,
 }
 
 impl Metrics {
@@ -91,6 +105,25 @@ impl Metrics {
             "Sessions re-registered at logic after its session store lost its data",
             self.sessions_reregistered.clone(),
         );
+        r.register(
+            "admission_refused",
+            "Clients refused by admission control, by reason (per_ip, auth_rate)",
+            self.admission_refused.clone(),
+        );
+        r.register("auth_in_flight", "Auth requests in flight to logic", self.auth_in_flight.clone());
+        r.register(
+            "handshake_timeouts",
+            "Connections closed because a handshake stage did not complete in time, by stage",
+            self.handshake_timeouts.clone(),
+        );
+    }
+
+    pub fn refused(&self, reason: &'static str) {
+        self.admission_refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn handshake_timeout(&self, stage: &'static str) {
+        self.handshake_timeouts.get_or_create(&StageLabel { stage }).inc();
     }
 
     pub fn disconnect(&self, reason: &'static str) {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use goim_api::{Connect, Frame, Op, Presence, Session, Uplink};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::{Instant, timeout};
 use tracing::warn;
 
@@ -19,14 +20,27 @@ use crate::metrics::TransportLabel;
 use crate::outbox::{Outbound, Outbox};
 
 /// Asks logic about a token; a refusal or an unreachable logic becomes the reason to disconnect.
+/// Admission first: over the auth rate the client is refused without asking logic, and at most
+/// `admission.auth_in_flight` requests wait on logic at once.
 pub async fn authenticate(
     ctx: &Context,
     peer: SocketAddr,
     cookie: String,
     token: Bytes,
 ) -> Result<Session, Disconnect> {
+    if !ctx.admission.try_auth() {
+        ctx.metrics.refused("auth_rate");
+        return Err(Disconnect::RateLimited);
+    }
     let req = Connect { server: ctx.config.server_id.clone(), cookie, token };
-    match timeout(ctx.config.protocol.handshake_timeout, ctx.logic.connect(req)).await {
+    // The wait for a slot counts against the handshake timeout too: a client is never kept
+    // past it, however busy logic is.
+    let call = async {
+        let _slot = ctx.admission.auth_slot().await;
+        let _counted = InFlight::new(&ctx.metrics.auth_in_flight);
+        ctx.logic.connect(req).await
+    };
+    match timeout(ctx.config.protocol.handshake_timeout, call).await {
         Ok(Ok(session)) => Ok(session),
         Ok(Err(logic::Error::Rejected(why))) => Err(Disconnect::AuthFailed(why)),
         Ok(Err(logic::Error::Unavailable(e))) => {
@@ -39,6 +53,23 @@ pub async fn authenticate(
             ctx.metrics.logic_error("connect");
             Err(Disconnect::Unavailable)
         }
+    }
+}
+
+/// Counts one auth request in flight for as long as it lives (a timed-out call is dropped, not
+/// finished).
+struct InFlight<'a>(&'a Gauge);
+
+impl<'a> InFlight<'a> {
+    fn new(gauge: &'a Gauge) -> InFlight<'a> {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -67,7 +67,10 @@ pub fn serve(
                 front.ctx.metrics.bad_input.get_or_create(&TransportLabel { transport: "wss" }).inc();
                 return;
             }
-            Err(_) => return debug!(peer = %peer, "tls handshake timed out"),
+            Err(_) => {
+                front.ctx.metrics.handshake_timeout("tls");
+                return debug!(peer = %peer, "tls handshake timed out");
+            }
         };
         serve.await
     }

@@ -117,6 +117,13 @@ impl Logic {
     /// the connection works, only pushes by key or mid miss it until its next heartbeat re-adds
     /// the mapping.
     pub async fn connect(&self, req: Connect) -> Result<Session, Error> {
+        let started = std::time::Instant::now();
+        let r = self.connect_inner(req).await;
+        self.metrics.connect_took(started.elapsed());
+        r
+    }
+
+    async fn connect_inner(&self, req: Connect) -> Result<Session, Error> {
         let claims = match self.auth.verify(&req.token, &req.cookie) {
             Ok(claims) => claims,
             Err(e) => {

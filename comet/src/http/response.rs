@@ -13,6 +13,9 @@ pub struct Response {
     /// A poll response with packets: its seq goes in a header, and it learns whether the
     /// response was written (confirmed after a complete write, failed when dropped).
     pub receipt: Option<Box<dyn Receipt>>,
+    /// A `Retry-After` header in seconds, for a refusal that asks to come back later; 0: none.
+    /// (A `u32`, which fits in the padding: a waiting long-poll's future holds responses.)
+    pub retry_after_secs: u32,
 }
 
 /// Travels with a response that must learn whether it reached the client (a long-poll response
@@ -32,6 +35,7 @@ impl Response {
             body: Bytes::from(value.to_string()),
             cors: true,
             receipt: None,
+            retry_after_secs: 0,
         }
     }
 
@@ -46,11 +50,19 @@ impl Response {
             body,
             cors: true,
             receipt: None,
+            retry_after_secs: 0,
         }
     }
 
     pub fn empty(status: &'static str) -> Response {
-        Response { status, content_type: "text/plain", body: Bytes::new(), cors: true, receipt: None }
+        Response {
+            status,
+            content_type: "text/plain",
+            body: Bytes::new(),
+            cors: true,
+            receipt: None,
+            retry_after_secs: 0,
+        }
     }
 
     /// The status line and headers, with `Connection: close` when `close`.
@@ -68,12 +80,20 @@ impl Response {
             let (name, value) = r.header();
             h.push_str(&format!("{name}: {value}\r\nAccess-Control-Expose-Headers: {name}\r\n"));
         }
+        if self.retry_after_secs > 0 {
+            h.push_str(&format!("Retry-After: {}\r\n", self.retry_after_secs));
+        }
         if close {
             h.push_str("Connection: close\r\n");
         }
         h.push_str("\r\n");
         h
     }
+}
+
+/// A `Retry-After` value: whole seconds, rounded up (so never 0 for a delay).
+pub fn retry_after_secs(after: std::time::Duration) -> u32 {
+    after.as_millis().div_ceil(1000).min(u32::MAX as u128) as u32
 }
 
 /// A short plain-text HTTP error response, after which the connection closes.
