@@ -25,6 +25,9 @@ mkdir -p "$tools"
 bash scripts/k8s.sh install >"$tools/k8s-install.log" 2>&1 &
 k8s_install=$!
 
+step "Prometheus Operator CRDs for the chart's ServiceMonitor and PodMonitor tests (only when missing)"
+bash scripts/prometheus-crds.sh install
+
 step "build dependencies (OpenSSL headers for librdkafka's TLS; only when missing)"
 if ! pkg-config --exists openssl 2>/dev/null; then
     sudo_cmd=()

@@ -7,9 +7,11 @@
 //! `helm lint --strict`; the ClusterRole has exactly the rules of `deploy/rbac.yaml` and the
 //! Deployment runs the pod of `deploy/operator.yaml`; `values.schema.json` refuses wrong values.
 //! With the control plane: every object `helm template` renders (default values, and
-//! `ci/all-values.yaml` with every option on) passes a strict server-side dry run, except the
-//! Prometheus Operator's kinds, which the control plane does not serve and which are checked
-//! structurally; `helm install`, the operator as a local process with the chart's
+//! `ci/all-values.yaml` with every option on) passes a strict server-side dry run, the
+//! ServiceMonitor and PodMonitor included: the test applies the Prometheus Operator's own CRDs
+//! (`bash scripts/prometheus-crds.sh install` puts the pinned release's files into
+//! `$GOIM_TOOLS_DIR/prometheus-operator/crds`; missing files fail the test), and a monitor with
+//! a wrong field is refused; `helm install`, the operator as a local process with the chart's
 //! ServiceAccount token reconciling a PushCluster, `helm upgrade`, `helm uninstall`.
 //!
 //! Only `chart_installs_runs_upgrades_and_uninstalls` runs an operator (it watches every
@@ -27,7 +29,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_yaml::Value;
 use support::*;
@@ -346,6 +348,13 @@ fn values_schema_refuses_wrong_values_with_a_clear_message() {
     refused(&["adminPort=70000"], "at '/adminPort'");
     refused(&["serviceMonitor.enable=true"], "additional properties 'enable' not allowed");
     refused(&["pushCluster.name=Demo_1"], "at '/pushCluster/name'");
+    // Monitor durations in Prometheus's syntax only: the CRD refuses bare seconds.
+    let path = chart();
+    for set in ["serviceMonitor.interval=30", "podMonitor.scrapeTimeout=1.5s"] {
+        let e = helm(&["template", "t", path.to_str().unwrap(), "--set-string", set]).unwrap_err();
+        let field = set.split('=').next().unwrap().replace('.', "/");
+        assert!(e.contains(&format!("at '/{field}'")), "helm's message for {set} does not name it:\n{e}");
+    }
     // And the values the schema allows still render.
     helm_ok(&["template", "t", chart().to_str().unwrap(), "--set", "replicas=1", "--set", "logFormat=text"]);
 }
@@ -353,9 +362,9 @@ fn values_schema_refuses_wrong_values_with_a_clear_message() {
 // ---- with the control plane ----
 
 /// `kubectl apply --server-side --dry-run=server --validate=strict` of `objects`: the API server
-/// checks every field against its schema (unknown or duplicate fields fail) and runs admission,
-/// and nothing is stored.
-fn dry_run(objects: &[&Value], dir: &Path) {
+/// checks every field against its schema (`fieldValidation=Strict`: unknown or duplicate fields
+/// fail) and runs admission, and nothing is stored. Whether it succeeded, and what kubectl said.
+fn try_dry_run(objects: &[&Value], dir: &Path) -> (bool, String) {
     let file = dir.join("rendered.yaml");
     let text: String =
         objects.iter().map(|o| format!("---\n{}", serde_yaml::to_string(o).unwrap())).collect();
@@ -368,8 +377,62 @@ fn dry_run(objects: &[&Value], dir: &Path) {
         .output()
         .unwrap();
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the API server refused the rendered chart:\n{said}");
+    (out.status.success(), said)
+}
+
+fn dry_run(objects: &[&Value], dir: &Path) {
+    let (ok, said) = try_dry_run(objects, dir);
+    assert!(ok, "the API server refused the rendered chart:\n{said}");
     assert_eq!(said.lines().filter(|l| l.contains("(server dry run)")).count(), objects.len(), "{said}");
+}
+
+/// The Prometheus Operator's CRD files, as `bash scripts/prometheus-crds.sh install` leaves them
+/// in `$GOIM_TOOLS_DIR/prometheus-operator/crds` (default `/var/tmp/goim-tools`). Missing files
+/// fail the test: without them the monitors would go unchecked.
+const PROMETHEUS_CRDS: [&str; 2] =
+    ["monitoring.coreos.com_servicemonitors.yaml", "monitoring.coreos.com_podmonitors.yaml"];
+
+fn prometheus_crds() -> Vec<CustomResourceDefinition> {
+    let tools = std::env::var_os("GOIM_TOOLS_DIR")
+        .map_or_else(|| PathBuf::from("/var/tmp/goim-tools"), PathBuf::from);
+    let dir = tools.join("prometheus-operator/crds");
+    PROMETHEUS_CRDS
+        .iter()
+        .map(|file| {
+            let path = dir.join(file);
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e}: run `bash scripts/prometheus-crds.sh install` (scripts/test.sh does)",
+                    path.display()
+                )
+            });
+            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        })
+        .collect()
+}
+
+/// Applies the Prometheus Operator's ServiceMonitor and PodMonitor CRDs to the control plane
+/// (server-side apply: a no-op when they are there) and waits until both are served.
+async fn apply_prometheus_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crds = prometheus_crds();
+    for crd in &crds {
+        assert_eq!(crd.spec.group, "monitoring.coreos.com");
+        api.patch(&crd.name_any(), &PatchParams::apply("goim-chart-test").force(), &Patch::Apply(crd))
+            .await
+            .unwrap_or_else(|e| panic!("applying the CRD {}: {e}", crd.name_any()));
+    }
+    for crd in &crds {
+        wait_for(&format!("the CRD {} Established", crd.name_any()), Duration::from_secs(30), || async {
+            let c = api.get(&crd.name_any()).await.unwrap();
+            c.status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        })
+        .await;
+    }
 }
 
 fn labels_of(v: &Value) -> BTreeMap<String, String> {
@@ -380,10 +443,9 @@ fn is_subset(small: &BTreeMap<String, String>, big: &BTreeMap<String, String>) -
     !small.is_empty() && small.iter().all(|(k, v)| big.get(k) == Some(v))
 }
 
-/// The Prometheus Operator's ServiceMonitor and PodMonitor: the control plane has not their CRDs
-/// (and the project vendors none), so their shape is checked here instead: the fields
-/// monitoring.coreos.com/v1 defines, selectors that match the metrics Service and the pods, a
-/// port that exists.
+/// What the CRDs' schemas cannot say about the ServiceMonitor and PodMonitor: their selectors
+/// match the metrics Service and the operator's pods, in the release's namespace, and they scrape
+/// a port that exists, with the values of `ci/all-values.yaml`.
 fn check_monitors(objects: &[Value], ns: &str) {
     let d: Deployment = one(objects, "Deployment");
     let pod_labels = d.spec.template.metadata.as_ref().unwrap().labels.clone().unwrap();
@@ -442,25 +504,59 @@ fn check_monitors(objects: &[Value], ns: &str) {
 #[tokio::test]
 #[ignore = "needs the control plane (scripts/k8s.sh start)"]
 async fn rendered_chart_passes_a_strict_server_side_dry_run() {
-    in_namespace("chart-dry-run", |_client, ns| async move {
+    in_namespace("chart-dry-run", |client, ns| async move {
         let dir = std::env::temp_dir().join(format!("goim-chart-{ns}"));
         std::fs::create_dir_all(&dir).unwrap();
+        apply_prometheus_crds(&client).await;
         // Default values, the CRD included.
         let objects = template(&ns, &["--include-crds"]);
         assert_eq!(of_kind(&objects, "CustomResourceDefinition").len(), 1);
         dry_run(&objects.iter().collect::<Vec<_>>(), &dir);
-        // Every option on. The Prometheus Operator's kinds are not served by this control plane.
+        // The monitors with their default values.
+        let objects =
+            template(&ns, &["--set", "serviceMonitor.enabled=true", "--set", "podMonitor.enabled=true"]);
+        assert_eq!(of_kind(&objects, "ServiceMonitor").len() + of_kind(&objects, "PodMonitor").len(), 2);
+        dry_run(&objects.iter().collect::<Vec<_>>(), &dir);
+        // Every option on, the ServiceMonitor and PodMonitor against the Prometheus Operator's CRDs.
         let objects = template(&ns, &["--include-crds", "-f", &all_values()]);
-        let served: Vec<&Value> =
-            objects.iter().filter(|o| o["apiVersion"].as_str() != Some("monitoring.coreos.com/v1")).collect();
-        assert_eq!(served.len(), objects.len() - 2);
-        dry_run(&served, &dir);
+        let monitors =
+            objects.iter().filter(|o| o["apiVersion"].as_str() == Some("monitoring.coreos.com/v1")).count();
+        assert_eq!(monitors, 2);
+        dry_run(&objects.iter().collect::<Vec<_>>(), &dir);
         check_monitors(&objects, &ns);
         // The dashboard ConfigMap holds the JSON of dashboards/.
         let cm = of_kind(&objects, "ConfigMap")[0];
         let json: serde_json::Value =
             serde_json::from_str(cm["data"]["goim-rs.json"].as_str().unwrap()).unwrap();
         assert_eq!(json["uid"], "goim-rs");
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+/// The dry run has teeth: the Prometheus Operator's schemas refuse a monitor with a misspelt
+/// field (strict field validation) or a malformed value (the CRD's pattern), naming the field.
+#[tokio::test]
+#[ignore = "needs the control plane (scripts/k8s.sh start)"]
+async fn monitor_with_a_wrong_field_fails_the_strict_dry_run() {
+    in_namespace("chart-monitor-refused", |client, ns| async move {
+        let dir = std::env::temp_dir().join(format!("goim-chart-{ns}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        apply_prometheus_crds(&client).await;
+        let objects = template(&ns, &["-f", &all_values()]);
+        let mut service_monitor = of_kind(&objects, "ServiceMonitor")[0].clone();
+        let mut pod_monitor = of_kind(&objects, "PodMonitor")[0].clone();
+        dry_run(&[&service_monitor, &pod_monitor], &dir);
+
+        service_monitor["spec"]["endpoints"][0]["scrapeIntervall"] = Value::from("15s");
+        let (ok, said) = try_dry_run(&[&service_monitor], &dir);
+        assert!(!ok, "a ServiceMonitor with an unknown field passed:\n{said}");
+        assert!(said.contains(".spec.endpoints[0].scrapeIntervall: field not declared in schema"), "{said}");
+
+        pod_monitor["spec"]["podMetricsEndpoints"][0]["interval"] = Value::from("15 seconds");
+        let (ok, said) = try_dry_run(&[&pod_monitor], &dir);
+        assert!(!ok, "a PodMonitor with a malformed interval passed:\n{said}");
+        assert!(said.contains("spec.podMetricsEndpoints[0].interval"), "{said}");
         let _ = std::fs::remove_dir_all(&dir);
     })
     .await;
