@@ -21,6 +21,8 @@ use support::{eventually, http, sample};
 
 const ROOM: &str = "drain";
 const OP: i32 = 1000;
+/// `comet.drain.reconnect_min`'s default: every drain hint is at least this.
+const DRAIN_MIN_MS: u64 = 1000;
 
 struct Cluster {
     _dir: Scratch,
@@ -131,7 +133,8 @@ impl Seen {
         self.frames.iter().any(|(_, f)| f.op == OP && &f.body[..] == body)
     }
 
-    /// Checks the end: op 6 `drain` is the last packet, with a hint within `0..=jitter_ms`,
+    /// Checks the end: op 6 `drain` is the last packet, with a hint within
+    /// `DRAIN_MIN_MS..=DRAIN_MIN_MS + jitter_ms` (the default floor, `comet.drain.reconnect_min`),
     /// and then the connection closed. Returns when op 6 arrived.
     fn check_told(&self, jitter_ms: u64) -> Result<Instant, String> {
         let Some((at, body)) = self.op6() else {
@@ -141,8 +144,11 @@ impl Seen {
             return Err(format!("{}: op 6 reason {body}", self.what));
         }
         match body["reconnect_after_ms"].as_u64() {
-            Some(ms) if ms <= jitter_ms => {}
-            _ => return Err(format!("{}: reconnect_after_ms out of 0..={jitter_ms}: {body}", self.what)),
+            Some(ms) if (DRAIN_MIN_MS..=DRAIN_MIN_MS + jitter_ms).contains(&ms) => {}
+            _ => {
+                let range = format!("{DRAIN_MIN_MS}..={}", DRAIN_MIN_MS + jitter_ms);
+                return Err(format!("{}: reconnect_after_ms out of {range}: {body}", self.what));
+            }
         }
         if self.frames.last().map(|(_, f)| f.op) != Some(Op::DisconnectReply.code()) {
             return Err(format!("{}: packets after op 6", self.what));

@@ -147,7 +147,13 @@ pub struct DrainConfig {
     pub timeout: Duration,
     /// Disconnects per second, spread evenly (one every `1/rate` s).
     pub rate: u32,
-    /// The op-6 `reconnect_after_ms` hint is uniform in `0..=reconnect_jitter`.
+    /// The smallest op-6 `reconnect_after_ms` hint. A rollout deletes the old comets together,
+    /// but not in the same instant, and a Service stops routing to a terminating pod a moment
+    /// after it terminates: a client told to go at once could land on another old comet and be
+    /// drained twice. A second lets every old comet leave the Service first.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    /// The op-6 `reconnect_after_ms` hint is `reconnect_min` plus a uniform `0..=reconnect_jitter`.
     #[serde(with = "humantime_serde")]
     pub reconnect_jitter: Duration,
 }
@@ -256,7 +262,12 @@ impl Default for DisconnectConfig {
 
 impl Default for DrainConfig {
     fn default() -> DrainConfig {
-        DrainConfig { timeout: Duration::from_secs(20), rate: 500, reconnect_jitter: Duration::from_secs(10) }
+        DrainConfig {
+            timeout: Duration::from_secs(20),
+            rate: 500,
+            reconnect_min: Duration::from_secs(1),
+            reconnect_jitter: Duration::from_secs(10),
+        }
     }
 }
 
@@ -382,6 +393,7 @@ mod tests {
             DrainConfig {
                 timeout: Duration::from_secs(30),
                 rate: 200,
+                reconnect_min: Duration::from_secs(1),
                 reconnect_jitter: Duration::from_secs(5)
             }
         );

@@ -70,8 +70,9 @@ impl Disconnect {
 
     /// The suggested reconnect delay, or `None` where reconnecting with the same token is pointless.
     ///
-    /// A drain's hint is uniform in `0..=drain.reconnect_jitter` with no floor: the drain itself
-    /// already spreads the disconnects over time, and the other comets are up.
+    /// A drain's hint is `drain.reconnect_min` plus a uniform `0..=drain.reconnect_jitter`: the
+    /// drain itself already spreads the disconnects over time, and the floor gives the other
+    /// old comets of a rollout time to leave the Service first.
     pub fn reconnect_after(&self, config: &Config) -> Option<Duration> {
         let jitter = |max: Duration| {
             let ms = max.as_millis() as u64;
@@ -79,7 +80,7 @@ impl Disconnect {
         };
         let cfg = &config.disconnect;
         match self {
-            Disconnect::Drain => Some(jitter(config.drain.reconnect_jitter)),
+            Disconnect::Drain => Some(config.drain.reconnect_min + jitter(config.drain.reconnect_jitter)),
             Disconnect::Shutdown | Disconnect::Unavailable => {
                 Some(cfg.reconnect_min + jitter(cfg.reconnect_jitter))
             }
@@ -120,6 +121,7 @@ mod tests {
         let mut cfg = Config::default();
         cfg.disconnect.reconnect_min = Duration::from_secs(1);
         cfg.disconnect.reconnect_jitter = Duration::from_secs(4);
+        cfg.drain.reconnect_min = Duration::from_millis(500);
         cfg.drain.reconnect_jitter = Duration::from_secs(2);
         let p = d.packet(&cfg);
         assert_eq!(p.op, 6);
@@ -137,11 +139,11 @@ mod tests {
     }
 
     #[test]
-    fn a_drain_suggests_a_reconnect_uniform_in_zero_to_the_drain_jitter() {
+    fn a_drain_suggests_a_reconnect_of_the_drain_floor_plus_a_uniform_jitter() {
         let hints: Vec<u64> =
             (0..200).map(|_| body(Disconnect::Drain)["reconnect_after_ms"].as_u64().unwrap()).collect();
-        assert!(hints.iter().all(|ms| *ms <= 2000), "{hints:?}");
-        assert!(hints.iter().any(|ms| *ms < 1000), "no floor: {hints:?}");
+        assert!(hints.iter().all(|ms| (500..=2500).contains(ms)), "{hints:?}");
+        assert!(hints.iter().any(|ms| *ms < 1500) && hints.iter().any(|ms| *ms > 1500), "spread: {hints:?}");
         assert!(body(Disconnect::Drain)["reason"] == "drain");
     }
 

@@ -212,7 +212,12 @@ mod tests {
     }
 
     fn config(rate: u32, timeout: Duration) -> DrainConfig {
-        DrainConfig { rate, timeout, reconnect_jitter: Duration::from_secs(1) }
+        DrainConfig {
+            rate,
+            timeout,
+            reconnect_min: Duration::from_secs(1),
+            reconnect_jitter: Duration::from_secs(1),
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,7 +5,7 @@
 //! [admin]      # addr = "0.0.0.0:3100"; GET /drain is the preStop hook
 //! [shutdown]   # grace = "20s", after the drain
 //! [comet]      # goim_comet::Config; server_id defaults to $POD_NAME, else the hostname
-//! [comet.drain] # timeout = "20s", rate = 500, reconnect_jitter = "10s"
+//! [comet.drain] # timeout = "20s", rate = 500, reconnect_min = "1s", reconnect_jitter = "10s"
 //! [grpc]       # goim_comet::grpc::ServerConfig; addr = "0.0.0.0:3109"
 //! [logic]      # goim_comet::logic::ClientConfig; addrs = ["127.0.0.1:3119"]
 //! ```
