@@ -30,7 +30,7 @@ installed() {
     for f in "${FILES[@]}"; do [[ -s $crds/$f ]] || return 1; done
 }
 
-install() {
+install_crds() {
     command -v go >/dev/null || die "go is not installed"
     mkdir -p "$dir"
     # One install at a time, even when several scripts start at once.
@@ -55,7 +55,7 @@ install() {
     mkdir -p "$crds.new"
     for f in "${FILES[@]}"; do
         [[ -s $src/example/prometheus-operator-crd/$f ]] || die "$MODULE@$PROMETHEUS_OPERATOR_VERSION has no example/prometheus-operator-crd/$f"
-        install -m 0644 "$src/example/prometheus-operator-crd/$f" "$crds.new/$f"
+        command install -m 0644 "$src/example/prometheus-operator-crd/$f" "$crds.new/$f"
     done
     echo "$PROMETHEUS_OPERATOR_VERSION" >"$crds.new/.version"
     rm -rf "$crds"
@@ -66,7 +66,7 @@ install() {
 }
 
 case "${1:-}" in
-    install) install ;;
+    install) install_crds ;;
     dir) echo "$crds" ;;
     *) echo "usage: $0 install|dir" >&2; exit 64 ;;
 esac
