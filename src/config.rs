@@ -1,16 +1,13 @@
 //! The embedded process's configuration: one TOML file with a table per tier.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::process::Settings;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("{path}: {source}")]
-    Parse { path: String, source: Box<toml::de::Error> },
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
@@ -71,28 +68,13 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Reads `path` (or the defaults when there is none) and validates the result.
-    pub fn load(path: Option<&Path>) -> Result<Config, Error> {
-        let config = match path {
-            None => Config::default(),
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|source| Error::Read { path: p.display().to_string(), source })?;
-                Config::parse(&text)
-                    .map_err(|source| Error::Parse { path: p.display().to_string(), source })?
-            }
-        };
-        config.validate()?;
-        Ok(config)
-    }
-
     /// Parses a config file over the embedded defaults: a key the file leaves out keeps the
     /// embedded default even inside a table the file sets (`[logic.http]` alone must not turn
     /// the embedded JSON-token auth into logic's own `jwt` default).
     pub fn parse(text: &str) -> Result<Config, Box<toml::de::Error>> {
         let file: toml::Table = toml::from_str(text).map_err(Box::new)?;
-        let mut merged = toml::Table::try_from(Config::default()).expect("the defaults serialize to TOML");
-        overlay(&mut merged, file);
+        let mut merged = <Config as Settings>::defaults();
+        crate::process::overlay(&mut merged, file);
         merged.try_into().map_err(Box::new)
     }
 
@@ -107,15 +89,15 @@ impl Config {
     }
 }
 
-/// Writes `top` over `base`, table by table.
-fn overlay(base: &mut toml::Table, top: toml::Table) {
-    for (k, v) in top {
-        match (base.get_mut(&k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => overlay(b, t),
-            (_, v) => {
-                base.insert(k, v);
-            }
-        }
+/// The embedded process is loaded like the tiers (`process::load`: file, then `GOIM_*` overrides),
+/// over the embedded defaults rather than the tiers' types' own.
+impl Settings for Config {
+    fn defaults() -> toml::Table {
+        toml::Table::try_from(Config::default()).expect("the defaults serialize to TOML")
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        Config::validate(self).map_err(|Error::Invalid(why)| why)
     }
 }
 

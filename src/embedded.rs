@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 use crate::admin::{self, Admin};
 use crate::config::Config;
 use crate::port::{InProcessComet, InProcessLogic};
+use crate::process::Tier;
 
 /// Where a running process listens (ports resolved, so tests can bind port 0).
 #[derive(Clone, Debug)]
@@ -175,5 +176,21 @@ impl Embedded {
             warn!("shutdown grace period ran out");
         }
         all
+    }
+}
+
+/// `goim` is a binary like the tiers: `process::main::<Embedded>()`.
+impl Tier for Embedded {
+    type Settings = Config;
+    const NAME: &'static str = "goim";
+    const ABOUT: &'static str = "goim-rs: a goim-compatible push server. Without a config file it runs with \
+        the embedded defaults: TCP 3101, WebSocket 3102 (/sub), push API 3111, admin 3100.";
+
+    async fn start(config: Config) -> anyhow::Result<Embedded> {
+        Embedded::start(config).await
+    }
+
+    async fn stop(self) -> bool {
+        Embedded::stop(self).await
     }
 }

@@ -1,7 +1,7 @@
 //! goim-rs, composed: configuration, the in-process ports, the admin listener, and the embedded
-//! process that runs comet, logic and job together. The `goim` binary is a thin `main` over this.
-//! The distributed binaries (`goim-comet`, `goim-logic`, `goim-job`) are thin `main`s over
-//! [`process`] (command line, config with [`env`] overrides, signal) and [`distributed`].
+//! process that runs comet, logic and job together. Every binary is a thin `main` over
+//! [`process`] (command line, config with [`env`] overrides, signal): `goim` over [`embedded`],
+//! the distributed ones (`goim-comet`, `goim-logic`, `goim-job`) over [`distributed`].
 
 pub mod admin;
 pub mod config;

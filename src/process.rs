@@ -1,11 +1,13 @@
-//! What the three tier binaries (`goim-comet`, `goim-logic`, `goim-job`) share: the command line,
-//! logging, loading and checking the configuration, the signal, and the exit code.
+//! What every binary (`goim`, the embedded process, and the tiers `goim-comet`, `goim-logic`,
+//! `goim-job`) shares: the command line, logging, loading and checking the configuration, the
+//! signal, and the exit code.
 //!
-//! Configuration is read in this order: the TOML file (`--config` / `GOIM_CONFIG`), then the
-//! environment overrides ([`crate::env`]), then defaults that come from the environment
-//! ([`Settings::from_environment`], e.g. comet's server id from `POD_NAME`). The result is
-//! deserialized (unknown keys refused) and validated before anything binds a port. Invalid
-//! configuration exits with 64 (sysexits' `EX_USAGE`) and a message naming the field.
+//! Configuration is read in this order: the binary's built-in defaults ([`Settings::defaults`]:
+//! the embedded process's differ from the tiers'), the TOML file over them (`--config` /
+//! `GOIM_CONFIG`), then the environment overrides ([`crate::env`]), then defaults that come from
+//! the environment ([`Settings::from_environment`], e.g. comet's server id from `POD_NAME`). The
+//! result is deserialized (unknown keys refused) and validated before anything binds a port.
+//! Invalid configuration exits with 64 (sysexits' `EX_USAGE`) and a message naming the field.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -22,6 +24,12 @@ pub const EX_USAGE: u8 = 64;
 
 /// A binary's configuration file type.
 pub trait Settings: DeserializeOwned + Serialize + Sized {
+    /// The table the file is laid over, key by key: a key the file leaves out keeps this value
+    /// even inside a table the file sets. Empty (the types' own defaults) unless the binary's
+    /// defaults differ from its types'.
+    fn defaults() -> toml::Table {
+        toml::Table::new()
+    }
     /// Fills defaults that come from the environment into the parsed table (after overrides).
     fn from_environment(_table: &mut toml::Table, _env: &HashMap<String, String>) {}
     /// Checks what serde cannot; the message starts with the dotted field name.
@@ -33,6 +41,8 @@ pub trait Tier: Sized {
     type Settings: Settings;
     /// The binary's name, for messages.
     const NAME: &'static str;
+    /// What `--help` says the binary is; empty: the package's description.
+    const ABOUT: &'static str = "";
     /// Binds every listener and starts serving.
     fn start(settings: Self::Settings) -> impl Future<Output = anyhow::Result<Self>>;
     /// Shuts down in the house order; returns whether it finished within the grace period.
@@ -59,14 +69,14 @@ pub fn load<S: Settings>(
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> Result<S, LoadError> {
     let name = path.map_or_else(|| "configuration".to_owned(), |p| p.display().to_string());
-    let mut table = match path {
-        None => toml::Table::new(),
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|source| LoadError::Read { path: name.clone(), source })?;
-            toml::from_str(&text).map_err(|e| LoadError::Parse { path: name.clone(), source: Box::new(e) })?
-        }
-    };
+    let mut table = S::defaults();
+    if let Some(p) = path {
+        let text =
+            std::fs::read_to_string(p).map_err(|source| LoadError::Read { path: name.clone(), source })?;
+        let file = toml::from_str(&text)
+            .map_err(|e| LoadError::Parse { path: name.clone(), source: Box::new(e) })?;
+        overlay(&mut table, file);
+    }
     let env: HashMap<String, String> = vars.into_iter().collect();
     let set = crate::env::apply(&mut table, env.iter().map(|(k, v)| (k.clone(), v.clone())))?;
     if !set.is_empty() {
@@ -90,6 +100,18 @@ pub fn load<S: Settings>(
     Ok(settings)
 }
 
+/// Writes `top` over `base`, table by table.
+pub(crate) fn overlay(base: &mut toml::Table, top: toml::Table) {
+    for (k, v) in top {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => overlay(b, t),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
 /// The dotted path a deserialization error names (its last line: ``in `logic.http.push_token` ``).
 fn failed_path(error: &toml::de::Error) -> Option<String> {
     let text = error.to_string();
@@ -100,7 +122,7 @@ fn failed_path(error: &toml::de::Error) -> Option<String> {
 #[derive(Parser)]
 #[command(version = crate::VERSION)]
 struct Args {
-    /// TOML configuration file (see examples/distributed/).
+    /// TOML configuration file (see examples/goim.toml, and examples/distributed/ for the tiers).
     #[arg(long, short, env = "GOIM_CONFIG")]
     config: Option<PathBuf>,
     /// Print the effective configuration as TOML and exit.
@@ -113,7 +135,7 @@ struct Args {
     check_config: bool,
 }
 
-/// The whole `main` of a tier binary.
+/// The whole `main` of a binary.
 pub fn main<T: Tier>() -> ExitCode {
     // Logs go to stderr, so `--print-config` output on stdout stays valid TOML.
     tracing_subscriber::fmt()
@@ -123,7 +145,11 @@ pub fn main<T: Tier>() -> ExitCode {
         )
         .init();
     // Named after the binary, not the package (`goim-comet 0.1.0 (abc1234)` for --version).
-    let matches = Args::command().name(T::NAME).bin_name(T::NAME).get_matches();
+    let mut command = Args::command().name(T::NAME).bin_name(T::NAME);
+    if !T::ABOUT.is_empty() {
+        command = command.about(T::ABOUT);
+    }
+    let matches = command.get_matches();
     let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let settings: T::Settings = match load(args.config.as_deref(), std::env::vars()) {
         Ok(s) => s,

@@ -143,6 +143,46 @@ fn print_config_shows_the_embedded_defaults_as_toml() {
     assert_eq!(parsed, goim::Config::default());
 }
 
+/// The embedded binary is loaded like the tiers: the file over the embedded defaults, then the
+/// `GOIM_*` overrides (it used to ignore the environment).
+#[test]
+fn the_embedded_binary_takes_environment_overrides_over_its_file() {
+    let mut file = tempfile();
+    write!(file.1, "[comet]\nmax_connections = 5\n[logic.http]\naddr = \"127.0.0.1:3999\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_goim"))
+        .arg("--config")
+        .arg(&file.0)
+        .arg("--print-config")
+        .env("GOIM_COMET__MAX_CONNECTIONS", "7")
+        .env("GOIM_COMET__DRAIN__RATE", "9")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let printed = goim::Config::parse(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!(printed.comet.max_connections, 7, "the override wins over the file");
+    assert_eq!(printed.comet.drain.rate, 9);
+    assert_eq!(printed.logic.http.addr, "127.0.0.1:3999", "the file still applies");
+    assert_eq!(
+        printed.logic.auth.mode,
+        goim::Config::default().logic.auth.mode,
+        "over the embedded defaults"
+    );
+
+    // A bad override is refused like a bad file, naming the key; --check-config says so too.
+    for args in [&["--print-config"][..], &["--check-config"][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_goim"))
+            .args(args)
+            .env("GOIM_COMET__OUTBOX__CAPACITY", "0")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("comet.outbox.capacity"), "{out:?}");
+    }
+    let ok = Command::new(env!("CARGO_BIN_EXE_goim")).arg("--check-config").output().unwrap();
+    assert!(ok.status.success(), "{ok:?}");
+    let _ = std::fs::remove_file(&file.0);
+}
+
 fn tempfile() -> (std::path::PathBuf, std::fs::File) {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
