@@ -157,13 +157,15 @@ mod tests {
     }
 
     #[test]
-    fn kafka_settings_are_checked_only_when_the_queue_is_kafka() {
+    fn job_takes_only_the_kafka_queue_and_checks_its_settings() {
         let mut job = JobSettings::default();
         job.discovery.comets =
             vec![discovery::StaticComet { server_id: "c".into(), addr: "127.0.0.1:3109".into() }];
-        job.kafka.brokers = Vec::new();
+        assert_eq!(job.queue.kind, QueueKind::Kafka, "the default");
         job.validate().unwrap();
-        job.queue.kind = QueueKind::Kafka;
+        job.kafka.brokers = Vec::new();
         assert!(job.validate().unwrap_err().starts_with("kafka.brokers"));
+        job.queue.kind = QueueKind::Memory;
+        assert!(job.validate().unwrap_err().starts_with("queue.kind: goim-job consumes Kafka"));
     }
 }

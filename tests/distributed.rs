@@ -53,6 +53,7 @@ fn configs(dir: &Scratch, p: &Ports) -> (PathBuf, PathBuf, PathBuf) {
             p.tcp, p.ws, p.comet_grpc, p.logic_grpc, p.comet_admin
         ),
     );
+    // goim-job with the memory queue: refused (below), since logic dispatches that queue itself.
     let job = dir.file(
         "job.toml",
         &format!(
@@ -65,7 +66,7 @@ fn configs(dir: &Scratch, p: &Ports) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 #[tokio::test]
-async fn the_three_binaries_run_a_comet_that_authenticates_through_logic_over_grpc() {
+async fn comet_and_logic_run_a_comet_that_authenticates_through_logic_over_grpc() {
     let p = Ports {
         tcp: free_port(),
         ws: free_port(),
@@ -80,8 +81,12 @@ async fn the_three_binaries_run_a_comet_that_authenticates_through_logic_over_gr
     let (logic_toml, comet_toml, job_toml) = configs(&dir, &p);
     let logic = Proc::start("goim-logic", &logic_toml, &[]);
     let comet = Proc::start("goim-comet", &comet_toml, &[("POD_NAME", "comet-1")]);
-    let job = Proc::start("goim-job", &job_toml, &[]);
-    for admin in [p.logic_admin, p.comet_admin, p.job_admin] {
+    // With the memory queue goim-job is not needed, and refuses to start rather than idle.
+    let out = Command::new(binary("goim-job")).arg("--config").arg(&job_toml).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("queue.kind: goim-job consumes Kafka"), "{stderr}");
+    for admin in [p.logic_admin, p.comet_admin] {
         assert!(ready(admin).await, "admin port {admin} never became ready");
     }
 
@@ -135,7 +140,6 @@ async fn the_three_binaries_run_a_comet_that_authenticates_through_logic_over_gr
     assert!(comet.terminate().success(), "goim-comet exit status");
     let (seen, _) = member.until_closed(WAIT).await.unwrap();
     assert!(seen.iter().any(|f| f.op == Op::DisconnectReply.code()), "no op 6 before close: {seen:?}");
-    assert!(job.terminate().success(), "goim-job exit status");
     assert!(logic.terminate().success(), "goim-logic exit status");
 }
 

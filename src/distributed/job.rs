@@ -7,25 +7,22 @@
 //! [job]         # goim_job::Config: room batching, dispatch
 //! [discovery]   # static list or Kubernetes EndpointSlices
 //! [comet]       # goim_job::comet::ClientConfig: deadline, keepalive
-//! [queue]       # kind = "kafka" (or "memory": nothing to consume, see below)
+//! [queue]       # kind = "kafka", the default and the only queue goim-job takes
 //! [kafka]       # goim_job::KafkaConfig: brokers, topic, group (goim-push-group-job), ...
 //! ```
 //!
-//! With `queue.kind = "memory"` this process has no producer (the memory queue lives inside
-//! goim-logic, which then dispatches itself), so it consumes nothing; it starts, serves its
-//! admin port and says so in the log.
+//! `queue.kind = "memory"` is refused by validation: the memory queue lives inside goim-logic,
+//! which then dispatches its pushes itself, so a goim-job on it would have nothing to consume.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use goim_api::PushMsg;
 use goim_job::comet::{ClientConfig as CometClientConfig, GrpcComets};
 use goim_job::discovery;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
@@ -56,7 +53,7 @@ impl Default for JobSettings {
             job: Default::default(),
             discovery: Default::default(),
             comet: Default::default(),
-            queue: Default::default(),
+            queue: QueueConfig { kind: QueueKind::Kafka },
             kafka: Default::default(),
         }
     }
@@ -70,7 +67,12 @@ impl Settings for JobSettings {
         self.discovery.validate().map_err(|e| e.to_string())?;
         self.comet.validate().map_err(|e| e.to_string())?;
         match self.queue.kind {
-            QueueKind::Memory => Ok(()),
+            QueueKind::Memory => {
+                Err("queue.kind: goim-job consumes Kafka; with \"memory\" the queue lives inside \
+                 goim-logic, which dispatches its pushes itself, so goim-job is not needed (set \
+                 queue.kind = \"kafka\" in logic and job to run it)"
+                    .into())
+            }
             QueueKind::Kafka => self.kafka.validate().map_err(|e| e.to_string()),
         }
     }
@@ -93,8 +95,6 @@ pub struct JobProcess {
     tasks: TaskTracker,
     ready: Arc<AtomicBool>,
     grace: Duration,
-    /// The memory queue's sender, held so its receiver stays open (nothing sends on it).
-    _idle: Option<mpsc::Sender<PushMsg>>,
 }
 
 impl Tier for JobProcess {
@@ -114,29 +114,14 @@ impl Tier for JobProcess {
         metrics.register(&mut registry);
         let comets = Arc::new(GrpcComets::new(&*discovery, s.comet.clone()));
         let job = goim_job::Job::new(s.job.clone(), comets, metrics.clone());
-        let idle = match s.queue.kind {
-            QueueKind::Memory => {
-                warn!("queue.kind = \"memory\": this job has no producer and consumes nothing; use kafka");
-                let (tx, rx) = mpsc::channel(1);
-                let stop = job_stop.clone();
-                job_tasks.spawn(async move {
-                    if let Err(e) = job.run(goim_job::MemoryQueue::new(rx), stop).await {
-                        error!(error = %e, "job stopped");
-                    }
-                });
-                Some(tx)
+        // Validation let only Kafka through.
+        let source = goim_job::KafkaSource::new(&s.kafka, metrics)?;
+        let stop = job_stop.clone();
+        job_tasks.spawn(async move {
+            if let Err(e) = job.run(source, stop).await {
+                error!(error = %e, "job stopped");
             }
-            QueueKind::Kafka => {
-                let source = goim_job::KafkaSource::new(&s.kafka, metrics)?;
-                let stop = job_stop.clone();
-                job_tasks.spawn(async move {
-                    if let Err(e) = job.run(source, stop).await {
-                        error!(error = %e, "job stopped");
-                    }
-                });
-                None
-            }
-        };
+        });
 
         let ready = Arc::new(AtomicBool::new(false));
         let admin = admin::Admin { registry: Arc::new(registry), ready: ready.clone() };
@@ -158,7 +143,6 @@ impl Tier for JobProcess {
             tasks,
             ready,
             grace: s.shutdown.grace,
-            _idle: idle,
         })
     }
 
