@@ -140,7 +140,7 @@ mod tests {
         let comet_grpc = comet.grpc.addr.rsplit(':').next().unwrap().to_owned();
         assert!(logic.discovery.unwrap().comets[0].addr.ends_with(&comet_grpc));
         assert!(job.discovery.comets[0].addr.ends_with(&comet_grpc));
-        assert_eq!(comet.logic.addrs[0].rsplit(':').next(), logic.grpc.addr.rsplit(':').next());
+        assert_eq!(comet.logic_client.addrs[0].rsplit(':').next(), logic.grpc.addr.rsplit(':').next());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// Exit code for unusable configuration (sysexits' EX_USAGE).
 pub const EX_USAGE: u8 = 64;
@@ -30,6 +30,9 @@ pub trait Settings: DeserializeOwned + Serialize + Sized {
     fn defaults() -> toml::Table {
         toml::Table::new()
     }
+    /// Tables renamed, `(old, new)`: a file or override under the old name still loads, with a
+    /// deprecation warning, for one release.
+    const RENAMED: &'static [(&'static str, &'static str)] = &[];
     /// Fills defaults that come from the environment into the parsed table (after overrides).
     fn from_environment(_table: &mut toml::Table, _env: &HashMap<String, String>) {}
     /// Checks what serde cannot; the message starts with the dotted field name.
@@ -82,6 +85,7 @@ pub fn load<S: Settings>(
     if !set.is_empty() {
         info!(keys = ?set, "configuration overridden from the environment");
     }
+    rename_tables::<S>(&mut table);
     S::from_environment(&mut table, &env);
     let vars: Vec<(String, String)> = env.into_iter().collect();
     let settings: S = loop {
@@ -98,6 +102,24 @@ pub fn load<S: Settings>(
     };
     settings.validate().map_err(LoadError::Invalid)?;
     Ok(settings)
+}
+
+/// Moves each table under a deprecated name (`S::RENAMED`) to its new name, warning once per
+/// table; one given under both names is merged, the old name's keys last (it is usually an
+/// older override).
+fn rename_tables<S: Settings>(table: &mut toml::Table) {
+    for (old, new) in S::RENAMED {
+        let Some(value) = table.remove(*old) else { continue };
+        warn!(
+            "[{old}] is the old name of [{new}]: rename it (the old name is accepted until the next release)"
+        );
+        match (table.get_mut(*new), value) {
+            (Some(toml::Value::Table(current)), toml::Value::Table(renamed)) => overlay(current, renamed),
+            (_, value) => {
+                table.insert((*new).to_owned(), value);
+            }
+        }
+    }
 }
 
 /// Writes `top` over `base`, table by table.

@@ -132,7 +132,7 @@ impl Cluster {
                 "[comet]\nserver_id = \"{id}\"\ntcp.bind = [\"127.0.0.1:{tcp}\"]\n\
                  websocket.bind = [\"127.0.0.1:{ws}\"]\nonline.renew_interval = \"200ms\"\n\
                  protocol.session_renew = \"{SESSION_RENEW_MS}ms\"\n\
-                 [grpc]\naddr = \"127.0.0.1:{grpc}\"\n[logic]\naddrs = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n\
+                 [grpc]\naddr = \"127.0.0.1:{grpc}\"\n[logic_client]\naddrs = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n\
                  [admin]\naddr = \"127.0.0.1:{admin}\"\n",
                 logic_grpc[0], logic_grpc[1]
             );

@@ -85,7 +85,7 @@ async fn a_dead_comets_routes_are_dropped(store: &str, ns: &str) -> (Vec<i64>, S
             &format!("{id}.toml"),
             &format!(
                 "[comet]\ntcp.bind = [\"127.0.0.1:{tcp}\"]\nwebsocket.bind = [\"127.0.0.1:{ws}\"]\n\
-                 online.renew_interval = \"100ms\"\n[grpc]\naddr = \"127.0.0.1:{grpc}\"\n[logic]\naddrs = [\"127.0.0.1:{logic_grpc}\"]\n\
+                 online.renew_interval = \"100ms\"\n[grpc]\naddr = \"127.0.0.1:{grpc}\"\n[logic_client]\naddrs = [\"127.0.0.1:{logic_grpc}\"]\n\
                  [admin]\naddr = \"127.0.0.1:{admin}\"\n[shutdown]\ngrace = \"5s\"\n"
             ),
         );

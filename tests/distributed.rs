@@ -48,7 +48,7 @@ fn configs(dir: &Scratch, p: &Ports) -> (PathBuf, PathBuf, PathBuf) {
         "comet.toml",
         &format!(
             "[comet]\ntcp.bind = [\"127.0.0.1:{}\"]\nwebsocket.bind = [\"127.0.0.1:{}\"]\n\
-             online.renew_interval = \"100ms\"\n[grpc]\naddr = \"127.0.0.1:{}\"\n[logic]\naddrs = [\"127.0.0.1:{}\"]\n\
+             online.renew_interval = \"100ms\"\n[grpc]\naddr = \"127.0.0.1:{}\"\n[logic_client]\naddrs = [\"127.0.0.1:{}\"]\n\
              [admin]\naddr = \"127.0.0.1:{}\"\n[shutdown]\ngrace = \"5s\"\n",
             p.tcp, p.ws, p.comet_grpc, p.logic_grpc, p.comet_admin
         ),
@@ -187,7 +187,66 @@ fn print_config_shows_the_environment_override_and_the_tier_defaults() {
     assert_eq!(printed["grpc"]["timeout"].as_str(), Some("3s"));
     assert_eq!(printed["grpc"]["addr"].as_str(), Some("0.0.0.0:3109"));
     assert_eq!(printed["admin"]["addr"].as_str(), Some("0.0.0.0:3100"));
-    assert_eq!(printed["logic"]["addrs"][0].as_str(), Some("127.0.0.1:3119"));
+    assert_eq!(printed["logic_client"]["addrs"][0].as_str(), Some("127.0.0.1:3119"));
+}
+
+/// `[logic]` in goim-comet and `[comet]` in goim-logic and goim-job were renamed to
+/// `[logic_client]` and `[comet_client]` (a table name means one thing in every binary); the
+/// old names still load, from a file or an override, with a warning.
+#[test]
+fn the_old_client_table_names_still_load_with_a_deprecation_warning() {
+    let dir = Scratch::new("renamed");
+    let comets =
+        "[discovery]\nkind = \"static\"\ncomets = [{ server_id = \"c\", addr = \"127.0.0.1:3109\" }]\n";
+    let cases = [
+        (
+            "goim-comet",
+            "[logic]\naddrs = [\"10.0.0.9:3119\"]\n".to_owned(),
+            "GOIM_LOGIC__TIMEOUT",
+            "logic",
+            "logic_client",
+        ),
+        (
+            "goim-logic",
+            format!("[logic.auth]\nmode = \"json\"\n{comets}[comet]\nmax_message_size = 8192\n"),
+            "GOIM_COMET__TIMEOUT",
+            "comet",
+            "comet_client",
+        ),
+        (
+            "goim-job",
+            format!("{comets}[comet]\nmax_message_size = 8192\n"),
+            "GOIM_COMET__TIMEOUT",
+            "comet",
+            "comet_client",
+        ),
+    ];
+    for (bin, text, var, old, new) in cases {
+        let file = dir.file(&format!("{bin}.toml"), &text);
+        let out = Command::new(binary(bin))
+            .arg("--config")
+            .arg(&file)
+            .arg("--print-config")
+            .env(var, "4s")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{bin}: {stderr}");
+        assert!(stderr.contains(&format!("[{old}] is the old name of [{new}]")), "{bin}: {stderr}");
+        let printed: toml::Table = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        assert_eq!(printed[new]["timeout"].as_str(), Some("4s"), "{bin}: the override under the old name");
+        if bin == "goim-comet" {
+            assert_eq!(printed[new]["addrs"][0].as_str(), Some("10.0.0.9:3119"), "the file's old table");
+            assert!(printed["comet"].get("addrs").is_none());
+        } else {
+            assert_eq!(
+                printed[new]["max_message_size"].as_integer(),
+                Some(8192),
+                "{bin}: the file's old table"
+            );
+            assert!(!printed.contains_key(old), "{bin}: [{old}] is not printed");
+        }
+    }
 }
 
 #[test]
@@ -351,7 +410,7 @@ async fn a_push_flows_logic_to_kafka_to_job_to_comet_across_processes() {
         &format!(
             "[comet]\nserver_id = \"{server}\"\ntcp.bind = [\"127.0.0.1:{tcp}\"]\nwebsocket.bind = []\n\
              online.renew_interval = \"100ms\"\n[grpc]\naddr = \"127.0.0.1:{comet_grpc}\"\n\
-             [logic]\naddrs = [\"127.0.0.1:{logic_grpc}\"]\n[admin]\naddr = \"127.0.0.1:{comet_admin}\"\n"
+             [logic_client]\naddrs = [\"127.0.0.1:{logic_grpc}\"]\n[admin]\naddr = \"127.0.0.1:{comet_admin}\"\n"
         ),
     );
     let job_toml = dir.file(

@@ -56,7 +56,7 @@ async fn cluster(name: &str, drain: &str) -> Cluster {
             "[comet]\nserver_id = \"comet-1\"\ntcp.bind = [\"127.0.0.1:{tcp}\"]\n\
              websocket.bind = [\"127.0.0.1:{ws}\"]\nonline.renew_interval = \"100ms\"\n\
              [comet.drain]\n{drain}\n[grpc]\naddr = \"127.0.0.1:{comet_grpc}\"\n\
-             [logic]\naddrs = [\"127.0.0.1:{logic_grpc}\"]\n[admin]\naddr = \"127.0.0.1:{comet_admin}\"\n\
+             [logic_client]\naddrs = [\"127.0.0.1:{logic_grpc}\"]\n[admin]\naddr = \"127.0.0.1:{comet_admin}\"\n\
              [shutdown]\ngrace = \"5s\"\n"
         ),
     );

@@ -82,7 +82,7 @@ async fn after_redis_restarts_empty_pushes_by_user_reach_every_client_within_sec
             &format!("{id}.toml"),
             &format!(
                 "[comet]\ntcp.bind = [\"127.0.0.1:{tcp}\"]\nwebsocket.bind = []\n[grpc]\naddr = \"127.0.0.1:{grpc}\"\n\
-                 [logic]\naddrs = [\"127.0.0.1:{logic_grpc}\"]\n[admin]\naddr = \"127.0.0.1:{admin}\"\n[shutdown]\ngrace = \"5s\"\n"
+                 [logic_client]\naddrs = [\"127.0.0.1:{logic_grpc}\"]\n[admin]\naddr = \"127.0.0.1:{admin}\"\n[shutdown]\ngrace = \"5s\"\n"
             ),
         );
         procs.push(Proc::start("goim-comet", &toml, &[("POD_NAME", id.as_str())]));

@@ -214,7 +214,7 @@ async fn a_storm_of_15000_clients_all_get_in_and_connected_clients_keep_their_pu
             "[comet]\nserver_id = \"storm-comet\"\ntcp.bind = [\"127.0.0.1:{tcp}\"]\nwebsocket.bind = [\"127.0.0.1:{ws}\"]\n\
              [comet.admission]\nauth_rate = {AUTH_RATE}\nauth_burst = {AUTH_BURST}\nauth_in_flight = {AUTH_IN_FLIGHT}\n\
              retry_min = \"200ms\"\nretry_jitter = \"3s\"\n\
-             [grpc]\naddr = \"127.0.0.1:{grpc}\"\n[logic]\naddrs = [\"127.0.0.1:{logic_grpc}\"]\n\
+             [grpc]\naddr = \"127.0.0.1:{grpc}\"\n[logic_client]\naddrs = [\"127.0.0.1:{logic_grpc}\"]\n\
              [admin]\naddr = \"127.0.0.1:{comet_admin}\"\n[shutdown]\ngrace = \"5s\"\n"
         ),
     );

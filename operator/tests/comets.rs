@@ -67,7 +67,7 @@ impl RealComets {
                 &file,
                 format!(
                     "[comet]\nserver_id = \"comet-{i}\"\ntcp.bind = [\"{ip}:3101\"]\nwebsocket.bind = []\n\
-                     [grpc]\naddr = \"{ip}:3109\"\n[admin]\naddr = \"{ip}:3100\"\n[logic]\naddrs = [\"127.0.0.1:{logic_grpc}\"]\n"
+                     [grpc]\naddr = \"{ip}:3109\"\n[admin]\naddr = \"{ip}:3100\"\n[logic_client]\naddrs = [\"127.0.0.1:{logic_grpc}\"]\n"
                 ),
             )
             .unwrap();

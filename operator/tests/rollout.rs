@@ -114,7 +114,7 @@ impl Kubelet {
                 "[comet]\nserver_id = \"{name}\"\ntcp.bind = [\"{ip}:3101\"]\nwebsocket.bind = []\n\
                  [comet.drain]\nrate = 30\nreconnect_jitter = \"500ms\"\ntimeout = \"15s\"\n\
                  [grpc]\naddr = \"{ip}:3109\"\n[admin]\naddr = \"{ip}:3100\"\n\
-                 [logic]\naddrs = [\"127.0.0.1:{}\"]\n",
+                 [logic_client]\naddrs = [\"127.0.0.1:{}\"]\n",
                 self.logic_grpc
             ),
         )

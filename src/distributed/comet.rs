@@ -7,7 +7,7 @@
 //! [comet]      # goim_comet::Config; server_id defaults to $POD_NAME, else the hostname
 //! [comet.drain] # timeout = "20s", rate = 500, reconnect_min = "1s", reconnect_jitter = "10s"
 //! [grpc]       # goim_comet::grpc::ServerConfig; addr = "0.0.0.0:3109"
-//! [logic]      # goim_comet::logic::ClientConfig; addrs = ["127.0.0.1:3119"]
+//! [logic_client] # goim_comet::logic::ClientConfig; addrs = ["127.0.0.1:3119"] (was [logic])
 //! ```
 
 use std::collections::HashMap;
@@ -36,7 +36,8 @@ pub struct CometSettings {
     pub shutdown: Shutdown,
     pub comet: goim_comet::Config,
     pub grpc: goim_comet::grpc::ServerConfig,
-    pub logic: ClientConfig,
+    /// The gRPC client of logic (`[logic_client]`; `[logic]` until 0.2).
+    pub logic_client: ClientConfig,
 }
 
 impl Default for CometSettings {
@@ -46,12 +47,14 @@ impl Default for CometSettings {
             shutdown: Default::default(),
             comet: Default::default(),
             grpc: Default::default(),
-            logic: Default::default(),
+            logic_client: Default::default(),
         }
     }
 }
 
 impl Settings for CometSettings {
+    const RENAMED: &'static [(&'static str, &'static str)] = &[("logic", "logic_client")];
+
     /// An unset `comet.server_id` is the pod name (`POD_NAME`, from the downward API), else the
     /// hostname (which Kubernetes also sets to the pod name).
     fn from_environment(table: &mut toml::Table, env: &HashMap<String, String>) {
@@ -71,7 +74,7 @@ impl Settings for CometSettings {
         grace_valid(self.shutdown.grace)?;
         self.comet.validate().map_err(|e| e.to_string())?;
         self.grpc.validate().map_err(|e| e.to_string())?;
-        self.logic.validate().map_err(|e| e.to_string())
+        self.logic_client.validate().map_err(|e| e.to_string())
     }
 }
 
@@ -122,7 +125,7 @@ impl Tier for CometProcess {
             admin: admin_l.local_addr()?,
         };
 
-        let logic = GrpcLogic::new(&s.logic)?;
+        let logic = GrpcLogic::new(&s.logic_client)?;
         let mut registry = Registry::default();
         let metrics = Arc::new(goim_comet::Metrics::default());
         metrics.register(&mut registry);
@@ -156,7 +159,7 @@ impl Tier for CometProcess {
         // Not ready after all if a `GET /drain` came in while starting.
         ready.store(!comet.is_draining(), Ordering::Release);
         info!(server_id = comet.server_id(), tcp = ?addrs.tcp, websocket = ?addrs.websocket, grpc = %addrs.grpc,
-              admin = %addrs.admin, logic = ?s.logic.addrs, "goim-comet serving");
+              admin = %addrs.admin, logic = ?s.logic_client.addrs, "goim-comet serving");
         Ok(CometProcess { addrs, comet, grpc_stop, admin_stop, tasks, ready, grace: s.shutdown.grace })
     }
 

@@ -6,7 +6,7 @@
 //! [shutdown]    # grace = "20s"
 //! [job]         # goim_job::Config: room batching, dispatch
 //! [discovery]   # static list or Kubernetes EndpointSlices
-//! [comet]       # goim_job::comet::ClientConfig: deadline, keepalive
+//! [comet_client] # goim_job::comet::ClientConfig (was [comet]): deadline, keepalive
 //! [queue]       # kind = "kafka", the default and the only queue goim-job takes
 //! [kafka]       # goim_job::KafkaConfig: brokers, topic, group (goim-push-group-job), ...
 //! ```
@@ -39,7 +39,8 @@ pub struct JobSettings {
     pub shutdown: Shutdown,
     pub job: goim_job::Config,
     pub discovery: discovery::Config,
-    pub comet: CometClientConfig,
+    /// The gRPC client of the comets (`[comet_client]`; `[comet]` until 0.2).
+    pub comet_client: CometClientConfig,
     pub queue: QueueConfig,
     /// The consumer group, when `queue.kind = "kafka"`.
     pub kafka: goim_job::KafkaConfig,
@@ -52,7 +53,7 @@ impl Default for JobSettings {
             shutdown: Default::default(),
             job: Default::default(),
             discovery: Default::default(),
-            comet: Default::default(),
+            comet_client: Default::default(),
             queue: QueueConfig { kind: QueueKind::Kafka },
             kafka: Default::default(),
         }
@@ -60,12 +61,14 @@ impl Default for JobSettings {
 }
 
 impl Settings for JobSettings {
+    const RENAMED: &'static [(&'static str, &'static str)] = &[("comet", "comet_client")];
+
     fn validate(&self) -> Result<(), String> {
         self.admin.validate()?;
         grace_valid(self.shutdown.grace)?;
         self.job.validate().map_err(|e| format!("job.{e}"))?;
         self.discovery.validate().map_err(|e| e.to_string())?;
-        self.comet.validate().map_err(|e| e.to_string())?;
+        self.comet_client.validate().map_err(|e| e.to_string())?;
         match self.queue.kind {
             QueueKind::Memory => {
                 Err("queue.kind: goim-job consumes Kafka; with \"memory\" the queue lives inside \
@@ -112,7 +115,7 @@ impl Tier for JobProcess {
         let mut registry = Registry::default();
         let metrics = goim_job::Metrics::new();
         metrics.register(&mut registry);
-        let comets = Arc::new(GrpcComets::new(&*discovery, s.comet.clone()));
+        let comets = Arc::new(GrpcComets::new(&*discovery, s.comet_client.clone()));
         let job = goim_job::Job::new(s.job.clone(), comets, metrics.clone());
         // Validation let only Kafka through.
         let source = goim_job::KafkaSource::new(&s.kafka, metrics)?;

@@ -12,7 +12,7 @@
 //! [discovery]   # optional: which comets exist (static list or Kubernetes EndpointSlices);
 //!               # gone_grace: routes of a comet unlisted this long are dropped
 //! [job]         # goim_job::Config, for the in-process dispatch of the memory queue
-//! [comet]       # goim_job::comet::ClientConfig, likewise
+//! [comet_client] # goim_job::comet::ClientConfig (was [comet]), likewise
 //! ```
 //!
 //! With `queue.kind = "memory"` there is no Kafka between logic and job, so this process runs the
@@ -55,7 +55,8 @@ pub struct LogicSettings {
     pub kafka: KafkaConfig,
     pub discovery: Option<discovery::Config>,
     pub job: goim_job::Config,
-    pub comet: CometClientConfig,
+    /// The gRPC client of the comets (`[comet_client]`; `[comet]` until 0.2).
+    pub comet_client: CometClientConfig,
 }
 
 impl Default for LogicSettings {
@@ -70,12 +71,14 @@ impl Default for LogicSettings {
             kafka: Default::default(),
             discovery: Default::default(),
             job: Default::default(),
-            comet: Default::default(),
+            comet_client: Default::default(),
         }
     }
 }
 
 impl Settings for LogicSettings {
+    const RENAMED: &'static [(&'static str, &'static str)] = &[("comet", "comet_client")];
+
     fn validate(&self) -> Result<(), String> {
         self.admin.validate()?;
         grace_valid(self.shutdown.grace)?;
@@ -95,7 +98,7 @@ impl Settings for LogicSettings {
                     .into());
             }
             self.job.validate().map_err(|e| format!("job.{e}"))?;
-            self.comet.validate().map_err(|e| e.to_string())?;
+            self.comet_client.validate().map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -158,7 +161,7 @@ impl Tier for LogicProcess {
                     goim_logic::queue::Memory::channel(s.logic.queue.capacity, s.logic.queue.publish_timeout);
                 // validate() made discovery required for the memory queue.
                 let discovery = discovery.as_ref().expect("validated: discovery is set");
-                let comets = Arc::new(GrpcComets::new(&**discovery, s.comet.clone()));
+                let comets = Arc::new(GrpcComets::new(&**discovery, s.comet_client.clone()));
                 let metrics = goim_job::Metrics::new();
                 metrics.register(&mut registry);
                 let job = goim_job::Job::new(s.job.clone(), comets, metrics);

@@ -87,7 +87,7 @@ pub(super) fn start(goim_bin: &Path, dir: &Path) -> Result<Instance> {
     let comet = format!(
         "# goim-comet for the benchmark\n[comet]\nserver_id = \"bench-comet\"\nmax_connections = 200000\n\
          tcp.bind = [\"127.0.0.1:{tcp}\"]\nwebsocket.bind = [\"127.0.0.1:{ws}\"]\n\
-         [grpc]\naddr = \"127.0.0.1:{comet_grpc}\"\n[logic]\naddrs = [\"127.0.0.1:{logic_grpc}\"]\n\
+         [grpc]\naddr = \"127.0.0.1:{comet_grpc}\"\n[logic_client]\naddrs = [\"127.0.0.1:{logic_grpc}\"]\n\
          [admin]\naddr = \"127.0.0.1:{comet_admin}\"\n[shutdown]\ngrace = \"3s\"\n"
     );
     let job_extra = std::env::var("GOIM_BENCH_JOB_TOML").unwrap_or_default().replace("\\n", "\n");

@@ -88,26 +88,26 @@ impl ClientConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |field, reason: String| Err(ConfigError { field, reason });
         if self.addrs.is_empty() {
-            return err("logic.addrs", "must name at least one logic instance".into());
+            return err("logic_client.addrs", "must name at least one logic instance".into());
         }
         for addr in &self.addrs {
             if let Err(e) = endpoint(addr) {
-                return err("logic.addrs", format!("{addr:?} is not host:port ({e})"));
+                return err("logic_client.addrs", format!("{addr:?} is not host:port ({e})"));
             }
         }
         for (field, d) in [
-            ("logic.resolve_interval", self.resolve_interval),
-            ("logic.timeout", self.timeout),
-            ("logic.connect_timeout", self.connect_timeout),
-            ("logic.keepalive_interval", self.keepalive_interval),
-            ("logic.keepalive_timeout", self.keepalive_timeout),
+            ("logic_client.resolve_interval", self.resolve_interval),
+            ("logic_client.timeout", self.timeout),
+            ("logic_client.connect_timeout", self.connect_timeout),
+            ("logic_client.keepalive_interval", self.keepalive_interval),
+            ("logic_client.keepalive_timeout", self.keepalive_timeout),
         ] {
             if d.is_zero() {
                 return err(field, "must be more than 0s".into());
             }
         }
         if self.max_message_size < 4096 {
-            return err("logic.max_message_size", "must be at least 4096 bytes".into());
+            return err("logic_client.max_message_size", "must be at least 4096 bytes".into());
         }
         Ok(())
     }
@@ -367,13 +367,13 @@ mod tests {
     #[test]
     fn invalid_client_settings_name_their_field() {
         let c = ClientConfig { addrs: Vec::new(), ..ClientConfig::default() };
-        assert_eq!(c.validate().unwrap_err().field, "logic.addrs");
+        assert_eq!(c.validate().unwrap_err().field, "logic_client.addrs");
         let c = ClientConfig { addrs: vec!["bad host:1".into()], ..ClientConfig::default() };
-        assert_eq!(c.validate().unwrap_err().field, "logic.addrs");
+        assert_eq!(c.validate().unwrap_err().field, "logic_client.addrs");
         let c = ClientConfig { timeout: Duration::ZERO, ..ClientConfig::default() };
-        assert_eq!(c.validate().unwrap_err().field, "logic.timeout");
+        assert_eq!(c.validate().unwrap_err().field, "logic_client.timeout");
         let c = ClientConfig { resolve_interval: Duration::ZERO, ..ClientConfig::default() };
-        assert_eq!(c.validate().unwrap_err().field, "logic.resolve_interval");
+        assert_eq!(c.validate().unwrap_err().field, "logic_client.resolve_interval");
         ClientConfig::default().validate().unwrap();
     }
 }

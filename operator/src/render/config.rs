@@ -172,7 +172,7 @@ pub fn base(pc: &PushCluster, tier: Tier, names: &Names, namespace: &str) -> (Ta
             // The headless logic Service: its DNS name lists every logic pod. goim-comet takes
             // a static address list, so how far calls spread over the pods is up to its client.
             t.insert(
-                "logic".into(),
+                "logic_client".into(),
                 table([(
                     "addrs",
                     list([format!("{}.{namespace}.svc:{LOGIC_GRPC}", names.logic_grpc_service())]),

@@ -128,20 +128,20 @@ fn comet_reaches_logic_through_the_headless_service() {
     let pc = cluster(PushClusterSpec::default());
     let r = config::render(&pc, Tier::Comet, &Names::new("demo"), "ns1").unwrap();
     let t: toml::Table = toml::from_str(&r.text).unwrap();
-    assert_eq!(t["logic"]["addrs"][0].as_str(), Some("demo-logic-grpc.ns1.svc:3119"));
+    assert_eq!(t["logic_client"]["addrs"][0].as_str(), Some("demo-logic-grpc.ns1.svc:3119"));
     assert!(t["comet"].get("server_id").is_none(), "server_id comes from POD_NAME");
 }
 
 #[test]
 fn fragment_overlays_the_rendered_file() {
     let mut spec = PushClusterSpec::default();
-    spec.comet.pod.config = "[comet.websocket]\ndemo = false\n[logic]\ntimeout = \"2s\"\n".into();
+    spec.comet.pod.config = "[comet.websocket]\ndemo = false\n[logic_client]\ntimeout = \"2s\"\n".into();
     let r = config::render(&cluster(spec), Tier::Comet, &Names::new("demo"), "ns1").unwrap();
     let t: toml::Table = toml::from_str(&r.text).unwrap();
     assert_eq!(t["comet"]["websocket"]["demo"].as_bool(), Some(false));
     assert_eq!(t["comet"]["websocket"]["bind"][0].as_str(), Some("0.0.0.0:3102"), "siblings stay");
-    assert_eq!(t["logic"]["timeout"].as_str(), Some("2s"));
-    assert!(t["logic"].get("addrs").is_some());
+    assert_eq!(t["logic_client"]["timeout"].as_str(), Some("2s"));
+    assert!(t["logic_client"].get("addrs").is_some());
 }
 
 #[test]
