@@ -22,13 +22,30 @@ pub struct Config {
     pub job: goim_job::Config,
 }
 
-/// The admin listener: `/metrics`, `/healthz`, `/readyz`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+/// `[admin]`, in every binary: `/metrics`, `/healthz`, `/readyz` (and comet's `/drain`). Each
+/// binary defaults it to its own port (embedded and comet 3100, logic 3110, job 3120: the
+/// binary's defaults); a written `[admin]` table must give `addr`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct Admin {
+    /// Listen address, `ip:port`.
     pub addr: String,
 }
 
+impl Admin {
+    pub(crate) fn on_port(port: u16) -> Admin {
+        Admin { addr: format!("0.0.0.0:{port}") }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        match self.addr.parse::<std::net::SocketAddr>() {
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("admin.addr: {:?} is not ip:port ({e})", self.addr)),
+        }
+    }
+}
+
+/// `[shutdown]`, in every binary.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Shutdown {
@@ -39,7 +56,13 @@ pub struct Shutdown {
 
 impl Default for Admin {
     fn default() -> Admin {
-        Admin { addr: "0.0.0.0:3100".into() }
+        Admin::on_port(3100)
+    }
+}
+
+impl Shutdown {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.grace.is_zero() { Err("shutdown.grace: must be more than 0s".into()) } else { Ok(()) }
     }
 }
 
@@ -82,10 +105,8 @@ impl Config {
         self.comet.validate().map_err(|e| Error::Invalid(e.to_string()))?;
         self.logic.validate().map_err(|e| Error::Invalid(format!("logic.{e}")))?;
         self.job.validate().map_err(|e| Error::Invalid(format!("job.{e}")))?;
-        if self.shutdown.grace.is_zero() {
-            return Err(Error::Invalid("shutdown.grace: must be more than 0s".into()));
-        }
-        Ok(())
+        self.admin.validate().map_err(Error::Invalid)?;
+        self.shutdown.validate().map_err(Error::Invalid)
     }
 }
 
@@ -132,6 +153,16 @@ mod tests {
     fn the_example_config_parses_and_is_valid() {
         let text = include_str!("../examples/goim.toml");
         Config::parse(text).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn the_admin_and_shutdown_tables_are_the_tiers_and_validated_alike() {
+        let err = Config::parse("[admin]\naddr = \"nope\"\n").unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains("admin.addr: \"nope\" is not ip:port"), "{err}");
+        let err = Config::parse("[shutdown]\ngrace = \"0s\"\n").unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains("shutdown.grace"), "{err}");
+        // An empty [admin] keeps the binary's default (the embedded 3100).
+        assert_eq!(Config::parse("[admin]\n").unwrap().admin, Admin::on_port(3100));
     }
 
     #[test]

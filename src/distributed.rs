@@ -10,7 +10,6 @@ pub mod comet;
 pub mod job;
 pub mod logic;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -24,28 +23,6 @@ use tokio_util::task::TaskTracker;
 pub use comet::{CometProcess, CometSettings};
 pub use job::{JobProcess, JobSettings};
 pub use logic::{LogicProcess, LogicSettings};
-
-/// `[admin]`: `/metrics`, `/healthz`, `/readyz`. Each binary defaults it to its tier's port
-/// (comet 3100, logic 3110, job 3120); a written `[admin]` table must give `addr`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Admin {
-    /// Listen address.
-    pub addr: String,
-}
-
-impl Admin {
-    fn on_port(port: u16) -> Admin {
-        Admin { addr: format!("0.0.0.0:{port}") }
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        match self.addr.parse::<SocketAddr>() {
-            Ok(_) => Ok(()),
-            Err(e) => Err(format!("admin.addr: {:?} is not ip:port ({e})", self.addr)),
-        }
-    }
-}
 
 /// `[queue]`: where logic publishes pushes and job consumes them. With `kind = "kafka"` the
 /// broker settings are the binary's top-level `[kafka]` table (the producer's in goim-logic,
@@ -70,10 +47,6 @@ pub enum QueueKind {
     Memory,
     /// Kafka, topic `goim-push-topic` (goim's `PushMsg` protobuf values).
     Kafka,
-}
-
-fn grace_valid(grace: std::time::Duration) -> Result<(), String> {
-    if grace.is_zero() { Err("shutdown.grace: must be more than 0s".into()) } else { Ok(()) }
 }
 
 async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {

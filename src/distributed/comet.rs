@@ -24,9 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use super::{Admin, bind, grace_valid, wait};
+use super::{bind, wait};
 use crate::admin;
-use crate::config::Shutdown;
+use crate::config::{Admin, Shutdown};
 use crate::process::{Settings, Tier};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -71,7 +71,7 @@ impl Settings for CometSettings {
 
     fn validate(&self) -> Result<(), String> {
         self.admin.validate()?;
-        grace_valid(self.shutdown.grace)?;
+        self.shutdown.validate()?;
         self.comet.validate().map_err(|e| e.to_string())?;
         self.grpc.validate().map_err(|e| e.to_string())?;
         self.logic_client.validate().map_err(|e| e.to_string())

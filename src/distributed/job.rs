@@ -27,9 +27,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use super::{Admin, QueueConfig, QueueKind, bind, grace_valid, start_discovery, wait};
+use super::{QueueConfig, QueueKind, bind, start_discovery, wait};
 use crate::admin;
-use crate::config::Shutdown;
+use crate::config::{Admin, Shutdown};
 use crate::process::{Settings, Tier};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,7 +65,7 @@ impl Settings for JobSettings {
 
     fn validate(&self) -> Result<(), String> {
         self.admin.validate()?;
-        grace_valid(self.shutdown.grace)?;
+        self.shutdown.validate()?;
         self.job.validate().map_err(|e| format!("job.{e}"))?;
         self.discovery.validate().map_err(|e| e.to_string())?;
         self.comet_client.validate().map_err(|e| e.to_string())?;

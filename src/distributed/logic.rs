@@ -37,9 +37,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use super::{Admin, QueueConfig, QueueKind, ReadyComets, bind, grace_valid, start_discovery, wait};
+use super::{QueueConfig, QueueKind, ReadyComets, bind, start_discovery, wait};
 use crate::admin;
-use crate::config::Shutdown;
+use crate::config::{Admin, Shutdown};
 use crate::process::{Settings, Tier};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -81,7 +81,7 @@ impl Settings for LogicSettings {
 
     fn validate(&self) -> Result<(), String> {
         self.admin.validate()?;
-        grace_valid(self.shutdown.grace)?;
+        self.shutdown.validate()?;
         self.logic.validate().map_err(|e| format!("logic.{e}"))?;
         self.grpc.validate().map_err(|e| e.to_string())?;
         self.store.validate().map_err(|e| e.to_string())?;
