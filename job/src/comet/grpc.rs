@@ -70,10 +70,10 @@ impl ClientConfig {
     /// Checks the table (field names assume it sits at `comet`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (field, d) in [
-            ("comet.timeout", self.timeout),
-            ("comet.connect_timeout", self.connect_timeout),
-            ("comet.keepalive_interval", self.keepalive_interval),
-            ("comet.keepalive_timeout", self.keepalive_timeout),
+            ("comet_client.timeout", self.timeout),
+            ("comet_client.connect_timeout", self.connect_timeout),
+            ("comet_client.keepalive_interval", self.keepalive_interval),
+            ("comet_client.keepalive_timeout", self.keepalive_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError { field, reason: "must be more than 0s".into() });
@@ -81,7 +81,7 @@ impl ClientConfig {
         }
         if self.max_message_size < 4096 {
             return Err(ConfigError {
-                field: "comet.max_message_size",
+                field: "comet_client.max_message_size",
                 reason: "must be at least 4096 bytes".into(),
             });
         }
@@ -379,6 +379,6 @@ mod tests {
     fn client_settings_name_their_field() {
         ClientConfig::default().validate().unwrap();
         let c = ClientConfig { timeout: Duration::ZERO, ..ClientConfig::default() };
-        assert_eq!(c.validate().unwrap_err().field, "comet.timeout");
+        assert_eq!(c.validate().unwrap_err().field, "comet_client.timeout");
     }
 }
