@@ -122,6 +122,31 @@ fn rename_tables<S: Settings>(table: &mut toml::Table) {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit, as Go's runtime does for goim: every
+/// connection is a file, and the soft limit is often 1024 (systemd's default) while the hard one
+/// allows far more. Logs what it did; a failure leaves the limit as it was.
+pub fn raise_open_files() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    let (ok, raised) = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            (false, false)
+        } else if lim.rlim_cur < lim.rlim_max {
+            let to = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            (libc::setrlimit(libc::RLIMIT_NOFILE, &to) == 0, true)
+        } else {
+            (true, false)
+        }
+    };
+    match (ok, raised) {
+        (true, true) => {
+            info!(from = lim.rlim_cur, to = lim.rlim_max, "open files limit raised to the hard limit")
+        }
+        (true, false) => info!(limit = lim.rlim_cur, "open files limit"),
+        (false, _) => warn!(soft = lim.rlim_cur, hard = lim.rlim_max, "cannot raise the open files limit"),
+    }
+}
+
 /// Writes `top` over `base`, table by table.
 pub(crate) fn overlay(base: &mut toml::Table, top: toml::Table) {
     for (k, v) in top {
@@ -207,6 +232,7 @@ pub fn main<T: Tier>() -> ExitCode {
 }
 
 async fn run<T: Tier>(settings: T::Settings) -> ExitCode {
+    raise_open_files();
     let tier = match T::start(settings).await {
         Ok(t) => t,
         Err(e) => {

@@ -183,6 +183,39 @@ fn the_embedded_binary_takes_environment_overrides_over_its_file() {
     let _ = std::fs::remove_file(&file.0);
 }
 
+/// Every connection is a file: a binary started with a low soft limit (systemd's 1024, here 256)
+/// raises it to the hard limit before it serves.
+#[tokio::test]
+async fn the_binary_raises_its_open_files_limit_to_the_hard_limit() {
+    let (tcp, ws, http, admin) = (free_port(), free_port(), free_port(), free_port());
+    let mut file = tempfile();
+    write!(
+        file.1,
+        "[admin]\naddr = \"127.0.0.1:{admin}\"\n[comet.tcp]\nbind = [\"127.0.0.1:{tcp}\"]\n\
+         [comet.websocket]\nbind = [\"127.0.0.1:{ws}\"]\n[logic.http]\naddr = \"127.0.0.1:{http}\"\n"
+    )
+    .unwrap();
+    let child = Command::new("bash")
+        .arg("-c")
+        .arg("ulimit -Sn 256 && exec \"$0\" --config \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_goim"))
+        .arg(&file.0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let proc = support::process::Proc::adopt("goim", child);
+    assert!(support::process::ready(admin).await, "goim never became ready");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", proc.id())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("a Max open files line");
+    let nums: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    let (soft, hard) = (nums[0], nums[1]);
+    assert!(hard > 256, "the hard limit here is {hard}: nothing to raise to");
+    assert_eq!(soft, hard, "started with a soft limit of 256: {line}");
+    assert!(proc.terminate().success(), "goim exit status");
+    let _ = std::fs::remove_file(&file.0);
+}
+
 fn tempfile() -> (std::path::PathBuf, std::fs::File) {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

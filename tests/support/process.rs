@@ -90,6 +90,11 @@ impl Proc {
         Proc::spawn(name, cmd)
     }
 
+    /// A child started by the test itself (through a shell, say), killed if the test ends first.
+    pub fn adopt(name: &str, child: Child) -> Proc {
+        Proc { name: name.to_string(), child: Some(child) }
+    }
+
     /// Any program; its stdout and stderr go to the test's.
     pub fn spawn(name: &str, mut cmd: Command) -> Proc {
         let child = cmd.stdin(Stdio::null()).spawn().unwrap_or_else(|e| panic!("{name}: {e}"));

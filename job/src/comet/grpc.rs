@@ -67,7 +67,7 @@ impl Default for ClientConfig {
 }
 
 impl ClientConfig {
-    /// Checks the table (field names assume it sits at `comet`).
+    /// Checks the table (field names assume it sits at `comet_client`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (field, d) in [
             ("comet_client.timeout", self.timeout),
