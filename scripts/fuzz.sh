@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes every target in fuzz/fuzz_targets/ for FUZZ_SECONDS each (default 30): the goim wire
 # decoder (`decode`) first, then the rest as `cargo fuzz list` names them (comet's WebSocket
-# frame decoder, HTTP request heads and long-poll requests, and any target added since). Stops at
-# the first target that crashes, non-zero; libFuzzer leaves the input under fuzz/artifacts/<target>/.
+# frame decoder, HTTP request heads and long-poll requests, logic's auth tokens, the gRPC
+# handlers of comet and logic, and any target added since). Stops at the first target that
+# crashes, non-zero; libFuzzer leaves the input under fuzz/artifacts/<target>/.
 # `FUZZ_TARGETS="decode long_poll"` runs only those.
 #
 # Runs on stable: cargo-fuzz needs nightly-only flags (-Zsanitizer), which RUSTC_BOOTSTRAP unlocks.

@@ -69,7 +69,7 @@ cargo test --workspace --locked -- --include-ignored
 step "browser tests (headless Chromium)"
 bash scripts/browser-test.sh
 
-step "fuzz every target (packet decoder, WebSocket frames, HTTP heads, long-poll queries, auth tokens)"
+step "fuzz every target (packet decoder, WebSocket frames, HTTP heads, long-poll queries, auth tokens, gRPC handlers)"
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash scripts/fuzz.sh
 
 if [ -f scripts/bench-smoke.sh ]; then

@@ -102,8 +102,8 @@ impl Logic {
     pub async fn online_total(&self) -> Result<Total, Error> {
         let view = self.view(ONLINE_TICK).await?;
         Ok(view.servers.iter().fold(Total::default(), |t, (o, _)| Total {
-            conn_count: t.conn_count + o.conn_count,
-            ip_count: t.ip_count + o.ip_count,
+            conn_count: t.conn_count.saturating_add(o.conn_count.max(0)),
+            ip_count: t.ip_count.saturating_add(o.ip_count.max(0)),
         }))
     }
 
@@ -156,8 +156,13 @@ impl Logic {
                 }
                 continue;
             }
+            // Sums saturate, and a negative count is taken as none: the reports come from other
+            // processes, and two comets' counts near i32::MAX once overflowed here (a panic in
+            // debug builds, a negative total in release ones; found by the grpc_handlers fuzz
+            // target).
             for (room, &count) in &online.room_count {
-                *view.rooms.entry(room.clone()).or_insert(0) += count;
+                let total = view.rooms.entry(room.clone()).or_insert(0);
+                *total = total.saturating_add(count.max(0));
             }
             view.servers.push((online, updated));
         }

@@ -157,6 +157,23 @@ async fn renew_online_returns_room_counts_summed_over_comets_including_this_repo
     assert_eq!(f.logic.online_total().await.unwrap(), Total { conn_count: 7, ip_count: 3 });
 }
 
+/// Found by the `grpc_handlers` fuzz target: two comets each reporting i32::MAX members in one
+/// room overflowed the sum (a panic here, a negative count in release builds).
+#[tokio::test]
+async fn room_and_total_counts_saturate_and_ignore_negative_reports() {
+    let f = fixture();
+    f.logic.renew_online(online("comet-a", &[("live://r", i32::MAX)], i64::MAX)).await.unwrap();
+    let rooms = f.logic.renew_online(online("comet-b", &[("live://r", i32::MAX)], i64::MAX)).await.unwrap();
+    assert_eq!(rooms["live://r"], i32::MAX);
+    let rooms =
+        f.logic.renew_online(online("comet-c", &[("live://r", -5), ("live://s", -1)], -9)).await.unwrap();
+    assert_eq!(rooms["live://r"], i32::MAX);
+    assert_eq!(rooms["live://s"], 0);
+    let total = f.logic.online_total().await.unwrap();
+    assert_eq!(total.conn_count, i64::MAX);
+    assert!(total.ip_count >= 0);
+}
+
 #[tokio::test]
 async fn a_comet_that_stopped_reporting_is_left_out_and_its_record_dropped() {
     let f = fixture();
