@@ -88,10 +88,11 @@ impl goim_logic::comet::Comets for ReadyComets {
     }
 }
 
-/// Waits for `tasks` until `deadline`; returns whether they all finished.
-async fn wait(tasks: &TaskTracker, deadline: tokio::time::Instant) -> bool {
+/// Closes `tasks` and waits for all of them (a [`crate::stop::Stop`] step bounds the wait).
+async fn wait(tasks: &TaskTracker) -> bool {
     tasks.close();
-    tokio::time::timeout_at(deadline, tasks.wait()).await.is_ok()
+    tasks.wait().await;
+    true
 }
 
 #[cfg(test)]

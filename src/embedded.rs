@@ -11,14 +11,15 @@ use goim_logic::{Logic, MemoryStore};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::admin::{self, Admin};
 use crate::config::Config;
 use crate::port::{InProcessComet, InProcessLogic};
 use crate::process::Tier;
+use crate::stop::Stop;
 
 /// Where a running process listens (ports resolved, so tests can bind port 0).
 #[derive(Clone, Debug)]
@@ -149,33 +150,36 @@ impl Embedded {
     /// the API accepted; every client gets op 6 `shutdown` and is closed; the rest stops. Bounded
     /// by the grace period; returns whether everything finished within it.
     pub async fn stop(self) -> bool {
-        let deadline = Instant::now() + self.grace;
+        let mut stop = Stop::new(self.grace);
         // Up to half the grace for pushes already accepted; the rest for telling clients.
         let drain_by = Instant::now() + self.grace / 2;
-        self.ready.store(false, Ordering::Release);
-        self.http_stop.cancel();
+        stop.signal("not ready", || self.ready.store(false, Ordering::Release));
+        stop.signal("the push API stops taking pushes", || self.http_stop.cancel());
         let mut http_task = self.http_task;
-        let http_done = timeout_at(drain_by, &mut http_task).await.is_ok();
-        if !http_done {
+        if !stop
+            .wait_until("push API requests finish", drain_by, async { (&mut http_task).await.is_ok() })
+            .await
+        {
             http_task.abort();
         }
-        self.queue_close.cancel();
+        stop.signal("the queue closes", || self.queue_close.cancel());
         let mut job_task = self.job_task;
-        let drained = timeout_at(drain_by, &mut job_task).await.is_ok();
-        if !drained {
-            warn!("job did not finish delivering accepted pushes in time; stopping it");
-            self.job_stop.cancel();
-            let _ = timeout_at(deadline, &mut job_task).await;
+        let delivered = stop
+            .wait_until("job delivers every accepted push", drain_by, async { (&mut job_task).await.is_ok() })
+            .await;
+        if !delivered {
+            stop.signal("job is stopped", || self.job_stop.cancel());
+            stop.wait("job ends", async { (&mut job_task).await.is_ok() }).await;
         }
-        let comet_done =
-            self.comet.stop(Disconnect::Shutdown, deadline.saturating_duration_since(Instant::now())).await;
-        self.admin_stop.cancel();
-        let admin_done = timeout_at(deadline, self.admin_task).await.is_ok();
-        let all = http_done && drained && comet_done && admin_done;
-        if !all {
-            warn!("shutdown grace period ran out");
-        }
-        all
+        let remaining = stop.remaining();
+        stop.bounded(
+            "every client told (op 6 shutdown) and closed",
+            self.comet.stop(Disconnect::Shutdown, remaining),
+        )
+        .await;
+        stop.signal("admin stops", || self.admin_stop.cancel());
+        stop.wait("admin ends", async { self.admin_task.await.is_ok() }).await;
+        stop.finish()
     }
 }
 

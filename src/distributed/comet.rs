@@ -22,12 +22,13 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use super::{bind, wait};
 use crate::admin;
 use crate::config::{Admin, Shutdown};
 use crate::process::{Settings, Tier};
+use crate::stop::Stop;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -174,17 +175,22 @@ impl Tier for CometProcess {
     /// covers), and a pod's termination grace period must cover that sum.
     async fn stop(self) -> bool {
         self.ready.store(false, Ordering::Release);
+        // Bounded by comet.drain.timeout, before the grace period starts.
         let report = self.comet.drain().await;
         info!(%report, "drained");
-        let deadline = tokio::time::Instant::now() + self.grace;
-        let clients_done = self.comet.stop(Disconnect::Shutdown, self.grace).await;
-        self.grpc_stop.cancel();
-        self.admin_stop.cancel();
-        let rest_done = wait(&self.tasks, deadline).await;
-        if !(clients_done && rest_done) {
-            warn!("shutdown grace period ran out");
-        }
-        clients_done && rest_done
+        let mut stop = Stop::new(self.grace);
+        let grace = stop.remaining();
+        stop.bounded(
+            "every client left told (op 6 shutdown) and closed",
+            self.comet.stop(Disconnect::Shutdown, grace),
+        )
+        .await;
+        stop.signal("the gRPC server and admin stop", || {
+            self.grpc_stop.cancel();
+            self.admin_stop.cancel();
+        });
+        stop.wait("the gRPC server and admin end", wait(&self.tasks)).await;
+        stop.finish()
     }
 }
 

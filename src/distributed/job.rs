@@ -25,12 +25,13 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use super::{QueueConfig, QueueKind, bind, start_discovery, wait};
 use crate::admin;
 use crate::config::{Admin, Shutdown};
 use crate::process::{Settings, Tier};
+use crate::stop::Stop;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -152,16 +153,17 @@ impl Tier for JobProcess {
     /// Not ready → the job stops receiving, flushes its room batches, dispatches and acks what
     /// it holds → admin and discovery stop → wait, within the grace period.
     async fn stop(self) -> bool {
-        let deadline = tokio::time::Instant::now() + self.grace;
-        self.ready.store(false, Ordering::Release);
-        self.job_stop.cancel();
-        let job_done = wait(&self.job_tasks, deadline).await;
-        self.admin_stop.cancel();
-        self.discovery_stop.cancel();
-        let rest_done = wait(&self.tasks, deadline).await;
-        if !(job_done && rest_done) {
-            warn!("shutdown grace period ran out");
-        }
-        job_done && rest_done
+        let mut stop = Stop::new(self.grace);
+        stop.signal("not ready; the job stops receiving", || {
+            self.ready.store(false, Ordering::Release);
+            self.job_stop.cancel();
+        });
+        stop.wait("the job flushes, dispatches and acks what it holds", wait(&self.job_tasks)).await;
+        stop.signal("admin and discovery stop", || {
+            self.admin_stop.cancel();
+            self.discovery_stop.cancel();
+        });
+        stop.wait("admin and discovery end", wait(&self.tasks)).await;
+        stop.finish()
     }
 }

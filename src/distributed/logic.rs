@@ -35,12 +35,13 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use super::{QueueConfig, QueueKind, ReadyComets, bind, start_discovery, wait};
 use crate::admin;
 use crate::config::{Admin, Shutdown};
 use crate::process::{Settings, Tier};
+use crate::stop::Stop;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -240,19 +241,20 @@ impl Tier for LogicProcess {
     /// Not ready → the push API stops → the in-process job dispatches what it holds → the gRPC
     /// server stops → admin and discovery → wait, within the grace period.
     async fn stop(self) -> bool {
-        let deadline = tokio::time::Instant::now() + self.grace;
-        self.ready.store(false, Ordering::Release);
-        self.http_stop.cancel();
-        self.job_stop.cancel();
-        let job_done = wait(&self.job_tasks, deadline).await;
-        self.grpc_stop.cancel();
-        self.admin_stop.cancel();
-        self.discovery_stop.cancel();
-        let rest_done = wait(&self.tasks, deadline).await;
-        if !(job_done && rest_done) {
-            warn!("shutdown grace period ran out");
-        }
-        job_done && rest_done
+        let mut stop = Stop::new(self.grace);
+        stop.signal("not ready; the push API stops taking pushes; the in-process job stops", || {
+            self.ready.store(false, Ordering::Release);
+            self.http_stop.cancel();
+            self.job_stop.cancel();
+        });
+        stop.wait("the in-process job dispatches what it holds", wait(&self.job_tasks)).await;
+        stop.signal("gRPC, admin and discovery stop", || {
+            self.grpc_stop.cancel();
+            self.admin_stop.cancel();
+            self.discovery_stop.cancel();
+        });
+        stop.wait("gRPC, admin and discovery end", wait(&self.tasks)).await;
+        stop.finish()
     }
 }
 
