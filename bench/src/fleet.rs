@@ -2,15 +2,13 @@
 //! connections among them, and sums what they report.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::{Child, ChildStdin, Command as Process, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
-use tokio::sync::mpsc;
+use anyhow::{Result, bail};
 
 use crate::histogram::Histogram;
+use crate::processes::Workers;
 use crate::protocol::Protocol;
 use crate::worker::{Command, Reply, Report, Spec};
 
@@ -18,17 +16,9 @@ use crate::worker::{Command, Reply, Report, Spec};
 pub const PER_WORKER: u64 = 12_000;
 /// Source addresses per worker; connections rotate over them.
 const SOURCES: u8 = 32;
-/// How long a worker may take to answer a command.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
-
-struct Worker {
-    child: Child,
-    stdin: ChildStdin,
-    lines: mpsc::Receiver<String>,
-}
 
 pub struct Fleet {
-    workers: Vec<Worker>,
+    workers: Workers,
 }
 
 /// Everything the workers reported, summed.
@@ -113,43 +103,19 @@ impl Fleet {
         endpoints: &[SocketAddr],
         heartbeat: Duration,
     ) -> Result<Fleet> {
-        let exe = std::env::current_exe().context("cannot find the goim-bench executable")?;
-        let mut workers = Vec::with_capacity(n);
-        for id in 0..n {
-            let mut child = Process::new(&exe)
-                .arg("worker")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .with_context(|| format!("cannot start worker {id}"))?;
-            let mut stdin = child.stdin.take().context("worker stdin")?;
-            let stdout = child.stdout.take().context("worker stdout")?;
-            let (tx, rx) = mpsc::channel(16);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.blocking_send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-            let spec = Spec {
-                id,
-                protocol,
-                endpoints: endpoints.to_vec(),
-                sources: sources(id),
-                heartbeat_ms: heartbeat.as_millis() as u64,
-            };
-            writeln!(stdin, "{}", serde_json::to_string(&spec)?)?;
-            workers.push(Worker { child, stdin, lines: rx });
-        }
-        Ok(Fleet { workers })
+        let specs = (0..n).map(|id| Spec {
+            id,
+            protocol,
+            endpoints: endpoints.to_vec(),
+            sources: sources(id),
+            heartbeat_ms: heartbeat.as_millis() as u64,
+        });
+        Ok(Fleet { workers: Workers::spawn("worker", "worker", &Command::Exit, specs)? })
     }
 
     /// The worker processes' ids (to read their CPU time).
     pub fn pids(&self) -> Vec<u32> {
-        self.workers.iter().map(|w| w.child.id()).collect()
+        self.workers.pids()
     }
 
     pub fn len(&self) -> usize {
@@ -161,20 +127,7 @@ impl Fleet {
     }
 
     async fn ask(&mut self, make: impl Fn(usize) -> Command) -> Result<Vec<Reply>> {
-        for (i, w) in self.workers.iter_mut().enumerate() {
-            writeln!(w.stdin, "{}", serde_json::to_string(&make(i))?)
-                .with_context(|| format!("worker {i} gone"))?;
-            w.stdin.flush()?;
-        }
-        let mut replies = Vec::with_capacity(self.workers.len());
-        for (i, w) in self.workers.iter_mut().enumerate() {
-            let line = tokio::time::timeout(REPLY_TIMEOUT, w.lines.recv())
-                .await
-                .map_err(|_| anyhow!("worker {i} did not answer within {REPLY_TIMEOUT:?}"))?
-                .ok_or_else(|| anyhow!("worker {i} exited"))?;
-            replies.push(serde_json::from_str(&line).with_context(|| format!("worker {i} said {line}"))?);
-        }
-        Ok(replies)
+        self.workers.ask(make).await
     }
 
     /// Opens connections `0..n`, split evenly, connection `i` in room `i % rooms`.
@@ -214,31 +167,5 @@ impl Fleet {
     pub async fn close(&mut self) -> Result<()> {
         self.ask(|_| Command::Close).await?;
         Ok(())
-    }
-}
-
-impl Drop for Fleet {
-    /// Tells the workers to exit and waits for them, killing any that linger.
-    fn drop(&mut self) {
-        for w in &mut self.workers {
-            let _ = writeln!(w.stdin, "{}", serde_json::to_string(&Command::Exit).unwrap_or_default());
-            let _ = w.stdin.flush();
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        for w in &mut self.workers {
-            loop {
-                match w.child.try_wait() {
-                    Ok(Some(_)) => break,
-                    Ok(None) if std::time::Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(20))
-                    }
-                    _ => {
-                        let _ = w.child.kill();
-                        let _ = w.child.wait();
-                        break;
-                    }
-                }
-            }
-        }
     }
 }

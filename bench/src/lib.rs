@@ -11,6 +11,8 @@
 //!   [`long_poll`]), pushes through each server's HTTP API with send-time stamps ([`publisher`],
 //!   [`stamp`]), and sums the workers' counts and latency histograms ([`histogram`]) into the
 //!   scenarios' results ([`scenario`]), a Markdown table and PNG plots ([`report`]).
+//! - The soak (`goim-bench soak`, [`soak`]): thousands of clients against the distributed mode
+//!   for an hour, checking every numbered push and sampling the servers' memory.
 
 pub mod client;
 pub mod fleet;
@@ -18,11 +20,13 @@ pub mod histogram;
 pub mod http;
 pub mod limits;
 pub mod long_poll;
+pub mod processes;
 pub mod protocol;
 pub mod publisher;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod soak;
 pub mod stamp;
 pub mod subscriber;
 pub mod target;

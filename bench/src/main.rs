@@ -1,6 +1,7 @@
 //! `goim-bench`: the load generator. `run` measures goim-rs and its peers side by side and
 //! writes a report; `smoke` runs every scenario against goim-rs at tiny sizes for CI; `report`
-//! renders a saved run again; `worker` is started by the others.
+//! renders a saved run again; `soak` holds connections against the distributed mode for a long
+//! time; `worker` and `soak-worker` are started by the others.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use goim_bench::protocol::Protocol;
 use goim_bench::report::{self, Results};
 use goim_bench::run::{self, Plan, Scenario};
+use goim_bench::soak;
 use goim_bench::target::{Kind, Options};
 
 #[derive(Parser)]
@@ -31,9 +33,79 @@ enum Cmd {
         #[arg(long, default_value = "bench/out")]
         out: PathBuf,
     },
+    /// Holds many connections against the distributed mode under mixed traffic for a long time;
+    /// prints lost pushes, disconnects and RSS over time (scripts/soak.sh runs it).
+    Soak(Box<SoakArgs>),
     /// Internal: a load-generator worker, driven over stdio by `run` or `smoke`.
     #[command(hide = true)]
     Worker,
+    /// Internal: a soak worker, driven over stdio by `soak`.
+    #[command(hide = true)]
+    SoakWorker,
+}
+
+#[derive(Args)]
+struct SoakArgs {
+    /// The goim binary; goim-logic, goim-comet and goim-job are taken from next to it
+    /// (default: next to this executable).
+    #[arg(long)]
+    goim_bin: Option<PathBuf>,
+    /// Where soak.csv, the plots and summary.md go.
+    #[arg(long, default_value = "/var/tmp/goim-rs-soak")]
+    out: PathBuf,
+    #[arg(long, default_value_t = 10_000)]
+    connections: u64,
+    /// Traffic time after everyone connected: `1h`, `3m`, `90s`.
+    #[arg(long, default_value = "1h", value_parser = duration)]
+    duration: Duration,
+    #[arg(long, default_value_t = 2)]
+    comets: usize,
+    #[arg(long, default_value_t = 100)]
+    rooms: u32,
+    /// Room pushes per second (round-robin over the rooms, a sequence per room).
+    #[arg(long, default_value_t = 20.0)]
+    room_rate: f64,
+    /// Pushes by mid per second (round-robin over the users, a sequence per user).
+    #[arg(long, default_value_t = 50.0)]
+    user_rate: f64,
+    /// Broadcasts per second (one sequence).
+    #[arg(long, default_value_t = 0.5)]
+    broadcast_rate: f64,
+    /// Fraction of the clients that disconnect and reconnect on purpose every minute.
+    #[arg(long, default_value_t = 0.01)]
+    churn: f64,
+    /// Slow clients (stop reading) per minute.
+    #[arg(long, default_value_t = 3.0)]
+    slow_per_min: f64,
+    /// How long a slow client stops reading.
+    #[arg(long, default_value = "20s", value_parser = duration)]
+    pause: Duration,
+    /// One client in N per comet speaks WebSocket, the rest TCP (0: all TCP).
+    #[arg(long, default_value_t = 4)]
+    ws_every: u64,
+    /// One client in N may be picked as a slow client.
+    #[arg(long, default_value_t = 97)]
+    slow_every: u64,
+    /// Client heartbeat interval in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    heartbeat_secs: f64,
+    /// scripts/services.sh's state directory ($GOIM_SERVICES_DIR): Redis's and Kafka's RSS are
+    /// sampled too.
+    #[arg(long)]
+    services_dir: Option<PathBuf>,
+}
+
+/// `90s`, `3m`, `1h`, or plain seconds.
+fn duration(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = n.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("bad duration {s:?}: use s, m or h")),
+    };
+    Ok(Duration::from_secs_f64(secs))
 }
 
 #[derive(Args)]
@@ -105,6 +177,15 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("goim-bench worker: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Cmd::SoakWorker = cli.command {
+        return match goim_bench::soak::worker::main() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("goim-bench soak-worker: {e:#}");
                 ExitCode::FAILURE
             }
         };
@@ -199,7 +280,37 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             eprintln!("report: {}", out.join("report.md").display());
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Worker => unreachable!("handled before the runtime starts"),
+        Cmd::Soak(a) => {
+            let goim_bin = match a.goim_bin {
+                Some(p) => p,
+                None => {
+                    std::env::current_exe().context("cannot find this executable")?.with_file_name("goim")
+                }
+            };
+            let plan = soak::Plan {
+                goim_bin,
+                out: a.out,
+                connections: a.connections,
+                duration: a.duration,
+                comets: a.comets,
+                rooms: a.rooms,
+                room_rate: a.room_rate,
+                user_rate: a.user_rate,
+                broadcast_rate: a.broadcast_rate,
+                churn: a.churn,
+                slow_per_min: a.slow_per_min,
+                pause: a.pause,
+                ws_every: a.ws_every,
+                slow_every: a.slow_every,
+                heartbeat: Duration::from_secs_f64(a.heartbeat_secs),
+                services_dir: a.services_dir,
+            };
+            let summary = soak::run(&plan).await?;
+            println!("{}", summary.text);
+            eprintln!("soak: summary, soak.csv and plots in {}", plan.out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Worker | Cmd::SoakWorker => unreachable!("handled before the runtime starts"),
     }
 }
 

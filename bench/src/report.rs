@@ -1,7 +1,7 @@
 //! A run's results: saved as `results.json`, and rendered as `report.md` (side-by-side tables,
 //! ratios, the targets, every step) and PNG plots.
 
-mod plot;
+pub(crate) mod plot;
 
 use std::fmt::Write as _;
 use std::path::Path;

@@ -5,6 +5,8 @@
 
 mod kafka;
 
+pub use kafka::{Backends, Comet, Tiers, start_tiers};
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -5,14 +5,14 @@
 //! per-process open-file limit (20,000 here), and each dials from its own source addresses.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -166,17 +166,7 @@ impl Stats {
 /// Runs a worker: stdin carries the [`Spec`] and then commands; stdout the replies.
 pub fn main() -> Result<()> {
     crate::limits::raise_open_files();
-    let (tx, mut rx) = mpsc::channel::<String>(16);
-    // Reading stdin blocks, so it has its own thread; a closed stdin (the coordinator died)
-    // ends the worker.
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.blocking_send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut rx = crate::processes::stdin_lines();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {

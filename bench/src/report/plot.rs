@@ -15,7 +15,7 @@ use plotters::style::FontStyle;
 use super::Results;
 use crate::scenario::rate::Fanout;
 
-const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+pub(crate) const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 /// Line colours, readable on white.
 const COLORS: [RGBColor; 8] = [
     RGBColor(214, 39, 40),
@@ -30,7 +30,7 @@ const COLORS: [RGBColor; 8] = [
 const SIZE: (u32, u32) = (960, 600);
 
 /// Registers the font once per process; false when it cannot be read.
-fn font_ready() -> bool {
+pub(crate) fn font_ready() -> bool {
     static READY: OnceLock<bool> = OnceLock::new();
     *READY.get_or_init(|| {
         let Ok(bytes) = std::fs::read(FONT) else { return false };
@@ -40,18 +40,18 @@ fn font_ready() -> bool {
     })
 }
 
-struct Series {
-    name: String,
-    points: Vec<(f64, f64)>,
+pub(crate) struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
 }
 
-struct Chart<'a> {
-    file: &'a str,
-    title: &'a str,
-    x: &'a str,
-    y: &'a str,
-    log_x: bool,
-    log_y: bool,
+pub(crate) struct Chart<'a> {
+    pub file: &'a str,
+    pub title: &'a str,
+    pub x: &'a str,
+    pub y: &'a str,
+    pub log_x: bool,
+    pub log_y: bool,
 }
 
 /// Draws every plot the results allow; returns `(file, title)` of each one written.
@@ -168,7 +168,7 @@ fn range(values: impl Iterator<Item = f64>, log: bool) -> std::ops::Range<f64> {
     }
 }
 
-fn draw(path: &Path, c: &Chart, series: &[Series]) -> Result<()> {
+pub(crate) fn draw(path: &Path, c: &Chart, series: &[Series]) -> Result<()> {
     let mut buf = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, SIZE).into_drawing_area();

@@ -8,7 +8,7 @@
 //! config (for example `[kafka]`-table keys such as `fetch_max_wait = "10ms"`; `\n` for newlines).
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,29 +36,7 @@ fn spawn(cmd: &mut Command, dir: &Path, name: &str) -> Result<Child> {
 /// Starts the backends and the three tiers; returns them as one instance whose `child` is the
 /// comet (the process holding the connections) and whose `others` are the rest.
 pub(super) fn start(goim_bin: &Path, dir: &Path) -> Result<Instance> {
-    let ports: Vec<u16> = (0..11).map(|_| free_port()).collect::<Result<_>>()?;
-    let mut unique = ports.clone();
-    unique.sort_unstable();
-    unique.dedup();
-    if unique.len() != ports.len() {
-        bail!("port picking collided; run again");
-    }
-    let [
-        redis,
-        kafka,
-        controller,
-        tcp,
-        ws,
-        comet_grpc,
-        comet_admin,
-        http,
-        logic_grpc,
-        logic_admin,
-        job_admin,
-    ] = ports[..]
-    else {
-        unreachable!()
-    };
+    let [redis, kafka, controller] = distinct_ports::<3>()?;
     let mut others = Vec::new();
 
     let mut redis_child = spawn(
@@ -76,52 +54,177 @@ pub(super) fn start(goim_bin: &Path, dir: &Path) -> Result<Instance> {
     wait_listening(&mut broker, &[local(kafka)], dir)?;
     others.push(broker);
 
-    let kafka_table = format!("[kafka]\nbrokers = [\"127.0.0.1:{kafka}\"]\ntopic = \"goim-push-topic\"\n");
+    let backends = Backends {
+        redis_url: format!("redis://127.0.0.1:{redis}/0"),
+        brokers: format!("127.0.0.1:{kafka}"),
+        topic: "goim-push-topic".into(),
+    };
+    let mut tiers = match start_tiers(goim_bin, dir, &backends, 1, "") {
+        Ok(t) => t,
+        Err(e) => {
+            while let Some(mut c) = others.pop() {
+                super::stop(&mut c);
+            }
+            return Err(e);
+        }
+    };
+    let comet = tiers.comets.pop().context("one comet was started")?;
+    // Same stopping order as before the split: comet, then job, logic and the backends.
+    others.extend(tiers.logic.take());
+    others.extend(tiers.job.take());
+    Ok(Instance { child: comet.child, tcp: Some(comet.tcp), ws: comet.ws, push: tiers.http, others })
+}
+
+/// `N` loopback ports, all different.
+fn distinct_ports<const N: usize>() -> Result<[u16; N]> {
+    let mut ports = [0u16; N];
+    for p in &mut ports {
+        *p = free_port()?;
+    }
+    let mut unique = ports.to_vec();
+    unique.sort_unstable();
+    unique.dedup();
+    if unique.len() != N {
+        bail!("port picking collided; run again");
+    }
+    Ok(ports)
+}
+
+/// Where the tiers find Redis and Kafka, and the topic they share.
+#[derive(Clone, Debug)]
+pub struct Backends {
+    /// `redis://127.0.0.1:PORT/0`
+    pub redis_url: String,
+    /// `127.0.0.1:PORT`
+    pub brokers: String,
+    pub topic: String,
+}
+
+/// One goim-comet of [`Tiers`].
+pub struct Comet {
+    pub server_id: String,
+    pub child: Child,
+    pub tcp: SocketAddr,
+    pub ws: SocketAddr,
+}
+
+/// goim-logic, one or more goim-comet and one goim-job, as real processes on loopback, against
+/// the given backends. Dropping it stops the comets, then job, then logic.
+pub struct Tiers {
+    /// `None` once handed on (the benchmark's instance takes them).
+    logic: Option<Child>,
+    pub comets: Vec<Comet>,
+    job: Option<Child>,
+    /// logic's push API.
+    pub http: SocketAddr,
+}
+
+impl Tiers {
+    /// `(name, pid)` of every process: goim-logic, goim-comet-<i>, goim-job.
+    pub fn processes(&self) -> Vec<(String, u32)> {
+        let mut out: Vec<(String, u32)> =
+            self.logic.iter().map(|c| ("goim-logic".to_string(), c.id())).collect();
+        for (i, c) in self.comets.iter().enumerate() {
+            out.push((format!("goim-comet-{i}"), c.child.id()));
+        }
+        out.extend(self.job.iter().map(|c| ("goim-job".to_string(), c.id())));
+        out
+    }
+}
+
+impl Drop for Tiers {
+    fn drop(&mut self) {
+        for c in &mut self.comets {
+            super::stop(&mut c.child);
+        }
+        for c in self.job.iter_mut().chain(self.logic.iter_mut()) {
+            super::stop(c);
+        }
+    }
+}
+
+/// Starts goim-logic (Redis store, Kafka queue, creating `backends.topic`), `comets` goim-comet
+/// processes and one goim-job that knows them all (static discovery). `comet_extra` is appended
+/// to every comet's config. Returns once job has consumed a push.
+pub fn start_tiers(
+    goim_bin: &Path,
+    dir: &Path,
+    backends: &Backends,
+    comets: usize,
+    comet_extra: &str,
+) -> Result<Tiers> {
+    let comets = comets.max(1);
+    let [http, logic_grpc, logic_admin, job_admin] = distinct_ports::<4>()?;
+    let mut comet_ports = Vec::with_capacity(comets);
+    for _ in 0..comets {
+        let p = distinct_ports::<4>()?;
+        if p.iter().any(|x| [http, logic_grpc, logic_admin, job_admin].contains(x))
+            || comet_ports.iter().flatten().any(|x: &u16| p.contains(x))
+        {
+            bail!("port picking collided; run again");
+        }
+        comet_ports.push(p);
+    }
+    // One comet keeps the name the benchmark always used.
+    let server_id =
+        |i: usize| if comets == 1 { "bench-comet".to_string() } else { format!("bench-comet-{i}") };
+    let Backends { redis_url, brokers, topic } = backends;
+    let kafka_table = format!("[kafka]\nbrokers = [\"{brokers}\"]\ntopic = \"{topic}\"\n");
     let logic = format!(
         "# goim-logic for the benchmark\n[logic.http]\naddr = \"127.0.0.1:{http}\"\n\
          [logic.auth]\nmode = \"json\"\n[logic.session]\nheartbeat_timeout = \"30m\"\n\
          [grpc]\naddr = \"127.0.0.1:{logic_grpc}\"\n[admin]\naddr = \"127.0.0.1:{logic_admin}\"\n\
-         [shutdown]\ngrace = \"3s\"\n[store]\nkind = \"redis\"\n[store.redis]\nurl = \"redis://127.0.0.1:{redis}/0\"\n\
+         [shutdown]\ngrace = \"3s\"\n[store]\nkind = \"redis\"\n[store.redis]\nurl = \"{redis_url}\"\n\
          [queue]\nkind = \"kafka\"\n{kafka_table}partitions = {PARTITIONS}\n"
     );
-    let comet = format!(
-        "# goim-comet for the benchmark\n[comet]\nserver_id = \"bench-comet\"\nmax_connections = 200000\n\
-         tcp.bind = [\"127.0.0.1:{tcp}\"]\nwebsocket.bind = [\"127.0.0.1:{ws}\"]\n\
-         [grpc]\naddr = \"127.0.0.1:{comet_grpc}\"\n[logic_client]\naddrs = [\"127.0.0.1:{logic_grpc}\"]\n\
-         [admin]\naddr = \"127.0.0.1:{comet_admin}\"\n[shutdown]\ngrace = \"3s\"\n"
-    );
     let job_extra = std::env::var("GOIM_BENCH_JOB_TOML").unwrap_or_default().replace("\\n", "\n");
+    let listed: Vec<String> = comet_ports
+        .iter()
+        .enumerate()
+        .map(|(i, [_, _, grpc, _])| {
+            format!("{{ server_id = \"{}\", addr = \"127.0.0.1:{grpc}\" }}", server_id(i))
+        })
+        .collect();
     let job = format!(
         "# goim-job for the benchmark\n[discovery]\nkind = \"static\"\n\
-         comets = [{{ server_id = \"bench-comet\", addr = \"127.0.0.1:{comet_grpc}\" }}]\n\
+         comets = [{}]\n\
          [admin]\naddr = \"127.0.0.1:{job_admin}\"\n[shutdown]\ngrace = \"3s\"\n\
-         [queue]\nkind = \"kafka\"\n{kafka_table}{job_extra}\n"
+         [queue]\nkind = \"kafka\"\n{kafka_table}{job_extra}\n",
+        listed.join(", ")
     );
-    let tier = |name: &str, config: &str| -> Result<Child> {
-        let path = dir.join(format!("{name}.toml"));
+    let tier = |name: &str, file: &str, config: &str| -> Result<Child> {
+        let path = dir.join(format!("{file}.toml"));
         std::fs::write(&path, config)?;
         spawn(
             Command::new(goim_bin.with_file_name(name)).arg("--config").arg(&path).env("RUST_LOG", "warn"),
             dir,
-            name,
+            file,
         )
     };
-    let mut logic_child = tier("goim-logic", &logic)?;
+    let mut logic_child = tier("goim-logic", "goim-logic", &logic)?;
     wait_listening(&mut logic_child, &[local(logic_grpc), local(http)], dir)?;
-    others.push(logic_child);
+    let mut tiers = Tiers { logic: Some(logic_child), comets: Vec::new(), job: None, http: local(http) };
     // Ready once the topic exists: job subscribes to it next.
     ready(logic_admin)
         .with_context(|| format!("goim-logic never became ready; logs in {}", dir.display()))?;
-    let mut comet_child = tier("goim-comet", &comet)?;
-    wait_listening(&mut comet_child, &[local(comet_grpc), local(tcp), local(ws)], dir)?;
-    let mut job_child = tier("goim-job", &job)?;
-    wait_listening(&mut job_child, &[local(job_admin)], dir)?;
-    others.push(job_child);
-
-    let instance =
-        Instance { child: comet_child, tcp: Some(local(tcp)), ws: local(ws), push: local(http), others };
+    for (i, [tcp, ws, grpc, admin]) in comet_ports.iter().copied().enumerate() {
+        let config = format!(
+            "# goim-comet for the benchmark\n[comet]\nserver_id = \"{}\"\nmax_connections = 200000\n\
+             tcp.bind = [\"127.0.0.1:{tcp}\"]\nwebsocket.bind = [\"127.0.0.1:{ws}\"]\n{comet_extra}\n\
+             [grpc]\naddr = \"127.0.0.1:{grpc}\"\n[logic_client]\naddrs = [\"127.0.0.1:{logic_grpc}\"]\n\
+             [admin]\naddr = \"127.0.0.1:{admin}\"\n[shutdown]\ngrace = \"3s\"\n",
+            server_id(i)
+        );
+        let file = if comets == 1 { "goim-comet".to_string() } else { format!("goim-comet-{i}") };
+        let mut child = tier("goim-comet", &file, &config)?;
+        let listening = wait_listening(&mut child, &[local(grpc), local(tcp), local(ws)], dir);
+        tiers.comets.push(Comet { server_id: server_id(i), child, tcp: local(tcp), ws: local(ws) });
+        listening?;
+    }
+    let job = tiers.job.insert(tier("goim-job", "goim-job", &job)?);
+    wait_listening(job, &[local(job_admin)], dir)?;
     warm(http, job_admin).with_context(|| format!("job never consumed a push; logs in {}", dir.display()))?;
-    Ok(instance)
+    Ok(tiers)
 }
 
 /// Formats a fresh log in `dir` and starts one Kafka node (broker and controller) on it.
