@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use goim_bench::{Client, Transport};
 use serde_json::Value;
-use support::process::{Proc, Scratch, free_port, installed, ready};
+use support::process::{Proc, Scratch, admin_metrics as metrics, free_port, installed, ready};
 use support::{WAIT, http, sample};
 
 const USERS: i64 = 20;
@@ -24,15 +24,6 @@ struct Comet {
     proc: Option<Proc>,
     tcp: SocketAddr,
     admin: u16,
-}
-
-async fn metrics(admin: u16) -> String {
-    reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body")
 }
 
 /// Every client gets one op-1000 push whose body is `body` (other pushes it may hold are

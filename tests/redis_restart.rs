@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use goim_bench::{Client, Transport};
 use serde_json::Value;
-use support::process::{Proc, Scratch, accepting, free_port, installed, ready};
+use support::process::{Proc, Scratch, accepting, admin_metrics as metrics, free_port, installed, ready};
 use support::{WAIT, http, sample};
 
 /// Connections per comet.
@@ -30,15 +30,6 @@ fn redis(port: u16, dir: &std::path::Path) -> Proc {
         .arg(dir)
         .stdout(std::process::Stdio::null());
     Proc::spawn("redis-server", cmd)
-}
-
-async fn metrics(admin: u16) -> String {
-    reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body")
 }
 
 async fn push_mids(base: &str, mids: &[i64], body: &str) {

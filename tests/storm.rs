@@ -21,7 +21,7 @@ use goim_api::Op;
 use goim_bench::client::json_token;
 use goim_bench::{Client, Transport};
 use serde_json::Value;
-use support::process::{Proc, Scratch, free_port, ready};
+use support::process::{Proc, Scratch, admin_metrics as metrics, free_port, ready};
 use support::{http, sample};
 
 const STORM: usize = 15_000;
@@ -39,15 +39,6 @@ const STORM_LIMIT: Duration = Duration::from_secs(180);
 
 fn unix_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
-}
-
-async fn metrics(admin: u16) -> String {
-    reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body")
 }
 
 /// The `q` quantile's bucket bound of a Prometheus histogram, from its cumulative buckets.

@@ -102,6 +102,17 @@ pub enum Reply {
 
 const MAX_ERRORS: usize = 20;
 
+/// Counts one more `e` in `errors`, which keeps at most [`MAX_ERRORS`] distinct messages (a
+/// storm of distinct ones must not grow a worker's report without bound).
+pub(crate) fn count_error(errors: &mut BTreeMap<String, u64>, e: impl ToString) {
+    let e = e.to_string();
+    if let Some(n) = errors.get_mut(&e) {
+        *n += 1;
+    } else if errors.len() < MAX_ERRORS {
+        errors.insert(e, 1);
+    }
+}
+
 /// [`Report`] with live histograms.
 #[derive(Default)]
 pub struct Stats {
@@ -125,12 +136,7 @@ impl Stats {
     }
 
     pub fn error(&mut self, e: impl ToString) {
-        let e = e.to_string();
-        if let Some(n) = self.errors.get_mut(&e) {
-            *n += 1;
-        } else if self.errors.len() < MAX_ERRORS {
-            self.errors.insert(e, 1);
-        }
+        count_error(&mut self.errors, e);
     }
 
     pub fn fail(&mut self, e: &anyhow::Error) {

@@ -144,6 +144,16 @@ impl Drop for Proc {
     }
 }
 
+/// The `/metrics` text of the admin port on 127.0.0.1:`admin`.
+pub async fn admin_metrics(admin: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body")
+}
+
 /// Waits (up to 20 s) until the admin port at `admin` answers `/readyz` with success.
 pub async fn ready(admin: u16) -> bool {
     let url = format!("http://127.0.0.1:{admin}/readyz");

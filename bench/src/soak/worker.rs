@@ -84,16 +84,9 @@ pub struct Report {
 /// The live counters are the report itself.
 pub type Stats = Report;
 
-const MAX_ERRORS: usize = 20;
-
 impl Report {
     pub fn error(&mut self, e: impl ToString) {
-        let e = e.to_string();
-        if let Some(n) = self.errors.get_mut(&e) {
-            *n += 1;
-        } else if self.errors.len() < MAX_ERRORS {
-            self.errors.insert(e, 1);
-        }
+        crate::worker::count_error(&mut self.errors, e);
     }
 
     pub fn connect_failed(&mut self, e: &anyhow::Error) {
