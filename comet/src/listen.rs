@@ -169,9 +169,13 @@ async fn accept_loop<F, Fut>(
     }
 }
 
+/// How long a refused connection is read (and dropped) before it closes: enough for a client to
+/// read its refusal, short because an address over its limit may be flooding this comet.
+const REFUSAL_LINGER: Duration = Duration::from_millis(250);
+
 /// Tells a client over `admission.max_per_ip` so, then closes. What it sent meanwhile is read
-/// and dropped for up to a second first: closing with unread bytes would reset the connection,
-/// and a reset can make the client lose the refusal it has not read yet.
+/// and dropped for [`REFUSAL_LINGER`] first: closing with unread bytes would reset the
+/// connection, and a reset can make the client lose the refusal it has not read yet.
 async fn refuse(ctx: Arc<Context>, mut stream: TcpStream, refusal: Refusal) {
     let why = Disconnect::TooManyConnections;
     let out: Vec<u8> = match refusal {
@@ -205,7 +209,7 @@ async fn refuse(ctx: Arc<Context>, mut stream: TcpStream, refusal: Refusal) {
         return;
     }
     let mut scratch = [0u8; 512];
-    let _ = timeout(Duration::from_secs(1), async {
+    let _ = timeout(REFUSAL_LINGER, async {
         while let Ok(n) = stream.read(&mut scratch).await {
             if n == 0 {
                 break;
