@@ -40,6 +40,9 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "the binaries without the kafka and redis features (no librdkafka, no Redis client): build and unit tests"
+cargo test -p goim --lib --bins --no-default-features --locked
+
 step "services: Redis and Apache Kafka"
 bash scripts/services.sh start
 # shellcheck disable=SC1090

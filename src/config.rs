@@ -2,15 +2,10 @@
 
 use std::time::Duration;
 
+use goim_kit::Invalid;
 use serde::{Deserialize, Serialize};
 
 use crate::process::Settings;
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
-}
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -24,9 +19,9 @@ pub struct Config {
 
 /// `[admin]`, in every binary: `/metrics`, `/healthz`, `/readyz` (and comet's `/drain`). Each
 /// binary defaults it to its own port (embedded and comet 3100, logic 3110, job 3120: the
-/// binary's defaults); a written `[admin]` table must give `addr`.
+/// binary's defaults, which the file is laid over).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Admin {
     /// Listen address, `ip:port`.
     pub addr: String,
@@ -37,10 +32,10 @@ impl Admin {
         Admin { addr: format!("0.0.0.0:{port}") }
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         match self.addr.parse::<std::net::SocketAddr>() {
             Ok(_) => Ok(()),
-            Err(e) => Err(format!("admin.addr: {:?} is not ip:port ({e})", self.addr)),
+            Err(e) => Err(Invalid::new("admin.addr", format!("{:?} is not ip:port ({e})", self.addr))),
         }
     }
 }
@@ -61,8 +56,12 @@ impl Default for Admin {
 }
 
 impl Shutdown {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.grace.is_zero() { Err("shutdown.grace: must be more than 0s".into()) } else { Ok(()) }
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.grace.is_zero() {
+            Err(Invalid::new("shutdown.grace", "must be more than 0s"))
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -101,24 +100,21 @@ impl Config {
         merged.try_into().map_err(Box::new)
     }
 
-    pub fn validate(&self) -> Result<(), Error> {
-        self.comet.validate().map_err(|e| Error::Invalid(e.to_string()))?;
-        self.logic.validate().map_err(|e| Error::Invalid(format!("logic.{e}")))?;
-        self.job.validate().map_err(|e| Error::Invalid(format!("job.{e}")))?;
-        self.admin.validate().map_err(Error::Invalid)?;
-        self.shutdown.validate().map_err(Error::Invalid)
+    /// Checks every table; logic's and job's fields are named under `logic` and `job`.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        self.comet.validate()?;
+        self.logic.validate().map_err(|e| e.within("logic"))?;
+        self.job.validate().map_err(|e| e.within("job"))?;
+        self.admin.validate()?;
+        self.shutdown.validate()
     }
 }
 
 /// The embedded process is loaded like the tiers (`process::load`: file, then `GOIM_*` overrides),
 /// over the embedded defaults rather than the tiers' types' own.
 impl Settings for Config {
-    fn defaults() -> toml::Table {
-        toml::Table::try_from(Config::default()).expect("the defaults serialize to TOML")
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        Config::validate(self).map_err(|Error::Invalid(why)| why)
+    fn validate(&self) -> Result<(), Invalid> {
+        Config::validate(self)
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use goim_job::discovery::{self, CometEndpoint, Discovery, Endpoints, ProbedList, StaticList};
+use goim_kit::Invalid;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -47,6 +48,19 @@ pub enum QueueKind {
     Memory,
     /// Kafka, topic `goim-push-topic` (goim's `PushMsg` protobuf values).
     Kafka,
+}
+
+impl QueueConfig {
+    /// `kind = "kafka"` needs a build with the `kafka` feature (on by default).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.kind == QueueKind::Kafka && !cfg!(feature = "kafka") {
+            return Err(Invalid::new(
+                "queue.kind",
+                "\"kafka\" needs goim-rs built with the `kafka` feature (on by default)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
@@ -98,13 +112,16 @@ async fn wait(tasks: &TaskTracker) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::{Settings, load};
+    use crate::process::Settings;
 
+    #[cfg(all(feature = "kafka", feature = "redis"))]
     fn example<S: Settings>(name: &str) -> S {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/distributed").join(name);
-        load(Some(&path), Vec::new()).unwrap_or_else(|e| panic!("{name}: {e}"))
+        crate::process::load(Some(&path), Vec::new()).unwrap_or_else(|e| panic!("{name}: {e}"))
     }
 
+    /// The examples run the distributed mode with Kafka and Redis.
+    #[cfg(all(feature = "kafka", feature = "redis"))]
     #[test]
     fn the_example_configs_parse_and_are_valid() {
         let comet: CometSettings = example("comet.toml");
@@ -127,9 +144,29 @@ mod tests {
     fn logic_with_the_memory_queue_needs_discovery_to_dispatch() {
         let mut s = LogicSettings::default();
         s.logic.auth.mode = goim_logic::config::AuthMode::Json;
-        assert!(s.validate().unwrap_err().starts_with("discovery"));
+        assert!(s.validate().unwrap_err().to_string().starts_with("discovery"));
     }
 
+    /// `cargo test --no-default-features` (scripts/test.sh runs it): a build without librdkafka
+    /// and the Redis client refuses, at validation, the tables that need them.
+    #[cfg(not(feature = "kafka"))]
+    #[test]
+    fn without_the_features_kafka_and_redis_are_refused_naming_the_feature() {
+        let mut job = JobSettings::default();
+        job.discovery.comets =
+            vec![discovery::StaticComet { server_id: "c".into(), addr: "127.0.0.1:3109".into() }];
+        let e = job.validate().unwrap_err();
+        assert_eq!(e.field, "queue.kind");
+        assert!(e.reason.contains("`kafka` feature"), "{e}");
+        let mut logic = LogicSettings::default();
+        logic.logic.auth.mode = goim_logic::config::AuthMode::Json;
+        logic.store.kind = goim_logic::store::StoreKind::Redis;
+        let e = logic.validate().unwrap_err();
+        assert_eq!(e.field, "store.kind");
+        assert!(e.reason.contains("`redis` feature"), "{e}");
+    }
+
+    #[cfg(feature = "kafka")]
     #[test]
     fn job_takes_only_the_kafka_queue_and_checks_its_settings() {
         let mut job = JobSettings::default();
@@ -138,8 +175,8 @@ mod tests {
         assert_eq!(job.queue.kind, QueueKind::Kafka, "the default");
         job.validate().unwrap();
         job.kafka.brokers = Vec::new();
-        assert!(job.validate().unwrap_err().starts_with("kafka.brokers"));
+        assert!(job.validate().unwrap_err().to_string().starts_with("kafka.brokers"));
         job.queue.kind = QueueKind::Memory;
-        assert!(job.validate().unwrap_err().starts_with("queue.kind: goim-job consumes Kafka"));
+        assert!(job.validate().unwrap_err().to_string().starts_with("queue.kind: goim-job consumes Kafka"));
     }
 }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
+use goim_kit::Invalid;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{error, info, warn};
@@ -23,20 +24,20 @@ use tracing::{error, info, warn};
 pub const EX_USAGE: u8 = 64;
 
 /// A binary's configuration file type.
-pub trait Settings: DeserializeOwned + Serialize + Sized {
+pub trait Settings: DeserializeOwned + Serialize + Default + Sized {
     /// The table the file is laid over, key by key: a key the file leaves out keeps this value
-    /// even inside a table the file sets. Empty (the types' own defaults) unless the binary's
-    /// defaults differ from its types'.
+    /// even inside a table the file sets. The binary's defaults (`Default`), which may differ
+    /// from its types' own (each tier's admin and gRPC port).
     fn defaults() -> toml::Table {
-        toml::Table::new()
+        toml::Table::try_from(Self::default()).expect("the defaults serialize to TOML")
     }
     /// Tables renamed, `(old, new)`: a file or override under the old name still loads, with a
     /// deprecation warning, for one release.
     const RENAMED: &'static [(&'static str, &'static str)] = &[];
     /// Fills defaults that come from the environment into the parsed table (after overrides).
     fn from_environment(_table: &mut toml::Table, _env: &HashMap<String, String>) {}
-    /// Checks what serde cannot; the message starts with the dotted field name.
-    fn validate(&self) -> Result<(), String>;
+    /// Checks what serde cannot, naming the dotted field.
+    fn validate(&self) -> Result<(), Invalid>;
 }
 
 /// A tier process: started from its settings, stopped on a signal.
@@ -62,7 +63,7 @@ pub enum LoadError {
     #[error("environment override {0}")]
     Override(#[from] crate::env::Error),
     #[error("{0}")]
-    Invalid(String),
+    Invalid(#[from] Invalid),
 }
 
 /// Loads `path` (or nothing: all defaults), applies `vars` as overrides and environment

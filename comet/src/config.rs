@@ -5,16 +5,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-/// Why a configuration is unusable; names the field.
-#[derive(Debug, thiserror::Error)]
-#[error("comet.{field}: {problem}")]
-pub struct Error {
-    pub field: &'static str,
-    pub problem: String,
-}
+/// Why a configuration is unusable: the field under `comet`.
+pub type Error = goim_kit::Invalid;
 
-fn invalid(field: &'static str, problem: impl Into<String>) -> Error {
-    Error { field, problem: problem.into() }
+fn invalid(field: &str, problem: impl Into<String>) -> Error {
+    Error::new(field, problem).within("comet")
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

@@ -1,24 +1,12 @@
 //! comet's gRPC server: goim's `goim.comet.Comet`, which job calls to push. A thin adapter over
 //! [`Comet`]; [`service`] maps its requests and errors, [`serve`] runs it on a listener.
 //!
-//! ```toml
-//! [grpc]
-//! addr = "0.0.0.0:3109"            # goim's rpcServer.addr
-//! keepalive_interval = "60s"       # HTTP/2 ping to an idle client (goim: Time)
-//! keepalive_timeout = "20s"        # ... and how long its answer may take (goim: Timeout)
-//! max_connection_age = "2h"        # a client connection is closed after this (goim: MaxConnectionAge)
-//! max_connection_age_grace = "20s" # ... once its calls in flight finish, within this
-//! timeout = "5s"                   # the longest one call may run on the server
-//! max_message_size = 16777216      # largest request (goim: 1<<24)
-//! ```
+//! Its settings are the `[grpc]` table, [`goim_kit::grpc::ServerConfig`], on port 3109 (goim's).
 
 mod service;
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use goim_api::pb::comet::comet_server::CometServer;
-use serde::{Deserialize, Serialize};
+use goim_kit::grpc::ServerConfig;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
@@ -28,78 +16,8 @@ use crate::Comet;
 
 pub use service::Service;
 
-/// A server setting that cannot work; `field` is its dotted path with the table at `grpc`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct ConfigError {
-    pub field: &'static str,
-    pub reason: String,
-}
-
-/// The `[grpc]` table of the comet binary. Defaults are goim's comet `[rpcServer]`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServerConfig {
-    /// Listen address. Default `0.0.0.0:3109`.
-    pub addr: String,
-    /// Interval of HTTP/2 keepalive pings. Default 60s.
-    #[serde(with = "humantime_serde")]
-    pub keepalive_interval: Duration,
-    /// How long a keepalive ping may go unanswered before the connection is closed. Default 20s.
-    #[serde(with = "humantime_serde")]
-    pub keepalive_timeout: Duration,
-    /// Age at which a client connection is told to go away (it reconnects). Default 2h.
-    #[serde(with = "humantime_serde")]
-    pub max_connection_age: Duration,
-    /// How long calls in flight may finish after that. Default 20s.
-    #[serde(with = "humantime_serde")]
-    pub max_connection_age_grace: Duration,
-    /// The longest a call may run on the server. Default 5s.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Largest request message in bytes. Default 16 MiB (goim's 1<<24).
-    pub max_message_size: usize,
-}
-
-impl Default for ServerConfig {
-    fn default() -> ServerConfig {
-        ServerConfig {
-            addr: "0.0.0.0:3109".into(),
-            keepalive_interval: Duration::from_secs(60),
-            keepalive_timeout: Duration::from_secs(20),
-            max_connection_age: Duration::from_secs(2 * 60 * 60),
-            max_connection_age_grace: Duration::from_secs(20),
-            timeout: Duration::from_secs(5),
-            max_message_size: 1 << 24,
-        }
-    }
-}
-
-impl ServerConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |field, reason: &str| Err(ConfigError { field, reason: reason.into() });
-        if let Err(e) = self.addr.parse::<SocketAddr>() {
-            return Err(ConfigError {
-                field: "grpc.addr",
-                reason: format!("{:?} is not ip:port ({e})", self.addr),
-            });
-        }
-        for (field, d) in [
-            ("grpc.keepalive_interval", self.keepalive_interval),
-            ("grpc.keepalive_timeout", self.keepalive_timeout),
-            ("grpc.max_connection_age", self.max_connection_age),
-            ("grpc.timeout", self.timeout),
-        ] {
-            if d.is_zero() {
-                return err(field, "must be more than 0s");
-            }
-        }
-        if self.max_message_size < 4096 {
-            return err("grpc.max_message_size", "must be at least 4096 bytes");
-        }
-        Ok(())
-    }
-}
+/// goim's comet gRPC port: the `[grpc]` table's default in the comet binary.
+pub const PORT: u16 = 3109;
 
 /// Serves `goim.comet.Comet` for `comet` on `listener` until `shutdown`, then stops accepting and
 /// lets calls in flight finish (the caller bounds that wait). Accepts gzip-compressed requests.
@@ -112,43 +30,9 @@ pub async fn serve(
     let service = CometServer::new(Service::new(comet))
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(config.max_message_size);
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(config.keepalive_interval))
-        .http2_keepalive_timeout(Some(config.keepalive_timeout))
-        .max_connection_age(config.max_connection_age)
-        .max_connection_age_grace(config.max_connection_age_grace)
-        .timeout(config.timeout)
-        .tcp_nodelay(true)
+    config
+        .server()
         .add_service(service)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown.cancelled_owned())
         .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_are_goims_and_valid() {
-        let c = ServerConfig::default();
-        c.validate().unwrap();
-        assert_eq!(c.addr, "0.0.0.0:3109");
-        assert_eq!(c.max_message_size, 1 << 24);
-    }
-
-    #[test]
-    fn an_empty_table_gives_the_defaults() {
-        let c: ServerConfig = toml::from_str("").unwrap();
-        assert_eq!(c, ServerConfig::default());
-    }
-
-    #[test]
-    fn invalid_settings_name_their_field() {
-        let c = ServerConfig { addr: "nowhere".into(), ..ServerConfig::default() };
-        assert_eq!(c.validate().unwrap_err().field, "grpc.addr");
-        let c = ServerConfig { keepalive_timeout: Duration::ZERO, ..ServerConfig::default() };
-        assert_eq!(c.validate().unwrap_err().field, "grpc.keepalive_timeout");
-        let c = ServerConfig { max_message_size: 1, ..ServerConfig::default() };
-        assert_eq!(c.validate().unwrap_err().field, "grpc.max_message_size");
-    }
 }

@@ -48,7 +48,7 @@ mod tls;
 mod websocket;
 
 pub use comet::{Comet, PushError, PushReport};
-pub use config::{AdmissionConfig, Config, DrainConfig, Error as ConfigError};
+pub use config::{AdmissionConfig, Config, DrainConfig};
 pub use disconnect::Disconnect;
 pub use drain::DrainReport;
 pub use front::Asset;

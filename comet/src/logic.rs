@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use goim_api::{Connect, Online, Presence, Session, Uplink};
 
-pub use grpc::{ClientConfig, ConfigError as ClientConfigError, GrpcLogic};
+pub use grpc::{ClientConfig, GrpcLogic};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {

@@ -20,9 +20,9 @@ use goim_api::pb::logic::{
 };
 use goim_api::pb::protocol::Proto;
 use goim_api::{Connect, Frame, Online, Op, Presence, Session, Uplink};
-use goim_comet::grpc::ServerConfig;
 use goim_comet::logic::{ClientConfig, Error as LogicError, GrpcLogic};
 use goim_comet::{Comet, Config, Listeners, Logic, Metrics};
+use goim_kit::grpc::ServerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;

@@ -53,8 +53,8 @@ static SETUP: LazyLock<Setup> = LazyLock::new(|| {
     Setup {
         rt,
         comet: goim_comet::grpc::Service::new(comet),
-        comet_max: goim_comet::grpc::ServerConfig::default().max_message_size,
-        logic_max: goim_logic::grpc::ServerConfig::default().max_message_size,
+        comet_max: goim_kit::grpc::ServerConfig::default().max_message_size,
+        logic_max: goim_kit::grpc::ServerConfig::default().max_message_size,
     }
 });
 

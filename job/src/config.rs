@@ -25,12 +25,7 @@ pub const MAX_ROOM_DELAY: Duration = Duration::from_secs(1);
 pub const MAX_RETRIES: u32 = 10;
 
 /// A configuration value that cannot work. `field` is its dotted TOML path.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct Error {
-    pub field: &'static str,
-    pub reason: String,
-}
+pub type Error = goim_kit::Invalid;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -92,7 +87,7 @@ impl Default for DispatchConfig {
 impl Config {
     /// Checks every field; the error names the first that cannot work.
     pub fn validate(&self) -> Result<(), Error> {
-        let invalid = |field, reason: &str| Err(Error { field, reason: reason.to_owned() });
+        let invalid = |field: &str, reason: &str| Err(Error::new(field, reason));
         if self.room.batch == 0 {
             return invalid("room.batch", "must be at least 1");
         }
@@ -109,10 +104,7 @@ impl Config {
             return invalid("dispatch.timeout", "must be greater than 0");
         }
         if self.dispatch.retries > MAX_RETRIES {
-            return Err(Error {
-                field: "dispatch.retries",
-                reason: format!("must be at most {MAX_RETRIES}"),
-            });
+            return Err(Error::new("dispatch.retries", format!("must be at most {MAX_RETRIES}")));
         }
         if self.dispatch.max_in_flight == 0 {
             return invalid("dispatch.max_in_flight", "must be at least 1");
@@ -125,7 +117,7 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn field_of(config: &Config) -> &'static str {
+    fn field_of(config: &Config) -> String {
         config.validate().expect_err("config should be invalid").field
     }
 

@@ -24,7 +24,8 @@ pub use comet::{Comets, Error as CometError};
 pub use config::{Config, DispatchConfig, Error as ConfigError, MAX_RETRIES, MAX_ROOM_DELAY, RoomConfig};
 pub use job::{Error, Job};
 pub use metrics::Metrics;
+#[cfg(feature = "kafka")]
+pub use queue::KafkaSource;
 pub use queue::{
-    AckToken, Delivery, Error as QueueError, KafkaConfig, KafkaSource, Memory as MemoryQueue, OffsetReset,
-    Source,
+    AckToken, Delivery, Error as QueueError, KafkaConfig, Memory as MemoryQueue, OffsetReset, Source,
 };

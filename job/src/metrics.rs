@@ -153,6 +153,8 @@ impl Metrics {
         self.consumed.get_or_create(&KindLabels { kind: kind_name(kind) }).inc();
     }
 
+    /// By the Kafka consumer, the only source whose messages can fail to decode.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub(crate) fn undecodable(&self) {
         self.undecodable.inc();
     }

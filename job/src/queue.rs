@@ -11,7 +11,9 @@ use std::fmt;
 use async_trait::async_trait;
 use goim_api::PushMsg;
 
-pub use kafka::{KafkaConfig, KafkaSource, OffsetReset};
+#[cfg(feature = "kafka")]
+pub use kafka::KafkaSource;
+pub use kafka::{KafkaConfig, OffsetReset};
 pub use memory::Memory;
 
 /// Identifies one delivery to its source, for [`Source::ack`]. Opaque to job.

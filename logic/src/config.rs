@@ -12,18 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// A config value that cannot work; `field` is its dotted path, e.g. `auth.jwt.secret`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct Error {
-    pub field: &'static str,
-    pub reason: String,
-}
-
-impl Error {
-    fn new(field: &'static str, reason: impl Into<String>) -> Error {
-        Error { field, reason: reason.into() }
-    }
-}
+pub type Error = goim_kit::Invalid;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

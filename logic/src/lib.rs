@@ -32,4 +32,6 @@ pub use http::{router, serve};
 pub use logic::{Backoff, Error, Instance, Logic, Nodes, Top, Total};
 pub use metrics::Metrics;
 pub use queue::Queue;
-pub use store::{MemoryStore, RedisStore, Store};
+#[cfg(feature = "redis")]
+pub use store::RedisStore;
+pub use store::{MemoryStore, Store};

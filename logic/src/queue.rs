@@ -21,7 +21,9 @@ use async_trait::async_trait;
 use goim_api::PushMsg;
 use tokio::sync::mpsc;
 
-pub use kafka::{KafkaConfig, KafkaQueue, RESERVED_PROPERTIES, TopicError, ensure_topic, prepare_topic};
+pub use kafka::{KafkaConfig, RESERVED_PROPERTIES};
+#[cfg(feature = "kafka")]
+pub use kafka::{KafkaQueue, TopicError, ensure_topic, prepare_topic};
 
 /// Why a push was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

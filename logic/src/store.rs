@@ -23,6 +23,7 @@
 mod config;
 pub mod contract;
 mod memory;
+#[cfg(feature = "redis")]
 mod redis;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ use goim_api::Online;
 
 pub use config::{MAX_REDIS_POOL, RedisConfig, RedisTls, StoreConfig, StoreKind};
 pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
 pub use redis::{EPOCH_KEY, RedisStore, SERVERS_KEY, routes_key};
 
 /// A store call failed.

@@ -6,7 +6,7 @@
 //! [shutdown]   # grace = "20s", after the drain
 //! [comet]      # goim_comet::Config; server_id defaults to $POD_NAME, else the hostname
 //! [comet.drain] # timeout = "20s", rate = 500, reconnect_min = "1s", reconnect_jitter = "10s"
-//! [grpc]       # goim_comet::grpc::ServerConfig; addr = "0.0.0.0:3109"
+//! [grpc]       # goim_kit::grpc::ServerConfig; addr = "0.0.0.0:3109"
 //! [logic_client] # goim_comet::logic::ClientConfig; addrs = ["127.0.0.1:3119"] (was [logic])
 //! ```
 
@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use goim_comet::logic::{ClientConfig, GrpcLogic};
 use goim_comet::{Comet, Disconnect, Listeners};
+use goim_kit::Invalid;
+use goim_kit::grpc::ServerConfig;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -36,7 +38,7 @@ pub struct CometSettings {
     pub admin: Admin,
     pub shutdown: Shutdown,
     pub comet: goim_comet::Config,
-    pub grpc: goim_comet::grpc::ServerConfig,
+    pub grpc: ServerConfig,
     /// The gRPC client of logic (`[logic_client]`; `[logic]` until 0.2).
     pub logic_client: ClientConfig,
 }
@@ -47,7 +49,7 @@ impl Default for CometSettings {
             admin: Admin::on_port(3100),
             shutdown: Default::default(),
             comet: Default::default(),
-            grpc: Default::default(),
+            grpc: ServerConfig::on_port(goim_comet::grpc::PORT),
             logic_client: Default::default(),
         }
     }
@@ -55,6 +57,17 @@ impl Default for CometSettings {
 
 impl Settings for CometSettings {
     const RENAMED: &'static [(&'static str, &'static str)] = &[("logic", "logic_client")];
+
+    /// The defaults leave `comet.server_id` out, so that [`Settings::from_environment`] can tell
+    /// an id the file or an override gave from none.
+    fn defaults() -> toml::Table {
+        let mut table =
+            toml::Table::try_from(CometSettings::default()).expect("the defaults serialize to TOML");
+        if let Some(comet) = table.get_mut("comet").and_then(toml::Value::as_table_mut) {
+            comet.remove("server_id");
+        }
+        table
+    }
 
     /// An unset `comet.server_id` is the pod name (`POD_NAME`, from the downward API), else the
     /// hostname (which Kubernetes also sets to the pod name).
@@ -70,12 +83,12 @@ impl Settings for CometSettings {
         }
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), Invalid> {
         self.admin.validate()?;
         self.shutdown.validate()?;
-        self.comet.validate().map_err(|e| e.to_string())?;
-        self.grpc.validate().map_err(|e| e.to_string())?;
-        self.logic_client.validate().map_err(|e| e.to_string())
+        self.comet.validate()?;
+        self.grpc.validate()?;
+        self.logic_client.validate()
     }
 }
 

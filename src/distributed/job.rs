@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use goim_job::comet::{ClientConfig as CometClientConfig, GrpcComets};
 use goim_job::discovery;
+use goim_kit::Invalid;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -64,22 +65,35 @@ impl Default for JobSettings {
 impl Settings for JobSettings {
     const RENAMED: &'static [(&'static str, &'static str)] = &[("comet", "comet_client")];
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), Invalid> {
         self.admin.validate()?;
         self.shutdown.validate()?;
-        self.job.validate().map_err(|e| format!("job.{e}"))?;
-        self.discovery.validate().map_err(|e| e.to_string())?;
-        self.comet_client.validate().map_err(|e| e.to_string())?;
+        self.job.validate().map_err(|e| e.within("job"))?;
+        self.discovery.validate()?;
+        self.comet_client.validate()?;
+        self.queue.validate()?;
         match self.queue.kind {
-            QueueKind::Memory => {
-                Err("queue.kind: goim-job consumes Kafka; with \"memory\" the queue lives inside \
-                 goim-logic, which dispatches its pushes itself, so goim-job is not needed (set \
-                 queue.kind = \"kafka\" in logic and job to run it)"
-                    .into())
-            }
-            QueueKind::Kafka => self.kafka.validate().map_err(|e| e.to_string()),
+            QueueKind::Memory => Err(Invalid::new(
+                "queue.kind",
+                "goim-job consumes Kafka; with \"memory\" the queue lives inside goim-logic, which \
+                 dispatches its pushes itself, so goim-job is not needed (set queue.kind = \"kafka\" \
+                 in logic and job to run it)",
+            )),
+            QueueKind::Kafka => self.kafka.validate(),
         }
     }
+}
+
+/// The consumer `[kafka]` configures: validation let only the Kafka queue through.
+#[cfg(feature = "kafka")]
+fn source(s: &JobSettings, metrics: goim_job::Metrics) -> anyhow::Result<goim_job::KafkaSource> {
+    Ok(goim_job::KafkaSource::new(&s.kafka, metrics)?)
+}
+
+/// Without the `kafka` feature there is nothing to consume (validation says so first).
+#[cfg(not(feature = "kafka"))]
+fn source(_: &JobSettings, _: goim_job::Metrics) -> anyhow::Result<goim_job::MemoryQueue> {
+    anyhow::bail!("queue.kind = \"kafka\" needs goim-job built with the `kafka` feature")
 }
 
 /// Where a running job listens.
@@ -118,8 +132,7 @@ impl Tier for JobProcess {
         metrics.register(&mut registry);
         let comets = Arc::new(GrpcComets::new(&*discovery, s.comet_client.clone()));
         let job = goim_job::Job::new(s.job.clone(), comets, metrics.clone());
-        // Validation let only Kafka through.
-        let source = goim_job::KafkaSource::new(&s.kafka, metrics)?;
+        let source = source(&s, metrics)?;
         let stop = job_stop.clone();
         job_tasks.spawn(async move {
             if let Err(e) = job.run(source, stop).await {

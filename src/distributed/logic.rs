@@ -5,7 +5,7 @@
 //! [admin]       # addr = "0.0.0.0:3110"
 //! [shutdown]    # grace = "20s"
 //! [logic]       # goim_logic::Config: http (3111), auth, node, session, queue (memory queue size)
-//! [grpc]        # goim_logic::grpc::ServerConfig; addr = "0.0.0.0:3119"
+//! [grpc]        # goim_kit::grpc::ServerConfig; addr = "0.0.0.0:3119"
 //! [store]       # kind = "memory" | "redis", [store.redis]
 //! [queue]       # kind = "memory" | "kafka"
 //! [kafka]       # goim_logic::queue::KafkaConfig: brokers, topic (goim-push-topic), delivery_timeout
@@ -28,8 +28,14 @@ use std::time::Duration;
 
 use goim_job::comet::{ClientConfig as CometClientConfig, GrpcComets};
 use goim_job::discovery;
-use goim_logic::queue::{KafkaConfig, KafkaQueue};
-use goim_logic::store::{RedisStore, StoreConfig, StoreKind};
+use goim_kit::Invalid;
+use goim_kit::grpc::ServerConfig;
+use goim_logic::queue::KafkaConfig;
+#[cfg(feature = "kafka")]
+use goim_logic::queue::KafkaQueue;
+#[cfg(feature = "redis")]
+use goim_logic::store::RedisStore;
+use goim_logic::store::{StoreConfig, StoreKind};
 use goim_logic::{Logic, MemoryStore, Store};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
@@ -49,7 +55,7 @@ pub struct LogicSettings {
     pub admin: Admin,
     pub shutdown: Shutdown,
     pub logic: goim_logic::Config,
-    pub grpc: goim_logic::grpc::ServerConfig,
+    pub grpc: ServerConfig,
     pub store: StoreConfig,
     pub queue: QueueConfig,
     /// The producer, when `queue.kind = "kafka"`.
@@ -66,7 +72,7 @@ impl Default for LogicSettings {
             admin: Admin::on_port(3110),
             shutdown: Default::default(),
             logic: Default::default(),
-            grpc: Default::default(),
+            grpc: ServerConfig::on_port(goim_logic::grpc::PORT),
             store: Default::default(),
             queue: Default::default(),
             kafka: Default::default(),
@@ -80,26 +86,29 @@ impl Default for LogicSettings {
 impl Settings for LogicSettings {
     const RENAMED: &'static [(&'static str, &'static str)] = &[("comet", "comet_client")];
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), Invalid> {
         self.admin.validate()?;
         self.shutdown.validate()?;
-        self.logic.validate().map_err(|e| format!("logic.{e}"))?;
-        self.grpc.validate().map_err(|e| e.to_string())?;
-        self.store.validate().map_err(|e| e.to_string())?;
+        self.logic.validate().map_err(|e| e.within("logic"))?;
+        self.grpc.validate()?;
+        self.store.validate()?;
+        self.queue.validate()?;
         if self.queue.kind == QueueKind::Kafka {
-            self.kafka.validate().map_err(|e| e.to_string())?;
+            self.kafka.validate()?;
         }
         if let Some(d) = &self.discovery {
-            d.validate().map_err(|e| e.to_string())?;
+            d.validate()?;
         }
         if self.queue.kind == QueueKind::Memory {
             if self.discovery.is_none() {
-                return Err("discovery: required with queue.kind = \"memory\": logic then dispatches \
-                            its pushes to the comets itself"
-                    .into());
+                return Err(Invalid::new(
+                    "discovery",
+                    "required with queue.kind = \"memory\": logic then dispatches its pushes to the \
+                     comets itself",
+                ));
             }
-            self.job.validate().map_err(|e| format!("job.{e}"))?;
-            self.comet_client.validate().map_err(|e| e.to_string())?;
+            self.job.validate().map_err(|e| e.within("job"))?;
+            self.comet_client.validate()?;
         }
         Ok(())
     }
@@ -174,6 +183,11 @@ impl Tier for LogicProcess {
                 });
                 Arc::new(queue)
             }
+            #[cfg(not(feature = "kafka"))]
+            QueueKind::Kafka => {
+                anyhow::bail!("queue.kind = \"kafka\" needs goim-logic built with the `kafka` feature")
+            }
+            #[cfg(feature = "kafka")]
             QueueKind::Kafka => {
                 // The topic first: a missing topic that may not be created stops logic here, with
                 // the reason, instead of failing every push later.
@@ -263,6 +277,11 @@ async fn store(config: &StoreConfig, logic: &goim_logic::Config) -> anyhow::Resu
     let ttl = logic.session.mapping_ttl;
     Ok(match config.kind {
         StoreKind::Memory => Arc::new(MemoryStore::new(ttl)),
+        #[cfg(feature = "redis")]
         StoreKind::Redis => Arc::new(RedisStore::connect(&config.redis).await?.with_ttl(ttl)),
+        #[cfg(not(feature = "redis"))]
+        StoreKind::Redis => {
+            anyhow::bail!("store.kind = \"redis\" needs goim-logic built with the `redis` feature")
+        }
     })
 }

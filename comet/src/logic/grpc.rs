@@ -2,7 +2,7 @@
 //! goim-rs logic instances (or goim's Go logic).
 //!
 //! ```toml
-//! [logic]
+//! [logic_client]
 //! addrs = ["127.0.0.1:3119"]   # one or more logic instances, taken in turn; an unreachable one is skipped
 //! resolve_interval = "5s"      # how often a name in addrs is resolved again (one instance per address)
 //! timeout = "1s"               # deadline of every call
@@ -23,6 +23,8 @@ use async_trait::async_trait;
 use goim_api::pb::logic::logic_client::LogicClient;
 use goim_api::pb::logic::{ConnectReq, DisconnectReq, HeartbeatReq, OnlineReq, ReceiveReq};
 use goim_api::{Connect, Online, Presence, Session, Uplink};
+use goim_kit::Invalid;
+use goim_kit::grpc::endpoint;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::codec::CompressionEncoding;
@@ -33,14 +35,6 @@ use self::resolver::{Dns, Resolve, Target};
 use super::{Error, Logic};
 
 mod resolver;
-
-/// A client setting that cannot work; `field` is its dotted path with the table at `logic`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct ConfigError {
-    pub field: &'static str,
-    pub reason: String,
-}
 
 /// The `[logic]` table of the comet binary: how to reach logic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,40 +79,32 @@ impl Default for ClientConfig {
 }
 
 impl ClientConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |field, reason: String| Err(ConfigError { field, reason });
+    /// Checks the table; fields are named under `logic_client`.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let err = |field, reason: String| Err(Invalid::new(field, reason).within("logic_client"));
         if self.addrs.is_empty() {
-            return err("logic_client.addrs", "must name at least one logic instance".into());
+            return err("addrs", "must name at least one logic instance".into());
         }
         for addr in &self.addrs {
             if let Err(e) = endpoint(addr) {
-                return err("logic_client.addrs", format!("{addr:?} is not host:port ({e})"));
+                return err("addrs", format!("{addr:?} is not host:port ({e})"));
             }
         }
-        for (field, d) in [
-            ("logic_client.resolve_interval", self.resolve_interval),
-            ("logic_client.timeout", self.timeout),
-            ("logic_client.connect_timeout", self.connect_timeout),
-            ("logic_client.keepalive_interval", self.keepalive_interval),
-            ("logic_client.keepalive_timeout", self.keepalive_timeout),
-        ] {
-            if d.is_zero() {
-                return err(field, "must be more than 0s".into());
-            }
+        if self.resolve_interval.is_zero() {
+            return err("resolve_interval", "must be more than 0s".into());
         }
-        if self.max_message_size < 4096 {
-            return err("logic_client.max_message_size", "must be at least 4096 bytes".into());
-        }
-        Ok(())
+        self.channel().validate("logic_client")
     }
-}
 
-/// `host:port` → `http://host:port`; an address with a scheme is kept.
-fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
-    if addr.contains("://") {
-        Endpoint::from_shared(addr.to_owned())
-    } else {
-        Endpoint::from_shared(format!("http://{addr}"))
+    /// The settings every channel to a logic instance is built with.
+    fn channel(&self) -> goim_kit::grpc::Channel {
+        goim_kit::grpc::Channel {
+            timeout: self.timeout,
+            connect_timeout: self.connect_timeout,
+            keepalive_interval: self.keepalive_interval,
+            keepalive_timeout: self.keepalive_timeout,
+            max_message_size: self.max_message_size,
+        }
     }
 }
 
@@ -161,14 +147,7 @@ struct Instance {
 impl Instance {
     /// A lazily connected channel to `endpoint` with the settings of `config`.
     fn new(config: &ClientConfig, endpoint: Endpoint, peer: String) -> Instance {
-        let channel = endpoint
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.timeout)
-            .http2_keep_alive_interval(config.keepalive_interval)
-            .keep_alive_timeout(config.keepalive_timeout)
-            .keep_alive_while_idle(true)
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = config.channel().apply(endpoint).connect_lazy();
         let client = LogicClient::new(channel)
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(config.max_message_size);
@@ -203,11 +182,11 @@ impl Shared {
 impl GrpcLogic {
     /// A client of the logic instances in `config` (which must have passed
     /// [`ClientConfig::validate`]). Must be called inside a Tokio runtime.
-    pub fn new(config: &ClientConfig) -> Result<GrpcLogic, ConfigError> {
+    pub fn new(config: &ClientConfig) -> Result<GrpcLogic, Invalid> {
         GrpcLogic::with_resolver(config, Arc::new(Dns))
     }
 
-    fn with_resolver(config: &ClientConfig, resolve: Arc<dyn Resolve>) -> Result<GrpcLogic, ConfigError> {
+    fn with_resolver(config: &ClientConfig, resolve: Arc<dyn Resolve>) -> Result<GrpcLogic, Invalid> {
         config.validate()?;
         // validate() parsed every address.
         let targets: Vec<Target> =
@@ -356,12 +335,6 @@ mod tests {
             assert!(matches!(port_error("heartbeat", s), Error::Unavailable(_)));
         }
         assert!(matches!(port_error("renew_online", Status::invalid_argument("x")), Error::Unavailable(_)));
-    }
-
-    #[test]
-    fn addresses_without_a_scheme_get_http() {
-        assert_eq!(endpoint("127.0.0.1:3119").unwrap().uri().to_string(), "http://127.0.0.1:3119/");
-        assert_eq!(endpoint("http://logic:3119").unwrap().uri().to_string(), "http://logic:3119/");
     }
 
     #[test]

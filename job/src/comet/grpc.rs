@@ -26,7 +26,7 @@ use goim_api::pb::protocol::Proto;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tracing::{debug, info, warn};
 
@@ -69,23 +69,18 @@ impl Default for ClientConfig {
 impl ClientConfig {
     /// Checks the table (field names assume it sits at `comet_client`).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        for (field, d) in [
-            ("comet_client.timeout", self.timeout),
-            ("comet_client.connect_timeout", self.connect_timeout),
-            ("comet_client.keepalive_interval", self.keepalive_interval),
-            ("comet_client.keepalive_timeout", self.keepalive_timeout),
-        ] {
-            if d.is_zero() {
-                return Err(ConfigError { field, reason: "must be more than 0s".into() });
-            }
+        self.channel().validate("comet_client")
+    }
+
+    /// The settings every channel to a comet is built with.
+    fn channel(&self) -> goim_kit::grpc::Channel {
+        goim_kit::grpc::Channel {
+            timeout: self.timeout,
+            connect_timeout: self.connect_timeout,
+            keepalive_interval: self.keepalive_interval,
+            keepalive_timeout: self.keepalive_timeout,
+            max_message_size: self.max_message_size,
         }
-        if self.max_message_size < 4096 {
-            return Err(ConfigError {
-                field: "comet_client.max_message_size",
-                reason: "must be at least 4096 bytes".into(),
-            });
-        }
-        Ok(())
     }
 }
 
@@ -200,16 +195,8 @@ impl GrpcComets {
     }
 
     fn connect(&self, addr: &str) -> Result<CometClient<Channel>, tonic::transport::Error> {
-        let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
         let c = &self.config;
-        let channel = Endpoint::from_shared(uri)?
-            .connect_timeout(c.connect_timeout)
-            .timeout(c.timeout)
-            .http2_keep_alive_interval(c.keepalive_interval)
-            .keep_alive_timeout(c.keepalive_timeout)
-            .keep_alive_while_idle(true)
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = c.channel().apply(goim_kit::grpc::endpoint(addr)?).connect_lazy();
         Ok(CometClient::new(channel)
             .max_decoding_message_size(c.max_message_size)
             .max_encoding_message_size(c.max_message_size))

@@ -107,7 +107,7 @@ impl Default for KubernetesConfig {
 impl Config {
     /// Checks the table (field names assume it sits at `discovery`).
     pub fn validate(&self) -> Result<(), Error> {
-        let err = |field, reason: String| Err(Error { field, reason });
+        let err = |field: &str, reason: String| Err(Error::new(field, reason));
         if self.gone_grace.is_zero() {
             return err("discovery.gone_grace", "must be more than 0s".into());
         }

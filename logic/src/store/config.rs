@@ -107,14 +107,18 @@ impl StoreConfig {
     pub fn validate(&self) -> Result<(), Error> {
         match self.kind {
             StoreKind::Memory => Ok(()),
-            StoreKind::Redis => self.redis.validate(),
+            StoreKind::Redis if cfg!(feature = "redis") => self.redis.validate(),
+            StoreKind::Redis => Err(Error::new(
+                "store.kind",
+                "\"redis\" needs goim-logic built with the `redis` feature (on by default)",
+            )),
         }
     }
 }
 
 impl RedisConfig {
     pub fn validate(&self) -> Result<(), Error> {
-        let err = |field, reason: String| Err(Error { field, reason });
+        let err = |field: &str, reason: String| Err(Error::new(field, reason));
         let tls = self.url.starts_with("rediss://");
         if !tls && !self.url.starts_with("redis://") {
             return err(
@@ -134,6 +138,7 @@ impl RedisConfig {
                 ),
             );
         }
+        #[cfg(feature = "redis")]
         if let Err(e) = redis::Client::open(self.url.as_str()) {
             return err("store.redis.url", format!("{:?} is not a Redis URL ({e})", redact(&self.url)));
         }

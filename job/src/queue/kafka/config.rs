@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
+use goim_kit::kafka;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Error;
@@ -82,7 +82,7 @@ impl Default for KafkaConfig {
     fn default() -> KafkaConfig {
         KafkaConfig {
             brokers: vec!["127.0.0.1:9092".into()],
-            topic: "goim-push-topic".into(),
+            topic: kafka::DEFAULT_TOPIC.into(),
             group: "goim-push-group-job".into(),
             auto_offset_reset: OffsetReset::Earliest,
             commit_interval: Duration::from_millis(100),
@@ -97,19 +97,9 @@ impl Default for KafkaConfig {
 impl KafkaConfig {
     /// Checks the table. Field names assume it sits at `kafka` in job's config.
     pub fn validate(&self) -> Result<(), Error> {
-        let err = |field, reason: String| Err(Error { field, reason });
-        if self.brokers.is_empty() {
-            return err("kafka.brokers", "needs at least one host:port".into());
-        }
-        for broker in &self.brokers {
-            let port = broker.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>()));
-            if !matches!(port, Some((host, Ok(_))) if !host.is_empty()) {
-                return err("kafka.brokers", format!("{broker:?} is not host:port"));
-            }
-        }
-        if !valid_topic(&self.topic) {
-            return err("kafka.topic", format!("{:?} is not a Kafka topic name", self.topic));
-        }
+        let err = |field: &str, reason: String| Err(Error::new(field, reason));
+        kafka::validate_brokers(&self.brokers)?;
+        kafka::validate_topic(&self.topic)?;
         if self.group.is_empty() {
             return err("kafka.group", "must not be empty".into());
         }
@@ -126,52 +116,38 @@ impl KafkaConfig {
         if self.fetch_max_wait < Duration::from_millis(1) || self.fetch_max_wait > Duration::from_secs(300) {
             return err("kafka.fetch_max_wait", "must be between 1ms and 300s".into());
         }
-        if let Some(key) = self.properties.keys().find(|k| RESERVED_PROPERTIES.contains(&k.as_str())) {
-            return err("kafka.properties", format!("{key:?} is set by goim-rs and cannot be overridden"));
-        }
-        Ok(())
+        kafka::validate_properties(&self.properties, RESERVED_PROPERTIES)
     }
 
     /// The librdkafka consumer configuration.
-    pub(super) fn client_config(&self) -> ClientConfig {
+    #[cfg(feature = "kafka")]
+    pub(super) fn client_config(&self) -> rdkafka::ClientConfig {
         let reset = match self.auto_offset_reset {
             OffsetReset::Earliest => "earliest",
             OffsetReset::Latest => "latest",
         };
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", self.brokers.join(","))
-            .set("client.id", "goim-job")
-            .set("group.id", &self.group)
+        let fixed = [
+            ("group.id", self.group.clone()),
             // Offsets are committed by hand, and only for acked deliveries.
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", reset)
-            .set("session.timeout.ms", self.session_timeout.as_millis().to_string())
-            .set("fetch.wait.max.ms", self.fetch_max_wait.as_millis().to_string())
-            .set("enable.partition.eof", "false")
+            ("enable.auto.commit", "false".to_owned()),
+            ("enable.auto.offset.store", "false".to_owned()),
+            ("auto.offset.reset", reset.to_owned()),
+            ("session.timeout.ms", self.session_timeout.as_millis().to_string()),
+            ("fetch.wait.max.ms", self.fetch_max_wait.as_millis().to_string()),
+            ("enable.partition.eof", "false".to_owned()),
             // librdkafka notices a subscribed topic created after the consumer started (job
             // started before logic created it) only at a metadata refresh: 5 minutes by default.
-            .set("topic.metadata.refresh.interval.ms", "10000");
-        for (key, value) in &self.properties {
-            config.set(key, value);
-        }
-        config
+            ("topic.metadata.refresh.interval.ms", "10000".to_owned()),
+        ];
+        kafka::client_config(&self.brokers, "goim-job", &fixed, &self.properties)
     }
-}
-
-/// Kafka's rule: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
-fn valid_topic(topic: &str) -> bool {
-    (1..=249).contains(&topic.len())
-        && topic != "."
-        && topic != ".."
-        && topic.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[cfg(feature = "kafka")]
     #[test]
     fn the_defaults_are_goims_topic_and_group_from_the_earliest_offset() {
         let config: KafkaConfig = toml::from_str("").unwrap();
@@ -188,6 +164,7 @@ mod tests {
         assert_eq!(client.get("fetch.wait.max.ms"), Some("100"));
     }
 
+    #[cfg(feature = "kafka")]
     #[test]
     fn durations_and_offset_reset_parse_from_toml() {
         let config: KafkaConfig = toml::from_str(
@@ -220,6 +197,7 @@ mod tests {
     }
     /// The operator renders these for `topology.kafka.tls` and `.sasl`: librdkafka refuses them
     /// at creation when it was built without OpenSSL (the `ssl` feature).
+    #[cfg(feature = "kafka")]
     #[test]
     fn tls_and_scram_properties_create_a_client() {
         let ca = std::env::temp_dir().join(format!("goim-kafka-ca-{}-consumer.pem", std::process::id()));

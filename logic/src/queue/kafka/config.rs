@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
+use goim_kit::kafka;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Error;
@@ -76,7 +76,7 @@ impl Default for KafkaConfig {
     fn default() -> KafkaConfig {
         KafkaConfig {
             brokers: vec!["127.0.0.1:9092".into()],
-            topic: "goim-push-topic".into(),
+            topic: kafka::DEFAULT_TOPIC.into(),
             delivery_timeout: Duration::from_secs(5),
             reset_after_failures: 3,
             create_topic: true,
@@ -91,19 +91,9 @@ impl Default for KafkaConfig {
 impl KafkaConfig {
     /// Checks the table. Field names assume it sits at `kafka` in the tier's config.
     pub fn validate(&self) -> Result<(), Error> {
-        let err = |field, reason: String| Err(Error { field, reason });
-        if self.brokers.is_empty() {
-            return err("kafka.brokers", "needs at least one host:port".into());
-        }
-        for broker in &self.brokers {
-            let port = broker.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>()));
-            if !matches!(port, Some((host, Ok(_))) if !host.is_empty()) {
-                return err("kafka.brokers", format!("{broker:?} is not host:port"));
-            }
-        }
-        if !valid_topic(&self.topic) {
-            return err("kafka.topic", format!("{:?} is not a Kafka topic name", self.topic));
-        }
+        let err = |field: &str, reason: String| Err(Error::new(field, reason));
+        kafka::validate_brokers(&self.brokers)?;
+        kafka::validate_topic(&self.topic)?;
         if self.delivery_timeout < Duration::from_millis(1)
             || self.delivery_timeout > Duration::from_secs(3600)
         {
@@ -121,35 +111,22 @@ impl KafkaConfig {
         if self.startup_timeout > Duration::from_secs(3600) {
             return err("kafka.startup_timeout", "must be at most 1h".into());
         }
-        if let Some(key) = self.properties.keys().find(|k| RESERVED_PROPERTIES.contains(&k.as_str())) {
-            return err("kafka.properties", format!("{key:?} is set by goim-rs and cannot be overridden"));
-        }
-        Ok(())
+        kafka::validate_properties(&self.properties, RESERVED_PROPERTIES)
     }
 
-    /// The librdkafka producer configuration.
-    pub(super) fn client_config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", self.brokers.join(","))
-            .set("client.id", "goim-logic")
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("message.timeout.ms", self.delivery_timeout.as_millis().max(1).to_string())
-            .set("partitioner", "fnv1a");
-        for (key, value) in &self.properties {
-            config.set(key, value);
-        }
-        config
+    /// The librdkafka producer configuration. `partitioner` is a default the properties may
+    /// change (it is not reserved), so it is set with them.
+    #[cfg(feature = "kafka")]
+    pub(super) fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut properties = BTreeMap::from([("partitioner".to_owned(), "fnv1a".to_owned())]);
+        properties.extend(self.properties.clone());
+        let fixed = [
+            ("acks", "all".to_owned()),
+            ("enable.idempotence", "true".to_owned()),
+            ("message.timeout.ms", self.delivery_timeout.as_millis().max(1).to_string()),
+        ];
+        kafka::client_config(&self.brokers, "goim-logic", &fixed, &properties)
     }
-}
-
-/// Kafka's rule: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
-pub(crate) fn valid_topic(topic: &str) -> bool {
-    (1..=249).contains(&topic.len())
-        && topic != "."
-        && topic != ".."
-        && topic.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 #[cfg(test)]
@@ -164,6 +141,7 @@ mod tests {
         config.validate().unwrap();
     }
 
+    #[cfg(feature = "kafka")]
     #[test]
     fn the_producer_acks_all_is_idempotent_and_partitions_like_sarama() {
         let config = KafkaConfig::default().client_config();
@@ -173,6 +151,7 @@ mod tests {
         assert_eq!(config.get("partitioner"), Some("fnv1a"));
     }
 
+    #[cfg(feature = "kafka")]
     #[test]
     fn extra_properties_are_applied_and_may_change_the_partitioner() {
         let config: KafkaConfig =
@@ -198,6 +177,7 @@ mod tests {
     }
     /// The operator renders these for `topology.kafka.tls` and `.sasl`: librdkafka refuses them
     /// at creation when it was built without OpenSSL (the `ssl` feature).
+    #[cfg(feature = "kafka")]
     #[test]
     fn tls_and_scram_properties_create_a_client() {
         let ca = std::env::temp_dir().join(format!("goim-kafka-ca-{}-producer.pem", std::process::id()));
