@@ -92,7 +92,7 @@ async fn start_discovery(
 /// logic's view of discovery: the comets ready for new clients, and every comet listed.
 struct ReadyComets(watch::Receiver<Endpoints>);
 
-impl goim_logic::comet::Comets for ReadyComets {
+impl goim_logic::comet::CometDirectory for ReadyComets {
     fn ready(&self) -> Vec<String> {
         self.0.borrow().iter().filter(|c| c.ready).map(|c| c.server_id.clone()).collect()
     }

@@ -120,7 +120,7 @@ async fn until_connect(s: &goim::Embedded, token: &str, accepted: bool) -> Resul
     }
 }
 
-fn jwks_server(f: impl FnOnce(&mut goim_logic::config::Jwks)) -> impl FnOnce(&mut goim::Config) {
+fn jwks_server(f: impl FnOnce(&mut goim_logic::config::JwksConfig)) -> impl FnOnce(&mut goim::Config) {
     move |c| {
         c.logic.auth.mode = goim_logic::config::AuthMode::Jwt;
         c.logic.auth.jwt.jwks.file_poll = Duration::from_millis(50);

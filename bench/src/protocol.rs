@@ -80,7 +80,7 @@ const OP_AUTH: i32 = 7;
 const OP_AUTH_REPLY: i32 = 8;
 const OP_RAW: i32 = 9;
 
-/// What the bytes fed to a [`Session`] meant.
+/// What the bytes fed to a [`Exchange`] meant.
 #[derive(Default)]
 pub struct Events {
     /// Bytes to write back (auth after an upgrade, pongs).
@@ -111,7 +111,10 @@ enum Stage {
     Ready,
 }
 
-pub struct Session {
+/// One connection's protocol exchange, without I/O: the bytes to send, and what the bytes
+/// received mean, through the handshake, auth and the pushes after. (A goim `Session` is what
+/// logic grants on connect; this is the client side of the wire.)
+pub struct Exchange {
     protocol: Protocol,
     stage: Stage,
     seq: i32,
@@ -119,10 +122,10 @@ pub struct Session {
     token: String,
 }
 
-impl Session {
-    /// A session for `who` on `host` (`ip:port`), and the bytes to send first.
-    pub fn start(protocol: Protocol, who: &Who, host: &str) -> (Session, Vec<u8>) {
-        let mut s = Session {
+impl Exchange {
+    /// An exchange for `who` on `host` (`ip:port`), and the bytes to send first.
+    pub fn start(protocol: Protocol, who: &Who, host: &str) -> (Exchange, Vec<u8>) {
+        let mut s = Exchange {
             protocol,
             stage: Stage::Upgrading,
             seq: 0,
@@ -335,7 +338,7 @@ mod tests {
 
     #[test]
     fn goim_ws_authenticates_after_the_upgrade_and_unwraps_op_9() {
-        let (mut s, first) = Session::start(Protocol::GoimWs, &WHO, "127.0.0.1:1");
+        let (mut s, first) = Exchange::start(Protocol::GoimWs, &WHO, "127.0.0.1:1");
         assert!(first.starts_with(b"GET /sub HTTP/1.1\r\n"));
         let mut ev = Events::default();
         let mut input = UPGRADED.to_vec();
@@ -355,7 +358,7 @@ mod tests {
 
     #[test]
     fn goim_tcp_reads_packets_back_to_back() {
-        let (mut s, first) = Session::start(Protocol::GoimTcp, &WHO, "x");
+        let (mut s, first) = Exchange::start(Protocol::GoimTcp, &WHO, "x");
         assert_eq!(i32::from_be_bytes(first[8..12].try_into().unwrap()), OP_AUTH);
         let mut input = goim_packet(OP_AUTH_REPLY, b"");
         input.extend(goim_packet(OP_HEARTBEAT_REPLY, &[0, 0, 0, 1]));
@@ -369,7 +372,7 @@ mod tests {
 
     #[test]
     fn socketio_connects_answers_pings_and_reads_events() {
-        let (mut s, first) = Session::start(Protocol::Socketio, &WHO, "h");
+        let (mut s, first) = Exchange::start(Protocol::Socketio, &WHO, "h");
         assert!(first.starts_with(b"GET /socket.io/?EIO=4&transport=websocket&room=r2 HTTP/1.1"));
         let mut ev = Events::default();
         let mut input = UPGRADED.to_vec();
@@ -389,7 +392,7 @@ mod tests {
 
     #[test]
     fn nchan_is_ready_on_upgrade_and_reads_text_messages() {
-        let (mut s, first) = Session::start(Protocol::Nchan, &WHO, "h");
+        let (mut s, first) = Exchange::start(Protocol::Nchan, &WHO, "h");
         assert!(first.starts_with(b"GET /sub/r2 HTTP/1.1"));
         let mut input = UPGRADED.to_vec();
         input.extend(server_frame(1, b"t=1 s=1 i=1"));
@@ -401,11 +404,11 @@ mod tests {
 
     #[test]
     fn op_6_and_close_frames_end_the_session() {
-        let (mut s, _) = Session::start(Protocol::GoimTcp, &WHO, "x");
+        let (mut s, _) = Exchange::start(Protocol::GoimTcp, &WHO, "x");
         let mut ev = Events::default();
         s.feed(&goim_packet(OP_DISCONNECT, br#"{"reason":"slow"}"#), &mut ev).unwrap();
         assert!(ev.closed.unwrap().contains("slow"));
-        let (mut s, _) = Session::start(Protocol::Nchan, &WHO, "h");
+        let (mut s, _) = Exchange::start(Protocol::Nchan, &WHO, "h");
         let mut input = UPGRADED.to_vec();
         input.extend(server_frame(8, &1001u16.to_be_bytes()));
         let mut ev = Events::default();

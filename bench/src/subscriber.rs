@@ -16,7 +16,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::{Events, Protocol, Session, Who};
+use crate::protocol::{Events, Exchange, Protocol, Who};
 use crate::stamp::unix_nanos;
 use crate::worker::Stats;
 
@@ -43,7 +43,7 @@ thread_local! {
 
 struct Link {
     stream: TcpStream,
-    session: Session,
+    session: Exchange,
     /// An incomplete frame left from the last read.
     carry: Vec<u8>,
 }
@@ -77,7 +77,7 @@ pub async fn dial(ctx: &Ctx, who: &Who) -> Result<TcpStream> {
 async fn open(ctx: &Ctx, who: &Who) -> Result<Link> {
     let stream = dial(ctx, who).await?;
     let host = ctx.endpoint(who).to_string();
-    let (session, first) = Session::start(ctx.protocol, who, &host);
+    let (session, first) = Exchange::start(ctx.protocol, who, &host);
     let mut link = Link { stream, session, carry: Vec::new() };
     link.stream.write_all(&first).await?;
     while !link.session.ready() {

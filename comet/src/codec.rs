@@ -19,9 +19,23 @@ pub enum Inbound {
     Close,
 }
 
+/// Why a client's bytes are not a valid stream; the connection ends with a protocol error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// A goim packet that does not decode (bad header, too large).
+    #[error(transparent)]
+    Packet(#[from] goim_api::frame::Error),
+    /// A WebSocket frame that breaks RFC 6455 or the message limit.
+    #[error(transparent)]
+    WebSocket(#[from] crate::websocket::FrameError),
+    /// The client closed the stream inside a packet or frame.
+    #[error("connection closed mid-packet")]
+    Truncated,
+}
+
 /// Turns bytes from the client into [`Inbound`]s. `Ok(None)` means more bytes are needed.
 pub trait Decoder: Send {
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Inbound>, String>;
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Inbound>, DecodeError>;
 }
 
 /// Turns [`Outbound`]s into bytes for the client.

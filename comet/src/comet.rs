@@ -32,7 +32,7 @@ use crate::front::{Asset, Front};
 use crate::listen::{self, Listeners};
 use crate::logic::Logic;
 use crate::metrics::{KindLabel, Metrics};
-use crate::room::Delivery;
+use crate::room::Fanout;
 
 /// Why comet refused a push request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,7 +46,7 @@ pub enum PushError {
 /// What a push did on this comet.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PushReport {
-    pub delivery: Delivery,
+    pub delivery: Fanout,
     /// Keys with no connection here.
     pub missing: usize,
 }
@@ -136,7 +136,7 @@ impl Comet {
         });
     }
 
-    fn count(&self, kind: &'static str, d: Delivery) {
+    fn count(&self, kind: &'static str, d: Fanout) {
         count(&self.ctx.metrics, kind, d)
     }
 
@@ -200,7 +200,7 @@ impl Comet {
     }
 }
 
-fn count(metrics: &Metrics, kind: &'static str, d: Delivery) {
+fn count(metrics: &Metrics, kind: &'static str, d: Fanout) {
     metrics.queued.get_or_create(&KindLabel { kind }).inc_by(d.queued as u64);
     metrics.slow.inc_by(d.slow as u64);
 }

@@ -18,11 +18,11 @@ pub struct Config {
     /// This comet's server id: the value logic stores for its connections and job routes by.
     /// On Kubernetes it is the pod name.
     pub server_id: String,
-    pub tcp: Tcp,
-    pub websocket: Websocket,
-    pub long_poll: LongPoll,
-    pub protocol: Protocol,
-    pub outbox: Outbox,
+    pub tcp: TcpConfig,
+    pub websocket: WebsocketConfig,
+    pub long_poll: LongPollConfig,
+    pub protocol: ProtocolConfig,
+    pub outbox: OutboxConfig,
     pub online: OnlineConfig,
     pub disconnect: DisconnectConfig,
     pub drain: DrainConfig,
@@ -35,7 +35,7 @@ pub struct Config {
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct Tcp {
+pub struct TcpConfig {
     /// Addresses for raw TCP clients; empty disables the listener.
     pub bind: Vec<String>,
     pub nodelay: bool,
@@ -44,7 +44,7 @@ pub struct Tcp {
 /// comet's HTTP port: WebSocket upgrades at `/sub`, long-polling at `/poll`, and the demo page.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct Websocket {
+pub struct WebsocketConfig {
     /// Addresses for WebSocket (and long-poll) clients; empty disables the listener.
     pub bind: Vec<String>,
     /// Largest HTTP request head accepted.
@@ -54,13 +54,13 @@ pub struct Websocket {
     pub idle_timeout: Duration,
     /// Serve the demo page and `goim.js` at `/` (when the binary provides them).
     pub demo: bool,
-    pub tls: Tls,
+    pub tls: TlsConfig,
 }
 
 /// WSS: the same service over TLS (goim's 3103).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
-pub struct Tls {
+pub struct TlsConfig {
     /// Addresses for TLS clients; empty (the default) disables TLS.
     pub bind: Vec<String>,
     /// PEM certificate chain.
@@ -72,7 +72,7 @@ pub struct Tls {
 /// HTTP long-polling for clients that cannot hold a socket.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct LongPoll {
+pub struct LongPollConfig {
     /// Longest a `GET /poll` waits for something to deliver; a `timeout` query parameter
     /// (seconds) may shorten it.
     #[serde(with = "humantime_serde")]
@@ -85,7 +85,7 @@ pub struct LongPoll {
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct Protocol {
+pub struct ProtocolConfig {
     /// Time from accept to a complete auth packet (goim's `handshakeTimeout`).
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
@@ -101,7 +101,7 @@ pub struct Protocol {
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct Outbox {
+pub struct OutboxConfig {
     /// Messages queued for one connection before it counts as slow and is disconnected.
     pub capacity: usize,
     /// Bytes queued for one connection before it counts as slow and is disconnected.
@@ -187,11 +187,11 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             server_id: "comet-1".into(),
-            tcp: Tcp::default(),
-            websocket: Websocket::default(),
-            long_poll: LongPoll::default(),
-            protocol: Protocol::default(),
-            outbox: Outbox::default(),
+            tcp: TcpConfig::default(),
+            websocket: WebsocketConfig::default(),
+            long_poll: LongPollConfig::default(),
+            protocol: ProtocolConfig::default(),
+            outbox: OutboxConfig::default(),
             online: OnlineConfig::default(),
             disconnect: DisconnectConfig::default(),
             drain: DrainConfig::default(),
@@ -202,33 +202,37 @@ impl Default for Config {
     }
 }
 
-impl Default for Tcp {
-    fn default() -> Tcp {
-        Tcp { bind: vec!["0.0.0.0:3101".into()], nodelay: true }
+impl Default for TcpConfig {
+    fn default() -> TcpConfig {
+        TcpConfig { bind: vec!["0.0.0.0:3101".into()], nodelay: true }
     }
 }
 
-impl Default for Websocket {
-    fn default() -> Websocket {
-        Websocket {
+impl Default for WebsocketConfig {
+    fn default() -> WebsocketConfig {
+        WebsocketConfig {
             bind: vec!["0.0.0.0:3102".into()],
             max_request_head: 8192,
             idle_timeout: Duration::from_secs(60),
             demo: true,
-            tls: Tls::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
 
-impl Default for LongPoll {
-    fn default() -> LongPoll {
-        LongPoll { poll_timeout: Duration::from_secs(30), max_sessions: 100_000, max_send_bytes: 64 * 1024 }
+impl Default for LongPollConfig {
+    fn default() -> LongPollConfig {
+        LongPollConfig {
+            poll_timeout: Duration::from_secs(30),
+            max_sessions: 100_000,
+            max_send_bytes: 64 * 1024,
+        }
     }
 }
 
-impl Default for Protocol {
-    fn default() -> Protocol {
-        Protocol {
+impl Default for ProtocolConfig {
+    fn default() -> ProtocolConfig {
+        ProtocolConfig {
             handshake_timeout: Duration::from_secs(5),
             max_body: goim_api::DEFAULT_MAX_BODY,
             write_timeout: Duration::from_secs(10),
@@ -237,9 +241,9 @@ impl Default for Protocol {
     }
 }
 
-impl Default for Outbox {
-    fn default() -> Outbox {
-        Outbox { capacity: 256, max_bytes: 1 << 20 }
+impl Default for OutboxConfig {
+    fn default() -> OutboxConfig {
+        OutboxConfig { capacity: 256, max_bytes: 1 << 20 }
     }
 }
 

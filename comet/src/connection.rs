@@ -18,7 +18,7 @@ use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 use tracing::{debug, warn};
 
 use crate::channel::Channel;
-use crate::codec::{Decoder, Encoder, Inbound};
+use crate::codec::{DecodeError, Decoder, Encoder, Inbound};
 use crate::context::Context;
 use crate::disconnect::Disconnect;
 use crate::metrics::TransportLabel;
@@ -31,7 +31,7 @@ const MIN_READ: usize = 512;
 
 enum ReadError {
     Io,
-    Protocol(String),
+    Protocol(DecodeError),
 }
 
 struct Reader<R, D> {
@@ -59,7 +59,7 @@ impl<R: AsyncRead + Unpin, D: Decoder> Reader<R, D> {
             };
             match read {
                 Ok(0) | Err(_) if self.buf.is_empty() => return Ok(None),
-                Ok(0) => return Err(ReadError::Protocol("connection closed mid-packet".into())),
+                Ok(0) => return Err(ReadError::Protocol(DecodeError::Truncated)),
                 Ok(_) => {}
                 Err(_) => return Err(ReadError::Io),
             }
@@ -329,7 +329,7 @@ async fn handshake<R: AsyncRead + Unpin, D: Decoder>(
                 ctx.metrics.handshake_timeout("auth_packet");
                 return Err(Some(Disconnect::Protocol("no auth packet before the handshake timeout".into())));
             }
-            Ok(Err(ReadError::Protocol(e))) => return Err(Some(Disconnect::Protocol(e))),
+            Ok(Err(ReadError::Protocol(e))) => return Err(Some(Disconnect::Protocol(e.to_string()))),
             Ok(Err(ReadError::Io)) | Ok(Ok(None)) | Ok(Ok(Some(Inbound::Close))) => return Err(None),
             Ok(Ok(Some(Inbound::Ping(_)))) => continue,
             Ok(Ok(Some(Inbound::Packet(f)))) if f.op == Op::Auth.code() => break f,
@@ -413,7 +413,7 @@ fn read_loop<'a, R: AsyncRead + Unpin, D: Decoder>(
                 }
                 Some(Err(ReadError::Protocol(e))) => {
                     shared.ctx.metrics.bad_input.get_or_create(&shared.label).inc();
-                    return Disconnect::Protocol(e);
+                    return Disconnect::Protocol(e.to_string());
                 }
             };
             if frame.op == Op::Heartbeat.code() {

@@ -14,7 +14,7 @@ use tokio::time::timeout;
 use crate::connection::Peer;
 use crate::context::Context;
 use crate::http::{HeadError, Request, Response, error_response, read_request, read_request_after};
-use crate::long_poll::{self, Sessions};
+use crate::long_poll::{self, PollSessions};
 use crate::metrics::TransportLabel;
 use crate::websocket;
 
@@ -31,7 +31,7 @@ pub struct Front {
     pub ctx: Arc<Context>,
     /// The long-poll sessions, between their polls. Shared with `long_poll::sweep`'s task, which
     /// expires them and closes them all when comet stops.
-    pub sessions: Arc<Sessions>,
+    pub sessions: Arc<PollSessions>,
     /// The demo page and client, when the binary provides them (`Comet::serve_assets`).
     pub assets: OnceLock<Vec<Asset>>,
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use crate::codec::Decoder;
-pub use crate::codec::Inbound;
+pub use crate::codec::{DecodeError, Inbound};
 pub use crate::http::{HeadError, Request};
 pub use crate::long_poll::BadAck;
 
@@ -21,7 +21,7 @@ impl WebSocketDecoder {
     }
 
     /// The next event in `buf`, consuming its bytes; `Ok(None)`: more bytes are needed.
-    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Inbound>, String> {
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Inbound>, DecodeError> {
         self.0.decode(buf)
     }
 }

@@ -12,7 +12,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::channel::Channel;
 use crate::disconnect::Disconnect;
 use crate::outbox::Outbound;
-use crate::room::{Delivery, Room};
+use crate::room::{Fanout, Room};
 
 type Shard<K, V> = RwLock<HashMap<K, V>>;
 
@@ -112,8 +112,8 @@ impl Hub {
 
     /// Queues `packet` for each key whose connection accepts `op`. A slow or missing connection
     /// never stops the others (goim aborts the rest of the request on the first full queue).
-    pub fn push_keys(&self, keys: &[String], op: i32, packet: &Bytes) -> (Delivery, usize) {
-        let mut d = Delivery::default();
+    pub fn push_keys(&self, keys: &[String], op: i32, packet: &Bytes) -> (Fanout, usize) {
+        let mut d = Fanout::default();
         let mut missing = 0;
         for key in keys {
             match self.get(key) {
@@ -125,15 +125,15 @@ impl Hub {
         (d, missing)
     }
 
-    pub fn push_room(&self, room: &str, batch: &Bytes) -> Delivery {
+    pub fn push_room(&self, room: &str, batch: &Bytes) -> Fanout {
         self.room(room).map(|r| r.push(batch)).unwrap_or_default()
     }
 
     /// Queues `packet` for every connection in shard `i` that accepts `op`; returns the delivery
     /// and the shard's size (the broadcast pacer sleeps in proportion to it, as goim does).
-    pub fn push_shard(&self, i: usize, op: i32, packet: &Bytes) -> (Delivery, usize) {
+    pub fn push_shard(&self, i: usize, op: i32, packet: &Bytes) -> (Fanout, usize) {
         let shard = self.keys[i].read();
-        let mut d = Delivery::default();
+        let mut d = Fanout::default();
         for ch in shard.values().filter(|ch| ch.accepts(op)) {
             d.add(ch.outbox.push(Outbound::Push(packet.clone())));
         }

@@ -55,4 +55,4 @@ pub use front::Asset;
 pub use listen::Listeners;
 pub use logic::Logic;
 pub use metrics::Metrics;
-pub use room::Delivery;
+pub use room::Fanout;

@@ -45,7 +45,7 @@ const LABEL: TransportLabel = TransportLabel { transport: "long_poll" };
 /// The response header that carries a poll response's sequence number.
 pub const SEQ_HEADER: &str = "X-Goim-Poll-Seq";
 
-struct Session {
+struct PollSession {
     ch: Arc<Channel>,
     heartbeat: Duration,
     activity: Mutex<Activity>,
@@ -143,7 +143,7 @@ impl Cursor {
 /// once the whole response is written; dropped unconfirmed (a failed or cut-short write, a
 /// connection task that ended), it marks the write failed, so the next poll resends.
 pub struct Receipt {
-    session: Arc<Session>,
+    session: Arc<PollSession>,
     seq: u64,
     attempt: u64,
 }
@@ -181,7 +181,7 @@ struct Activity {
     last_renew: Instant,
 }
 
-impl Session {
+impl PollSession {
     fn touch(&self, poll_delta: isize) {
         let mut a = self.activity.lock();
         a.last_seen = Instant::now();
@@ -196,16 +196,16 @@ impl Session {
 
 /// The live long-poll sessions of this comet.
 #[derive(Default)]
-pub struct Sessions {
-    map: Mutex<HashMap<String, Arc<Session>>>,
+pub struct PollSessions {
+    map: Mutex<HashMap<String, Arc<PollSession>>>,
 }
 
-impl Sessions {
-    fn get(&self, sid: Option<&str>) -> Option<Arc<Session>> {
+impl PollSessions {
+    fn get(&self, sid: Option<&str>) -> Option<Arc<PollSession>> {
         self.map.lock().get(sid?).cloned()
     }
 
-    fn remove(&self, sid: &str) -> Option<Arc<Session>> {
+    fn remove(&self, sid: &str) -> Option<Arc<PollSession>> {
         self.map.lock().remove(sid)
     }
 
@@ -225,7 +225,7 @@ fn unknown() -> Response {
 
 pub async fn auth(
     ctx: &Context,
-    sessions: &Sessions,
+    sessions: &PollSessions,
     peer: SocketAddr,
     cookie: String,
     token: Bytes,
@@ -258,7 +258,7 @@ pub async fn auth(
     let ch = admit(ctx, &session, peer.ip(), &LABEL, None);
     let sid = new_sid();
     let now = Instant::now();
-    let s = Session {
+    let s = PollSession {
         ch,
         heartbeat: session.heartbeat,
         activity: Mutex::new(Activity { last_seen: now, polls: 0, last_renew: now }),
@@ -291,7 +291,7 @@ fn rate_limited(ctx: &Context) -> Response {
 
 pub async fn poll(
     ctx: &Context,
-    sessions: &Sessions,
+    sessions: &PollSessions,
     sid: Option<&str>,
     wait: Option<&str>,
     ack: Option<&str>,
@@ -329,8 +329,8 @@ fn bad_ack() -> Response {
 
 async fn poll_session(
     ctx: &Context,
-    sessions: &Sessions,
-    s: &Arc<Session>,
+    sessions: &PollSessions,
+    s: &Arc<PollSession>,
     sid: &str,
     ack: Option<u64>,
     deadline: Instant,
@@ -367,7 +367,7 @@ async fn poll_session(
 
 /// Settles the cursor for this poll, waiting (bounded by HTTP's write timeout) for the previous
 /// response's write to report when the poll has no `ack`.
-async fn settle(s: &Session, ack: Option<u64>) -> Result<Settled, AheadAck> {
+async fn settle(s: &PollSession, ack: Option<u64>) -> Result<Settled, AheadAck> {
     loop {
         // Registered before looking, so a report between the look and the wait is not missed.
         let mut reported = std::pin::pin!(s.written.notified());
@@ -380,7 +380,7 @@ async fn settle(s: &Session, ack: Option<u64>) -> Result<Settled, AheadAck> {
     }
 }
 
-fn with_receipt(s: &Arc<Session>, seq: u64, attempt: u64, body: Bytes) -> Response {
+fn with_receipt(s: &Arc<PollSession>, seq: u64, attempt: u64, body: Bytes) -> Response {
     let receipt = Receipt { session: s.clone(), seq, attempt };
     Response { receipt: Some(Box::new(receipt)), ..Response::packets(body) }
 }
@@ -388,8 +388,8 @@ fn with_receipt(s: &Arc<Session>, seq: u64, attempt: u64, body: Bytes) -> Respon
 /// The session's last answer: what it calls for, then op 6; the session is gone after it.
 async fn finish(
     ctx: &Context,
-    sessions: &Sessions,
-    s: &Arc<Session>,
+    sessions: &PollSessions,
+    s: &Arc<PollSession>,
     sid: &str,
     items: &[Outbound],
     reason: Disconnect,
@@ -414,7 +414,7 @@ fn encode(items: &[Outbound]) -> Bytes {
 }
 
 /// Removes the session and tells logic, once (whoever removes it from the map does it).
-async fn close(ctx: &Context, sessions: &Sessions, sid: &str, s: &Arc<Session>, reason: Disconnect) {
+async fn close(ctx: &Context, sessions: &PollSessions, sid: &str, s: &Arc<PollSession>, reason: Disconnect) {
     if sessions.remove(sid).is_none() {
         return;
     }
@@ -424,7 +424,7 @@ async fn close(ctx: &Context, sessions: &Sessions, sid: &str, s: &Arc<Session>, 
     teardown(ctx, &s.ch).await;
 }
 
-pub async fn send(ctx: &Context, sessions: &Sessions, sid: Option<&str>, body: Bytes) -> Response {
+pub async fn send(ctx: &Context, sessions: &PollSessions, sid: Option<&str>, body: Bytes) -> Response {
     let Some(s) = sessions.get(sid) else { return unknown() };
     let sid = sid.unwrap_or_default();
     s.touch(0);
@@ -445,9 +445,9 @@ pub async fn send(ctx: &Context, sessions: &Sessions, sid: Option<&str>, body: B
 
 async fn protocol_error(
     ctx: &Context,
-    sessions: &Sessions,
+    sessions: &PollSessions,
     sid: &str,
-    s: &Arc<Session>,
+    s: &Arc<PollSession>,
     message: String,
 ) -> Response {
     ctx.metrics.bad_input.get_or_create(&LABEL).inc();
@@ -456,7 +456,7 @@ async fn protocol_error(
 }
 
 /// Expires idle sessions, and closes every session when comet stops.
-pub async fn sweep(ctx: Arc<Context>, sessions: Arc<Sessions>) {
+pub async fn sweep(ctx: Arc<Context>, sessions: Arc<PollSessions>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
@@ -464,7 +464,7 @@ pub async fn sweep(ctx: Arc<Context>, sessions: Arc<Sessions>) {
             _ = ctx.shutdown.cancelled() => break,
         }
         let now = Instant::now();
-        let expired: Vec<(String, Arc<Session>)> = sessions
+        let expired: Vec<(String, Arc<PollSession>)> = sessions
             .map
             .lock()
             .iter()
@@ -477,7 +477,7 @@ pub async fn sweep(ctx: Arc<Context>, sessions: Arc<Sessions>) {
     }
     // Give polls in progress a moment to hand their clients op 6, then end what is left.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let all: Vec<(String, Arc<Session>)> = sessions.map.lock().drain().collect();
+    let all: Vec<(String, Arc<PollSession>)> = sessions.map.lock().drain().collect();
     for (_, s) in all {
         // Counted for the reason that stands (a drain's, if it told the session already).
         let reason = s.ch.outbox.close_with(Disconnect::Shutdown);

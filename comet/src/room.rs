@@ -21,7 +21,7 @@ pub struct Room {
 
 /// What one delivery to a set of connections did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Delivery {
+pub struct Fanout {
     pub queued: usize,
     /// Connections disconnected because their queue overflowed.
     pub slow: usize,
@@ -29,7 +29,7 @@ pub struct Delivery {
     pub closing: usize,
 }
 
-impl Delivery {
+impl Fanout {
     pub fn add(&mut self, r: Result<(), Refused>) {
         match r {
             Ok(()) => self.queued += 1,
@@ -38,7 +38,7 @@ impl Delivery {
         }
     }
 
-    pub fn merge(&mut self, other: Delivery) {
+    pub fn merge(&mut self, other: Fanout) {
         self.queued += other.queued;
         self.slow += other.slow;
         self.closing += other.closing;
@@ -66,8 +66,8 @@ impl Room {
     }
 
     /// Queues one shared batch for every member. No accepts filter (goim applies none to rooms).
-    pub fn push(&self, batch: &bytes::Bytes) -> Delivery {
-        let mut d = Delivery::default();
+    pub fn push(&self, batch: &bytes::Bytes) -> Fanout {
+        let mut d = Fanout::default();
         for ch in self.members.read().values() {
             d.add(ch.outbox.push(Outbound::Push(batch.clone())));
         }

@@ -9,7 +9,7 @@ use bytes::{BufMut, BytesMut};
 use goim_api::frame::decode_stream;
 use tokio::net::TcpStream;
 
-use crate::codec::{Decoder, Encoder, Inbound};
+use crate::codec::{DecodeError, Decoder, Encoder, Inbound};
 use crate::connection::{self, Peer};
 use crate::context::Context;
 use crate::outbox::Outbound;
@@ -19,8 +19,8 @@ pub struct TcpDecoder {
 }
 
 impl Decoder for TcpDecoder {
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Inbound>, String> {
-        decode_stream(buf, self.max_body).map(|f| f.map(Inbound::Packet)).map_err(|e| e.to_string())
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Inbound>, DecodeError> {
+        Ok(decode_stream(buf, self.max_body)?.map(Inbound::Packet))
     }
 }
 

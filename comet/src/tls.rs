@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::debug;
 
-use crate::config::Tls;
+use crate::config::TlsConfig;
 use crate::front::Front;
 use crate::metrics::TransportLabel;
 
@@ -24,7 +24,7 @@ fn io_err(what: String) -> std::io::Error {
 
 impl Acceptor {
     /// Reads the PEM certificate chain and key named in `cfg`.
-    pub fn load(cfg: &Tls) -> std::io::Result<Acceptor> {
+    pub fn load(cfg: &TlsConfig) -> std::io::Result<Acceptor> {
         let (Some(cert), Some(key)) = (&cfg.cert, &cfg.key) else {
             return Err(io_err("comet.websocket.tls: cert and key are required".into()));
         };

@@ -27,7 +27,7 @@ struct Setup {
     json: Authenticator,
     single: Authenticator,
     jwks: Authenticator,
-    jwt: config::Jwt,
+    jwt: config::JwtConfig,
     signing: EncodingKey,
 }
 
@@ -35,12 +35,12 @@ static SETUP: LazyLock<Setup> = LazyLock::new(|| {
     let jwks_path = std::env::temp_dir().join(format!("goim-fuzz-jwks-{}.json", std::process::id()));
     std::fs::write(&jwks_path, JWKS).expect("write the fuzz jwks");
     let mut jwt =
-        config::Jwt { secret: Some(String::from_utf8_lossy(SECRET).into()), ..config::Jwt::default() };
+        config::JwtConfig { secret: Some(String::from_utf8_lossy(SECRET).into()), ..config::JwtConfig::default() };
     jwt.leeway = Duration::from_secs(30);
-    let single = config::Auth { mode: AuthMode::Jwt, jwt: jwt.clone() };
+    let single = config::AuthConfig { mode: AuthMode::Jwt, jwt: jwt.clone() };
     let mut with_jwks = single.clone();
     with_jwks.jwt.jwks.file = Some(jwks_path);
-    let json = config::Auth { mode: AuthMode::Json, ..config::Auth::default() };
+    let json = config::AuthConfig { mode: AuthMode::Json, ..config::AuthConfig::default() };
     // The JWKS file is read once, here; its reload loop (`watch`) never runs in the fuzzer.
     let jwks = Authenticator::new(&with_jwks).expect("jwks file");
     let _ = std::fs::remove_file(with_jwks.jwt.jwks.file.as_ref().expect("set above"));

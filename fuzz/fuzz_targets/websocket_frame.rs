@@ -8,7 +8,7 @@
 
 use bytes::BytesMut;
 use goim_api::DEFAULT_MAX_BODY;
-use goim_comet::fuzz::{Inbound, WebSocketDecoder};
+use goim_comet::fuzz::{DecodeError, Inbound, WebSocketDecoder};
 use libfuzzer_sys::fuzz_target;
 
 /// A limit small enough that the fuzzer hits it often, and goim's.
@@ -31,9 +31,9 @@ enum Event {
     Close,
 }
 
-/// Decodes `data` arriving `read_size` bytes at a time, until the first error (included, as
-/// its message) or the end of the input.
-fn events(data: &[u8], read_size: usize, max_body: usize) -> (Vec<Event>, Option<String>) {
+/// Decodes `data` arriving `read_size` bytes at a time, until the first error (included) or
+/// the end of the input.
+fn events(data: &[u8], read_size: usize, max_body: usize) -> (Vec<Event>, Option<DecodeError>) {
     let mut dec = WebSocketDecoder::new(max_body);
     let mut buf = BytesMut::new();
     let mut out = Vec::new();

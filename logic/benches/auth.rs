@@ -27,7 +27,7 @@ fn claims() -> serde_json::Value {
 }
 
 fn jwt(algorithm: JwtAlgorithm) -> (Authenticator, String) {
-    let mut auth = config::Auth { mode: AuthMode::Jwt, ..config::Auth::default() };
+    let mut auth = config::AuthConfig { mode: AuthMode::Jwt, ..config::AuthConfig::default() };
     auth.jwt.algorithm = algorithm;
     let (alg, signing) = match algorithm {
         JwtAlgorithm::HS256 => {
@@ -51,8 +51,9 @@ fn jwt(algorithm: JwtAlgorithm) -> (Authenticator, String) {
 
 fn verify(c: &mut Criterion) {
     let mut g = c.benchmark_group("verify");
-    let json_auth = Authenticator::new(&config::Auth { mode: AuthMode::Json, ..config::Auth::default() })
-        .expect("json authenticator");
+    let json_auth =
+        Authenticator::new(&config::AuthConfig { mode: AuthMode::Json, ..config::AuthConfig::default() })
+            .expect("json authenticator");
     let goim_token =
         json!({"mid": 123456, "key": "device-7f3a", "room_id": "live://1000", "platform": "web", "accepts": [1000, 1001]})
             .to_string();

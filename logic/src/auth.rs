@@ -141,14 +141,14 @@ impl std::fmt::Debug for Authenticator {
 
 impl Authenticator {
     /// [`Authenticator::with_metrics`] with counters of its own.
-    pub fn new(config: &config::Auth) -> Result<Authenticator, KeyError> {
+    pub fn new(config: &config::AuthConfig) -> Result<Authenticator, KeyError> {
         Authenticator::with_metrics(config, Metrics::default())
     }
 
     /// Loads the key material: the single key (reading `public_key_pem` for RS256/ES256) and the
     /// JWKS file; the JWKS URL is first fetched by [`Authenticator::watch`]. Warns once when the
     /// JSON mode leaves connections unauthenticated. Key reloads are counted in `metrics`.
-    pub fn with_metrics(config: &config::Auth, metrics: Metrics) -> Result<Authenticator, KeyError> {
+    pub fn with_metrics(config: &config::AuthConfig, metrics: Metrics) -> Result<Authenticator, KeyError> {
         let mode = match config.mode {
             AuthMode::Json => {
                 tracing::warn!(

@@ -10,7 +10,7 @@
 ///
 /// Contract: both calls answer from memory (`ready` is called on every nodes query) and never
 /// block.
-pub trait Comets: Send + Sync + 'static {
+pub trait CometDirectory: Send + Sync + 'static {
     /// Server ids (pod names on Kubernetes) of the comets ready now.
     fn ready(&self) -> Vec<String>;
 

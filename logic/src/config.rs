@@ -17,17 +17,17 @@ pub type Error = goim_kit::Invalid;
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    pub http: Http,
-    pub auth: Auth,
-    pub node: Node,
-    pub session: Session,
-    pub queue: Queue,
+    pub http: HttpConfig,
+    pub auth: AuthConfig,
+    pub node: NodeConfig,
+    pub session: SessionConfig,
+    pub queue: QueueConfig,
 }
 
 /// The push and query API (reference §3).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Http {
+pub struct HttpConfig {
     /// Listen address. Default `0.0.0.0:3111`.
     pub addr: String,
     /// When set, every `/goim/push/*` request needs `Authorization: Bearer <token>`.
@@ -51,9 +51,9 @@ pub struct Http {
     pub cors_origins: Vec<String>,
 }
 
-impl Default for Http {
-    fn default() -> Http {
-        Http {
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig {
             addr: "0.0.0.0:3111".into(),
             push_token: None,
             push_tokens: Vec::new(),
@@ -69,9 +69,9 @@ impl Default for Http {
 /// How a client's auth packet (op 7 body) is verified.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Auth {
+pub struct AuthConfig {
     pub mode: AuthMode,
-    pub jwt: Jwt,
+    pub jwt: JwtConfig,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,7 +86,7 @@ pub enum AuthMode {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Jwt {
+pub struct JwtConfig {
     /// The algorithm of the single key (`secret` or `public_key_pem`).
     pub algorithm: JwtAlgorithm,
     /// The shared secret (HS256).
@@ -101,19 +101,19 @@ pub struct Jwt {
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
     /// Keys selected by the token header's `kid`. Last: a TOML table follows the plain values.
-    pub jwks: Jwks,
+    pub jwks: JwksConfig,
 }
 
-impl Default for Jwt {
-    fn default() -> Jwt {
-        Jwt {
+impl Default for JwtConfig {
+    fn default() -> JwtConfig {
+        JwtConfig {
             algorithm: JwtAlgorithm::default(),
             secret: None,
             public_key_pem: None,
             issuer: None,
             audience: None,
             leeway: Duration::from_secs(30),
-            jwks: Jwks::default(),
+            jwks: JwksConfig::default(),
         }
     }
 }
@@ -122,7 +122,7 @@ impl Default for Jwt {
 /// [`crate::auth`] for how a token's key is chosen.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Jwks {
+pub struct JwksConfig {
     /// A JWKS file, re-read when its contents change. A changed file that cannot be used is
     /// refused (logged, counted) and the keys last read stay in force.
     pub file: Option<PathBuf>,
@@ -145,9 +145,9 @@ pub struct Jwks {
     pub max_bytes: usize,
 }
 
-impl Default for Jwks {
-    fn default() -> Jwks {
-        Jwks {
+impl Default for JwksConfig {
+    fn default() -> JwksConfig {
+        JwksConfig {
             file: None,
             file_poll: Duration::from_secs(10),
             url: None,
@@ -159,7 +159,7 @@ impl Default for Jwks {
     }
 }
 
-impl Jwks {
+impl JwksConfig {
     /// Whether a JWKS source is configured, so tokens choose their key by `kid`.
     pub fn is_set(&self) -> bool {
         self.file.is_some() || self.url.is_some()
@@ -178,7 +178,7 @@ pub enum JwtAlgorithm {
 /// `/goim/nodes/weighted`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Node {
+pub struct NodeConfig {
     /// Returned as the only node when no comet is known. Default `conn.goim.io`.
     pub default_domain: String,
     /// Appended to a comet's server id for web clients. Default `.goim.io`.
@@ -191,12 +191,12 @@ pub struct Node {
     pub heartbeat: Duration,
     /// Missed heartbeats before comet closes a connection. Default 2.
     pub heartbeat_max: u32,
-    pub backoff: Backoff,
+    pub backoff: BackoffConfig,
 }
 
-impl Default for Node {
-    fn default() -> Node {
-        Node {
+impl Default for NodeConfig {
+    fn default() -> NodeConfig {
+        NodeConfig {
             default_domain: "conn.goim.io".into(),
             host_domain: ".goim.io".into(),
             tcp_port: 3101,
@@ -204,7 +204,7 @@ impl Default for Node {
             wss_port: 3103,
             heartbeat: Duration::from_secs(4 * 60),
             heartbeat_max: 2,
-            backoff: Backoff::default(),
+            backoff: BackoffConfig::default(),
         }
     }
 }
@@ -212,22 +212,22 @@ impl Default for Node {
 /// Client reconnect backoff hints, passed through verbatim (seconds, multiplier, jitter fraction).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Backoff {
+pub struct BackoffConfig {
     pub max_delay: i32,
     pub base_delay: i32,
     pub factor: f32,
     pub jitter: f32,
 }
 
-impl Default for Backoff {
-    fn default() -> Backoff {
-        Backoff { max_delay: 300, base_delay: 3, factor: 1.8, jitter: 0.3 }
+impl Default for BackoffConfig {
+    fn default() -> BackoffConfig {
+        BackoffConfig { max_delay: 300, base_delay: 3, factor: 1.8, jitter: 0.3 }
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Session {
+pub struct SessionConfig {
     /// A comet whose last online report is older than this is ignored and its record dropped.
     /// Default 30s (comets report every 10s).
     #[serde(with = "humantime_serde")]
@@ -242,9 +242,9 @@ pub struct Session {
     pub mapping_ttl: Duration,
 }
 
-impl Default for Session {
-    fn default() -> Session {
-        Session {
+impl Default for SessionConfig {
+    fn default() -> SessionConfig {
+        SessionConfig {
             online_stale_after: Duration::from_secs(30),
             heartbeat_timeout: None,
             mapping_ttl: Duration::from_secs(30 * 60),
@@ -255,7 +255,7 @@ impl Default for Session {
 /// The in-process push queue of the embedded setup ([`crate::queue::Memory`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Queue {
+pub struct QueueConfig {
     /// Pushes waiting for job. Default 1024.
     pub capacity: usize,
     /// How long a push request waits for room in a full queue before failing. Default 1s.
@@ -263,9 +263,9 @@ pub struct Queue {
     pub publish_timeout: Duration,
 }
 
-impl Default for Queue {
-    fn default() -> Queue {
-        Queue { capacity: 1024, publish_timeout: Duration::from_secs(1) }
+impl Default for QueueConfig {
+    fn default() -> QueueConfig {
+        QueueConfig { capacity: 1024, publish_timeout: Duration::from_secs(1) }
     }
 }
 
@@ -287,7 +287,7 @@ impl Config {
     }
 }
 
-impl Http {
+impl HttpConfig {
     fn validate(&self) -> Result<(), Error> {
         if let Err(e) = self.addr.parse::<SocketAddr>() {
             return Err(Error::new("http.addr", format!("{:?} is not ip:port ({e})", self.addr)));
@@ -333,7 +333,7 @@ impl Http {
     }
 }
 
-impl Auth {
+impl AuthConfig {
     fn validate(&self) -> Result<(), Error> {
         if self.mode == AuthMode::Json {
             return Ok(());
@@ -375,7 +375,7 @@ impl Auth {
 /// The shortest poll or retry interval: anything shorter is a busy loop.
 const MIN_POLL: Duration = Duration::from_millis(10);
 
-impl Jwks {
+impl JwksConfig {
     fn validate(&self) -> Result<(), Error> {
         if self.file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
             return Err(Error::new("auth.jwt.jwks.file", "must be a path"));
@@ -402,7 +402,7 @@ impl Jwks {
     }
 }
 
-impl Node {
+impl NodeConfig {
     fn validate(&self) -> Result<(), Error> {
         if self.heartbeat < Duration::from_secs(1) {
             return Err(Error::new("node.heartbeat", "must be at least 1s (clients are told whole seconds)"));
@@ -427,7 +427,7 @@ impl Node {
     }
 }
 
-impl Session {
+impl SessionConfig {
     fn validate(&self) -> Result<(), Error> {
         if self.online_stale_after.is_zero() {
             return Err(Error::new("session.online_stale_after", "must be positive"));
@@ -442,7 +442,7 @@ impl Session {
     }
 }
 
-impl Queue {
+impl QueueConfig {
     fn validate(&self) -> Result<(), Error> {
         if self.capacity == 0 {
             return Err(Error::new("queue.capacity", "must be at least 1"));

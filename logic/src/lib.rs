@@ -13,7 +13,7 @@
 //!   [`queue::KafkaQueue`] for the distributed one.
 //! - [`router`] and [`serve`]: goim's HTTP API (`/goim/push/*`, `/goim/online/*`, `/goim/nodes/*`).
 //! - [`grpc`]: goim's `goim.logic.Logic` gRPC server, which comets call.
-//! - [`comet::Comets`]: the optional port giving the comets ready for new clients (node lists).
+//! - [`comet::CometDirectory`]: the optional port giving the comets ready for new clients (node lists).
 //! - [`Config`] ([`config`]) and [`Metrics`].
 
 pub mod auth;

@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, Authenticator, PushTokens};
-use crate::comet::Comets;
+use crate::comet::CometDirectory;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::queue::{self, Queue};
@@ -56,7 +56,7 @@ pub struct Logic {
     /// The last global online view and when it was loaded; see [`online`](self::online).
     online: Mutex<Option<online::Cached>>,
     /// When set, the node lists offer only the comets it calls ready.
-    comets: Option<Arc<dyn Comets>>,
+    comets: Option<Arc<dyn CometDirectory>>,
 }
 
 impl std::fmt::Debug for Logic {
@@ -80,7 +80,7 @@ impl Logic {
     }
 
     /// Offers clients only the comets `comets` calls ready (`/goim/nodes/*`, the `Nodes` RPC).
-    pub fn with_comets(mut self, comets: Arc<dyn Comets>) -> Logic {
+    pub fn with_comets(mut self, comets: Arc<dyn CometDirectory>) -> Logic {
         self.comets = Some(comets);
         self
     }

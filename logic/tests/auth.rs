@@ -19,8 +19,8 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
-fn jwt_config(algorithm: JwtAlgorithm) -> config::Auth {
-    let mut auth = config::Auth { mode: AuthMode::Jwt, ..config::Auth::default() };
+fn jwt_config(algorithm: JwtAlgorithm) -> config::AuthConfig {
+    let mut auth = config::AuthConfig { mode: AuthMode::Jwt, ..config::AuthConfig::default() };
     auth.jwt.algorithm = algorithm;
     match algorithm {
         JwtAlgorithm::HS256 => auth.jwt.secret = Some(SECRET.into()),
@@ -178,7 +178,7 @@ fn a_jwt_without_key_gets_a_uuid_key() {
 }
 
 fn json_auth() -> Authenticator {
-    Authenticator::new(&config::Auth { mode: AuthMode::Json, ..config::Auth::default() }).unwrap()
+    Authenticator::new(&config::AuthConfig { mode: AuthMode::Json, ..config::AuthConfig::default() }).unwrap()
 }
 
 #[test]

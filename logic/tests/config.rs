@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use goim_logic::Config;
-use goim_logic::config::{AuthMode, Backoff};
+use goim_logic::config::{AuthMode, BackoffConfig};
 
 fn parse(text: &str) -> Result<Config, toml::de::Error> {
     toml::from_str(text)
@@ -25,7 +25,10 @@ fn an_empty_file_gives_goims_defaults_with_jwt_auth() {
     assert_eq!(config.auth.jwt.leeway, Duration::from_secs(30));
     assert_eq!(config.node.heartbeat, Duration::from_secs(240));
     assert_eq!((config.node.tcp_port, config.node.ws_port, config.node.wss_port), (3101, 3102, 3103));
-    assert_eq!(config.node.backoff, Backoff { max_delay: 300, base_delay: 3, factor: 1.8, jitter: 0.3 });
+    assert_eq!(
+        config.node.backoff,
+        BackoffConfig { max_delay: 300, base_delay: 3, factor: 1.8, jitter: 0.3 }
+    );
     assert_eq!(config.session.online_stale_after, Duration::from_secs(30));
     assert_eq!(config.session.mapping_ttl, Duration::from_secs(1800));
 }

@@ -139,7 +139,7 @@ async fn a_call_past_its_deadline_fails_with_deadline_exceeded_not_a_hang() {
 
 struct Ready(Vec<String>);
 
-impl goim_logic::comet::Comets for Ready {
+impl goim_logic::comet::CometDirectory for Ready {
     fn ready(&self) -> Vec<String> {
         self.0.clone()
     }

@@ -99,8 +99,8 @@ impl Drop for TempFile {
     }
 }
 
-fn jwt_auth(f: impl FnOnce(&mut config::Jwt)) -> config::Auth {
-    let mut auth = config::Auth { mode: AuthMode::Jwt, ..config::Auth::default() };
+fn jwt_auth(f: impl FnOnce(&mut config::JwtConfig)) -> config::AuthConfig {
+    let mut auth = config::AuthConfig { mode: AuthMode::Jwt, ..config::AuthConfig::default() };
     auth.jwt.jwks.file_poll = Duration::from_millis(20);
     auth.jwt.jwks.url_refresh = Duration::from_millis(100);
     auth.jwt.jwks.url_retry = Duration::from_millis(50);
@@ -116,7 +116,7 @@ struct Watched {
     _stop: tokio_util::sync::DropGuard,
 }
 
-fn watched(config: &config::Auth) -> Watched {
+fn watched(config: &config::AuthConfig) -> Watched {
     let metrics = Metrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::sequence::{Counts, Sequence};
 use super::worker::Stats;
-use crate::protocol::{Events, Protocol, Session, Who};
+use crate::protocol::{Events, Exchange, Protocol, Who};
 
 /// Stamp steps of the numbered streams, and of the slow clients' filler pushes (not numbered).
 pub const ROOM: u32 = 1;
@@ -88,7 +88,7 @@ impl Slot {
 
 struct Link {
     stream: TcpStream,
-    session: Session,
+    session: Exchange,
     carry: Vec<u8>,
 }
 
@@ -182,7 +182,7 @@ async fn open(ctx: &Ctx, slot: &Slot) -> Result<Link> {
     sock.bind(SocketAddr::new(IpAddr::V4(source), 0)).with_context(|| format!("bind {source}"))?;
     let stream = sock.connect(slot.endpoint).await.with_context(|| format!("connect {}", slot.endpoint))?;
     stream.set_nodelay(true)?;
-    let (session, first) = Session::start(slot.protocol, &slot.who, &slot.endpoint.to_string());
+    let (session, first) = Exchange::start(slot.protocol, &slot.who, &slot.endpoint.to_string());
     let mut link = Link { stream, session, carry: Vec::new() };
     link.stream.write_all(&first).await?;
     while !link.session.ready() {

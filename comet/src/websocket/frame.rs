@@ -4,7 +4,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use goim_api::frame::{HEADER_LEN, decode_message, raw_header};
 
-use crate::codec::{Decoder, Encoder, Inbound};
+use crate::codec::{DecodeError, Decoder, Encoder, Inbound};
 use crate::disconnect::Disconnect;
 use crate::outbox::Outbound;
 
@@ -14,6 +14,23 @@ const BINARY: u8 = 0x2;
 const CLOSE: u8 = 0x8;
 const PING: u8 = 0x9;
 const PONG: u8 = 0xA;
+
+/// How a client's WebSocket frame breaks RFC 6455 or the message limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("websocket reserved bits set (no extensions are negotiated)")]
+    ReservedBits,
+    #[error("websocket control frame fragmented or longer than 125 bytes")]
+    BadControlFrame,
+    #[error("websocket message of {len} bytes exceeds the limit of {max}")]
+    TooLarge { len: u64, max: usize },
+    #[error("websocket data frame inside a fragmented message")]
+    DataInsideFragments,
+    #[error("websocket continuation frame without a message")]
+    OrphanContinuation,
+    #[error("websocket opcode {0:#x} is not defined")]
+    UnknownOpcode(u8),
+}
 
 pub struct WsDecoder {
     /// The packet body limit; a message may hold one packet of up to 16 + this many bytes.
@@ -31,20 +48,20 @@ impl WsDecoder {
         HEADER_LEN + self.max_body
     }
 
-    fn message(&self, msg: Bytes) -> Result<Option<Inbound>, String> {
-        decode_message(msg, self.max_body).map(|f| Some(Inbound::Packet(f))).map_err(|e| e.to_string())
+    fn message(&self, msg: Bytes) -> Result<Option<Inbound>, DecodeError> {
+        Ok(Some(Inbound::Packet(decode_message(msg, self.max_body)?)))
     }
 }
 
 impl Decoder for WsDecoder {
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Inbound>, String> {
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Inbound>, DecodeError> {
         loop {
             if buf.len() < 2 {
                 return Ok(None);
             }
             let (b0, b1) = (buf[0], buf[1]);
             if b0 & 0x70 != 0 {
-                return Err("websocket reserved bits set (no extensions are negotiated)".into());
+                return Err(FrameError::ReservedBits.into());
             }
             let fin = b0 & 0x80 != 0;
             let opcode = b0 & 0x0F;
@@ -64,16 +81,12 @@ impl Decoder for WsDecoder {
             };
             let is_control = opcode & 0x8 != 0;
             if is_control && (!fin || len > 125) {
-                return Err("websocket control frame fragmented or longer than 125 bytes".into());
+                return Err(FrameError::BadControlFrame.into());
             }
             // Saturating: a client's 64-bit length must not overflow the sum (it is over any limit).
             let total = (self.partial.as_ref().map_or(0, |p| p.len()) as u64).saturating_add(len);
             if !is_control && total > self.max_message() as u64 {
-                return Err(format!(
-                    "websocket message of {} bytes exceeds the limit of {}",
-                    total,
-                    self.max_message()
-                ));
+                return Err(FrameError::TooLarge { len: total, max: self.max_message() }.into());
             }
             let len = len as usize;
             let header = 2 + ext + if masked { 4 } else { 0 };
@@ -90,13 +103,13 @@ impl Decoder for WsDecoder {
             }
             match opcode {
                 TEXT | BINARY if self.partial.is_some() => {
-                    return Err("websocket data frame inside a fragmented message".into());
+                    return Err(FrameError::DataInsideFragments.into());
                 }
                 TEXT | BINARY if fin => return self.message(payload.freeze()),
                 TEXT | BINARY => self.partial = Some(payload),
                 CONTINUATION => {
                     let Some(partial) = self.partial.as_mut() else {
-                        return Err("websocket continuation frame without a message".into());
+                        return Err(FrameError::OrphanContinuation.into());
                     };
                     partial.extend_from_slice(&payload);
                     if fin {
@@ -107,7 +120,7 @@ impl Decoder for WsDecoder {
                 CLOSE => return Ok(Some(Inbound::Close)),
                 PING => return Ok(Some(Inbound::Ping(payload.freeze()))),
                 PONG => {}
-                other => return Err(format!("websocket opcode {other:#x} is not defined")),
+                other => return Err(FrameError::UnknownOpcode(other).into()),
             }
         }
     }
@@ -221,7 +234,7 @@ mod tests {
     #[test]
     fn an_oversized_message_fails_before_its_payload_arrives() {
         let mut buf = BytesMut::from(&[0x82u8, 0x80 | 127, 0, 0, 0, 0, 0, 1, 0, 0][..]);
-        assert!(WsDecoder::new(4096).decode(&mut buf).unwrap_err().contains("exceeds"));
+        assert!(WsDecoder::new(4096).decode(&mut buf).unwrap_err().to_string().contains("exceeds"));
     }
 
     #[test]
@@ -230,7 +243,7 @@ mod tests {
         let mut bytes = client_frame(BINARY, false, b"goim");
         bytes.extend_from_slice(&[0x80, 127, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
         let mut buf = BytesMut::from(&bytes[..]);
-        assert!(WsDecoder::new(4096).decode(&mut buf).unwrap_err().contains("exceeds"));
+        assert!(WsDecoder::new(4096).decode(&mut buf).unwrap_err().to_string().contains("exceeds"));
     }
 
     #[test]

@@ -68,7 +68,7 @@ struct RawKey {
 
 /// Checks a JWKS document as logic would load it, with `config`'s claim checks; returns the
 /// `kid`s of the keys it would use, sorted.
-pub fn validate_jwks(document: &[u8], config: &config::Jwt) -> Result<Vec<String>, JwksError> {
+pub fn validate_jwks(document: &[u8], config: &config::JwtConfig) -> Result<Vec<String>, JwksError> {
     let mut kids: Vec<String> =
         parse(document, &base_validation(config)).map(|p| p.keys.into_keys().collect())?;
     kids.sort();
@@ -76,7 +76,7 @@ pub fn validate_jwks(document: &[u8], config: &config::Jwt) -> Result<Vec<String
 }
 
 /// The claim checks of `config`, for any algorithm (each key narrows `algorithms` to its own).
-pub(crate) fn base_validation(config: &config::Jwt) -> Validation {
+pub(crate) fn base_validation(config: &config::JwtConfig) -> Validation {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = config.leeway.as_secs();
     validation.validate_exp = true;
@@ -220,11 +220,11 @@ mod tests {
     use super::*;
 
     fn base() -> Validation {
-        base_validation(&config::Jwt::default())
+        base_validation(&config::JwtConfig::default())
     }
 
     fn kids(doc: &str) -> Result<Vec<String>, JwksError> {
-        validate_jwks(doc.as_bytes(), &config::Jwt::default())
+        validate_jwks(doc.as_bytes(), &config::JwtConfig::default())
     }
 
     #[test]

@@ -42,13 +42,13 @@ pub(crate) struct KeyRing {
     /// `url_retry`). `verify` notifies, the URL loop waits; `notify_one` keeps one pending wake.
     unknown_kid: Notify,
     base: Validation,
-    config: config::Jwks,
+    config: config::JwksConfig,
     metrics: Metrics,
 }
 
 impl KeyRing {
     /// Loads the single key and the JWKS file; a file that cannot be used stops logic here.
-    pub(crate) fn new(config: &config::Jwt, metrics: Metrics) -> Result<KeyRing, KeyError> {
+    pub(crate) fn new(config: &config::JwtConfig, metrics: Metrics) -> Result<KeyRing, KeyError> {
         let base = jwks::base_validation(config);
         let single = single_key(config, &base)?.map(Arc::new);
         metrics.keys_loaded(SINGLE, usize::from(single.is_some()));
@@ -205,7 +205,7 @@ fn log_loaded(source: &'static str, parsed: &jwks::Parsed) {
 }
 
 /// The single key of `auth.jwt`, if one is configured.
-fn single_key(config: &config::Jwt, base: &Validation) -> Result<Option<VerifyKey>, KeyError> {
+fn single_key(config: &config::JwtConfig, base: &Validation) -> Result<Option<VerifyKey>, KeyError> {
     let algorithm = config.algorithm;
     let key = match algorithm {
         JwtAlgorithm::HS256 => {

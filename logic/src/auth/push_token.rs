@@ -58,7 +58,7 @@ impl std::fmt::Debug for PushTokens {
 impl PushTokens {
     /// The tokens of `http`, reading `push_token_file` (which must be usable at start); `None`
     /// when no token is configured and the push API is open.
-    pub fn new(http: &config::Http, metrics: Metrics) -> Result<Option<PushTokens>, KeyError> {
+    pub fn new(http: &config::HttpConfig, metrics: Metrics) -> Result<Option<PushTokens>, KeyError> {
         let configured: Vec<Box<[u8]>> =
             http.push_token.iter().chain(&http.push_tokens).map(|t| t.as_bytes().into()).collect();
         let file = match &http.push_token_file {
@@ -196,16 +196,16 @@ mod tests {
 
     #[test]
     fn every_configured_token_is_accepted_and_refusals_are_told_apart() {
-        let http = config::Http {
+        let http = config::HttpConfig {
             push_token: Some("old".into()),
             push_tokens: vec!["new".into()],
-            ..config::Http::default()
+            ..config::HttpConfig::default()
         };
         let tokens = PushTokens::new(&http, Metrics::default()).unwrap().unwrap();
         assert!(tokens.check(Some("old")));
         assert!(tokens.check(Some("new")));
         assert!(!tokens.check(Some("ne")));
         assert!(!tokens.check(None));
-        assert!(PushTokens::new(&config::Http::default(), Metrics::default()).unwrap().is_none());
+        assert!(PushTokens::new(&config::HttpConfig::default(), Metrics::default()).unwrap().is_none());
     }
 }

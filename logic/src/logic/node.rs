@@ -142,7 +142,7 @@ impl Logic {
 
 impl Logic {
     /// The reporting comets that may be offered: all of them, or only the ready ones when a
-    /// [`Comets`](crate::comet::Comets) port is plugged in.
+    /// [`Comets`](crate::comet::CometDirectory) port is plugged in.
     fn offered<'a>(&self, view: &'a View) -> impl Iterator<Item = &'a (Online, SystemTime)> {
         let ready: Option<HashSet<String>> = self.comets.as_ref().map(|c| c.ready().into_iter().collect());
         view.servers.iter().filter(move |(o, _)| ready.as_ref().is_none_or(|r| r.contains(&o.server)))

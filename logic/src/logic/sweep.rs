@@ -124,7 +124,7 @@ impl Logic {
     async fn drop_routes(
         &self,
         server: &str,
-        comets: &dyn crate::comet::Comets,
+        comets: &dyn crate::comet::CometDirectory,
         shutdown: &CancellationToken,
     ) -> Option<bool> {
         let started = Instant::now();

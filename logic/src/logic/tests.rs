@@ -352,7 +352,7 @@ impl Listed {
     }
 }
 
-impl Comets for Arc<Listed> {
+impl CometDirectory for Arc<Listed> {
     fn ready(&self) -> Vec<String> {
         self.0.lock().clone()
     }
