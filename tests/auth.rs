@@ -5,8 +5,8 @@ mod support;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use goim_api::Op;
-use goim_bench::client::json_token;
-use goim_bench::{Client, Transport};
+use goim_test_support::json_token;
+use goim_test_support::{Client, Transport};
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::json;
 use support::*;

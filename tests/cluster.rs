@@ -1,6 +1,6 @@
 //! The full goim topology as separate processes on loopback: two `goim-comet`, two `goim-logic`
 //! and two `goim-job`, one redis-server and one Apache Kafka broker. Each test starts its own
-//! Redis and broker (`cluster/backends.rs`, from what `scripts/services.sh` installed), so it can
+//! Redis and broker (`goim_test_support::services`, from what `scripts/services.sh` installed), so it can
 //! stop, kill and restart them without disturbing anything else, and the tests of this file run
 //! one at a time. The broker fault tests count numbered pushes (`cluster/numbered.rs`).
 //!
@@ -9,8 +9,6 @@
 
 mod support;
 
-#[path = "cluster/backends.rs"]
-mod backends;
 #[path = "cluster/numbered.rs"]
 mod numbered;
 
@@ -18,12 +16,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use goim_bench::{Client, Transport};
+use goim_test_support::{Client, Transport};
 use serde_json::Value;
-use support::process::{Proc, Scratch, free_port, ready};
+use support::process::{Proc, Scratch, binary, free_port, ready};
 use support::{Reply, WAIT, eventually, http, sample};
 
-use backends::{Broker, Redis};
+use goim_test_support::services::{Broker, Redis};
 use numbered::{Pusher, Receiver, Sent, account};
 
 /// One cluster at a time: six binaries and two backends per test are enough for two cores.
@@ -162,7 +160,7 @@ impl Cluster {
 
     fn node(&self, bin: &'static str, id: String, toml: &str, admin: u16, port: u16, ws: u16) -> Node {
         let config = self._dir.file(&format!("{id}.toml"), toml);
-        let proc = Proc::start(bin, &config, &[]);
+        let proc = Proc::start(binary(bin), &config, &[]);
         Node { id, proc: Some(proc), admin, port, ws }
     }
 
@@ -522,7 +520,7 @@ async fn clients_of_a_killed_comet_reconnect_to_the_other_and_get_their_pushes()
 
     cluster.comets[0].kill9();
     let (_, closed) = moving.until_closed(WAIT).await.expect("the dead comet's socket closes");
-    assert_eq!(closed, goim_bench::client::Closed::Eof);
+    assert_eq!(closed, goim_test_support::Closed::Eof);
     // The client reconnects to the other comet with a new connection key, as goim clients do.
     let mut moved = login(b, Transport::Tcp, 21, "c1-again", "live://21").await;
 

@@ -10,9 +10,9 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use goim_bench::{Client, Transport};
+use goim_test_support::{Client, Transport};
 use serde_json::Value;
-use support::process::{Proc, Scratch, admin_metrics as metrics, free_port, installed, ready};
+use support::process::{Proc, Scratch, admin_metrics as metrics, binary, free_port, installed, ready};
 use support::{WAIT, http, sample};
 
 const USERS: i64 = 20;
@@ -69,7 +69,7 @@ async fn a_dead_comets_routes_are_dropped(store: &str, ns: &str) -> (Vec<i64>, S
             GRACE.as_secs()
         ),
     );
-    let logic = Proc::start("goim-logic", &logic_toml, &[]);
+    let logic = Proc::start(binary("goim-logic"), &logic_toml, &[]);
     let mut nodes = Vec::new();
     for (id, tcp, ws, grpc, admin) in &comets {
         let toml = dir.file(
@@ -80,7 +80,7 @@ async fn a_dead_comets_routes_are_dropped(store: &str, ns: &str) -> (Vec<i64>, S
                  [admin]\naddr = \"127.0.0.1:{admin}\"\n[shutdown]\ngrace = \"5s\"\n"
             ),
         );
-        let proc = Proc::start("goim-comet", &toml, &[("POD_NAME", id.as_str())]);
+        let proc = Proc::start(binary("goim-comet"), &toml, &[("POD_NAME", id.as_str())]);
         nodes.push(Comet {
             id: id.clone(),
             proc: Some(proc),

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use goim_api::{Op, PushMsg};
-use goim_bench::{Client, Transport};
 use goim_job::comet::{ClientConfig, GrpcComets};
 use goim_job::discovery::{CometEndpoint, StaticList};
+use goim_test_support::{Client, Transport};
 use serde_json::Value;
 use support::process::{Proc, Scratch, binary, free_port, ready};
 use support::{WAIT, eventually, http};
@@ -79,8 +79,8 @@ async fn comet_and_logic_run_a_comet_that_authenticates_through_logic_over_grpc(
     };
     let dir = Scratch::new("distributed");
     let (logic_toml, comet_toml, job_toml) = configs(&dir, &p);
-    let logic = Proc::start("goim-logic", &logic_toml, &[]);
-    let comet = Proc::start("goim-comet", &comet_toml, &[("POD_NAME", "comet-1")]);
+    let logic = Proc::start(binary("goim-logic"), &logic_toml, &[]);
+    let comet = Proc::start(binary("goim-comet"), &comet_toml, &[("POD_NAME", "comet-1")]);
     // With the memory queue goim-job is not needed, and refuses to start rather than idle.
     let out = Command::new(binary("goim-job")).arg("--config").arg(&job_toml).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -420,9 +420,9 @@ async fn a_push_flows_logic_to_kafka_to_job_to_comet_across_processes() {
              [queue]\nkind = \"kafka\"\n{kafka}group = \"goim-dist-{tag}\"\n[admin]\naddr = \"127.0.0.1:{job_admin}\"\n"
         ),
     );
-    let logic = Proc::start("goim-logic", &logic_toml, &[]);
-    let comet = Proc::start("goim-comet", &comet_toml, &[]);
-    let job = Proc::start("goim-job", &job_toml, &[]);
+    let logic = Proc::start(binary("goim-logic"), &logic_toml, &[]);
+    let comet = Proc::start(binary("goim-comet"), &comet_toml, &[]);
+    let job = Proc::start(binary("goim-job"), &job_toml, &[]);
     for admin in [logic_admin, comet_admin, job_admin] {
         assert!(ready(admin).await, "admin port {admin} never became ready");
     }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use goim_api::frame::split_packets;
 use goim_api::{Frame, Op};
-use goim_bench::client::json_token;
-use goim_bench::{Client, Transport};
+use goim_test_support::json_token;
+use goim_test_support::{Client, Transport};
 use support::process::{Proc, Scratch, binary, free_port, ready};
 use support::{eventually, http, sample};
 
@@ -60,8 +60,8 @@ async fn cluster(name: &str, drain: &str) -> Cluster {
              [shutdown]\ngrace = \"5s\"\n"
         ),
     );
-    let logic = Proc::start("goim-logic", &logic_toml, &[]);
-    let comet = Proc::start("goim-comet", &comet_toml, &[]);
+    let logic = Proc::start(binary("goim-logic"), &logic_toml, &[]);
+    let comet = Proc::start(binary("goim-comet"), &comet_toml, &[]);
     for admin in [logic_admin, comet_admin] {
         assert!(ready(admin).await, "admin port {admin} never became ready");
     }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use goim_api::frame::split_packets;
 use goim_api::{Frame, Op};
-use goim_bench::Transport;
-use goim_bench::client::json_token;
+use goim_test_support::Transport;
+use goim_test_support::json_token;
 use support::*;
 
 struct Poller {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use goim_api::Frame;
 use goim_api::frame::split_packets;
-use goim_bench::client::json_token;
+use goim_test_support::json_token;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use goim_api::{Frame, Op};
-use goim_bench::client::{Closed, json_token};
-use goim_bench::{Client, Transport};
+use goim_test_support::{Client, Transport};
+use goim_test_support::{Closed, json_token};
 use support::*;
 
 fn packet(ver: i16, op: Op, seq: i32, body: &'static [u8]) -> Frame {

@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use goim_bench::Transport;
+use goim_test_support::Transport;
 use serde_json::json;
 use support::*;
 

@@ -9,12 +9,12 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use goim_bench::{Client, Transport};
+use goim_test_support::services::Redis;
+use goim_test_support::{Client, Transport};
 use serde_json::Value;
-use support::process::{Proc, Scratch, accepting, admin_metrics as metrics, free_port, installed, ready};
+use support::process::{Proc, Scratch, accepting, admin_metrics as metrics, binary, free_port, ready};
 use support::{WAIT, http, sample};
 
 /// Connections per comet.
@@ -22,15 +22,6 @@ const PER_COMET: i64 = 150;
 /// How long pushes may take to reach everyone again; the test fails past it. Without the
 /// re-registration the routes come back only at `session_renew`.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(30);
-
-fn redis(port: u16, dir: &std::path::Path) -> Proc {
-    let mut cmd = Command::new(installed("GOIM_TEST_REDIS_SERVER"));
-    cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(std::process::Stdio::null());
-    Proc::spawn("redis-server", cmd)
-}
 
 async fn push_mids(base: &str, mids: &[i64], body: &str) {
     let list: Vec<String> = mids.iter().map(|m| format!("mids={m}")).collect();
@@ -43,8 +34,8 @@ async fn push_mids(base: &str, mids: &[i64], body: &str) {
 #[ignore = "needs redis-server (scripts/services.sh start; eval \"$(scripts/services.sh env)\")"]
 async fn after_redis_restarts_empty_pushes_by_user_reach_every_client_within_seconds() {
     let dir = Scratch::new("redis-restart");
-    let redis_port = free_port();
-    let mut server = redis(redis_port, &dir.0);
+    let mut server = Redis::start(dir.0.clone()).await;
+    let redis_port = server.port();
     assert!(accepting(redis_port, Duration::from_secs(10)).await, "redis-server never listened");
 
     let (http_port, logic_grpc, logic_admin) = (free_port(), free_port(), free_port());
@@ -63,7 +54,7 @@ async fn after_redis_restarts_empty_pushes_by_user_reach_every_client_within_sec
             list.join(", ")
         ),
     );
-    let logic = Proc::start("goim-logic", &logic_toml, &[]);
+    let logic = Proc::start(binary("goim-logic"), &logic_toml, &[]);
     let mut procs = Vec::new();
     let mut addrs: Vec<SocketAddr> = Vec::new();
     let mut admins = Vec::new();
@@ -76,7 +67,7 @@ async fn after_redis_restarts_empty_pushes_by_user_reach_every_client_within_sec
                  [logic_client]\naddrs = [\"127.0.0.1:{logic_grpc}\"]\n[admin]\naddr = \"127.0.0.1:{admin}\"\n[shutdown]\ngrace = \"5s\"\n"
             ),
         );
-        procs.push(Proc::start("goim-comet", &toml, &[("POD_NAME", id.as_str())]));
+        procs.push(Proc::start(binary("goim-comet"), &toml, &[("POD_NAME", id.as_str())]));
         addrs.push(format!("127.0.0.1:{tcp}").parse().unwrap());
         admins.push(*admin);
     }
@@ -117,8 +108,8 @@ async fn after_redis_restarts_empty_pushes_by_user_reach_every_client_within_sec
     assert!(reported, "the comets never reported their {} connections", mids.len());
 
     // Redis restarts on the same port with nothing in it.
-    drop(server);
-    server = redis(redis_port, &dir.0);
+    server.stop();
+    server.run().await;
     assert!(accepting(redis_port, Duration::from_secs(10)).await, "redis-server never came back");
     let restarted = Instant::now();
 

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use goim_api::Op;
-use goim_bench::{Client, Transport};
+use goim_test_support::{Client, Transport};
 use support::*;
 
 fn op6(f: &goim_api::Frame) -> serde_json::Value {

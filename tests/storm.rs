@@ -18,10 +18,10 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use goim_api::Op;
-use goim_bench::client::json_token;
-use goim_bench::{Client, Transport};
+use goim_test_support::json_token;
+use goim_test_support::{Client, Transport};
 use serde_json::Value;
-use support::process::{Proc, Scratch, admin_metrics as metrics, free_port, ready};
+use support::process::{Proc, Scratch, admin_metrics as metrics, binary, free_port, ready};
 use support::{http, sample};
 
 const STORM: usize = 15_000;
@@ -186,7 +186,7 @@ fn observe(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_15000_clients_all_get_in_and_connected_clients_keep_their_pushes() {
-    goim_bench::limits::raise_open_files();
+    goim::process::raise_open_files();
     let dir = Scratch::new("storm");
     let (http_port, logic_grpc, logic_admin) = (free_port(), free_port(), free_port());
     let (tcp, ws, grpc, comet_admin) = (free_port(), free_port(), free_port(), free_port());
@@ -209,8 +209,8 @@ async fn a_storm_of_15000_clients_all_get_in_and_connected_clients_keep_their_pu
              [admin]\naddr = \"127.0.0.1:{comet_admin}\"\n[shutdown]\ngrace = \"5s\"\n"
         ),
     );
-    let logic = Proc::start("goim-logic", &logic_toml, &[]);
-    let comet = Proc::start("goim-comet", &comet_toml, &[]);
+    let logic = Proc::start(binary("goim-logic"), &logic_toml, &[]);
+    let comet = Proc::start(binary("goim-comet"), &comet_toml, &[]);
     for admin in [logic_admin, comet_admin] {
         assert!(ready(admin).await, "admin port {admin} never became ready");
     }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use goim_api::frame::{decode_message, split_packets};
 use goim_api::{Frame, Op};
-use goim_bench::client::json_token;
+use goim_test_support::json_token;
 use rustls::pki_types::ServerName;
 use support::*;
 use tokio_tungstenite::tungstenite::Message;

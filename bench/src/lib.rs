@@ -1,9 +1,6 @@
-//! goim-bench: a goim client for the black-box tests, and the load generator that measures
-//! goim-rs side by side with its peers.
+//! goim-bench: the load generator that measures goim-rs side by side with its peers. (The goim
+//! client of the black-box tests is in `goim-test-support`.)
 //!
-//! - [`client`]: a goim client over TCP and WebSocket for tests. Its WebSocket side uses
-//!   tokio-tungstenite, an implementation independent of comet's own framing, so tests check the
-//!   server against a client we did not write.
 //! - The load generator (`goim-bench run`, `goim-bench smoke`): a coordinator ([`run`]) starts
 //!   the servers under test ([`target`]), spreads connections over worker processes ([`fleet`],
 //!   [`worker`]) that dial from many addresses in 127.0.0.0/8 and speak goim over WebSocket, TCP
@@ -14,7 +11,6 @@
 //! - The soak (`goim-bench soak`, [`soak`]): thousands of clients against the distributed mode
 //!   for an hour, checking every numbered push and sampling the servers' memory.
 
-pub mod client;
 pub mod fleet;
 pub mod histogram;
 pub mod http;
@@ -32,5 +28,3 @@ pub mod subscriber;
 pub mod target;
 pub mod usage;
 pub mod worker;
-
-pub use client::{Client, Transport};

@@ -56,7 +56,7 @@ impl Who {
 
     /// goim's JSON token for this connection: room `bench://<room>`, accepting op 1000.
     pub fn goim_token(&self) -> String {
-        crate::client::json_token(
+        goim_test_support::json_token(
             self.mid(),
             &format!("bench-{}", self.index),
             &goim_room(self.room),

@@ -7,13 +7,14 @@
 
 use std::collections::HashMap;
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use goim_api::Online;
 use goim_logic::store::{self, RedisConfig, SERVERS_KEY};
 use goim_logic::{RedisStore, Store};
+use goim_test_support::Scratch;
+use goim_test_support::services::Redis;
 use tokio::time::Instant;
 
 fn redis_url() -> String {
@@ -211,72 +212,17 @@ async fn connecting_to_a_closed_port_fails_fast_with_a_clear_error() {
 }
 
 /// A Redis of this test's own, so stopping it disturbs no other test.
-struct OwnRedis {
-    port: u16,
-    dir: std::path::PathBuf,
-    child: Option<Child>,
-}
-
-impl OwnRedis {
-    fn new() -> OwnRedis {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = std::env::temp_dir().join(format!("goim-redis-test-{port}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        OwnRedis { port, dir, child: None }
-    }
-
-    async fn start(&mut self) -> Result<()> {
-        let bin = std::env::var("GOIM_TEST_REDIS_SERVER")
-            .expect("GOIM_TEST_REDIS_SERVER is not set; run `scripts/services.sh start` and source its env");
-        let child = Command::new(&bin)
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &self.port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {bin}"))?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
-            if Instant::now() > deadline {
-                bail!("redis-server did not listen on {} within 5s", self.port);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+async fn own_redis(dir: &Scratch) -> Redis {
+    Redis::start(dir.0.clone()).await
 }
 
 #[tokio::test]
 #[ignore = "needs redis-server"]
 async fn while_redis_is_down_calls_fail_within_the_timeout_and_recover_when_it_returns() -> Result<()> {
-    let mut redis = OwnRedis::new();
-    redis.start().await?;
+    let dir = Scratch::new("redis-store");
+    let mut redis = own_redis(&dir).await;
     let timeout = Duration::from_millis(500);
-    let store = RedisStore::connect(&config(&format!("redis://127.0.0.1:{}/0", redis.port))).await?;
+    let store = RedisStore::connect(&config(&redis.url())).await?;
     store.add_mapping(1, "k", "comet-a").await?;
 
     redis.stop();
@@ -289,7 +235,7 @@ async fn while_redis_is_down_calls_fail_within_the_timeout_and_recover_when_it_r
         assert!(err.to_string().contains("redis servers_by_keys at redis://127.0.0.1"), "{err}");
     }
 
-    redis.start().await?;
+    redis.run().await;
     let started = Instant::now();
     let mut attempts = 0;
     let got = loop {
@@ -311,16 +257,16 @@ async fn while_redis_is_down_calls_fail_within_the_timeout_and_recover_when_it_r
 #[tokio::test]
 #[ignore = "needs redis-server"]
 async fn the_epoch_changes_when_redis_restarts_empty_and_two_stores_agree_on_it() -> Result<()> {
-    let mut redis = OwnRedis::new();
-    redis.start().await?;
-    let url = format!("redis://127.0.0.1:{}/0", redis.port);
+    let dir = Scratch::new("redis-store");
+    let mut redis = own_redis(&dir).await;
+    let url = redis.url();
     let (a, b) = (RedisStore::connect(&config(&url)).await?, RedisStore::connect(&config(&url)).await?);
     let before = a.epoch().await?;
     assert_eq!(b.epoch().await?, before, "two logic instances read one epoch");
     assert_eq!(a.epoch().await?, before, "the epoch holds while the data lives");
 
     redis.stop();
-    redis.start().await?; // --save '': it comes back empty
+    redis.run().await; // --save '': it comes back empty
     // Each store's first calls after the restart may meet its dropped connections.
     async fn epoch_after_restart(store: &RedisStore) -> Result<String> {
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -6,15 +6,13 @@
 //! Needs `GOIM_TEST_REDIS_SERVER` (set by `scripts/services.sh env`); without it these tests
 //! fail, they never skip. Run with `--include-ignored`.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use goim_logic::store::{self, RedisConfig, RedisTls};
 use goim_logic::{RedisStore, Store};
+use goim_test_support::services::{Redis, TlsFiles};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use tokio::time::Instant;
 
 /// A CA, a server certificate for 127.0.0.1 signed by it, and a client certificate signed by it,
 /// written as PEM files in `dir`.
@@ -58,63 +56,22 @@ fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
 }
 
-/// `redis-server` with only a TLS port; killed on drop.
-struct TlsRedis {
-    child: Child,
-    port: u16,
-}
+/// `redis-server` with only a TLS port, on the PKI's certificates; killed on drop.
+struct TlsRedis(Redis);
 
 impl TlsRedis {
-    fn start(pki: &Pki, auth_clients: bool) -> TlsRedis {
-        let bin = std::env::var("GOIM_TEST_REDIS_SERVER")
-            .expect("GOIM_TEST_REDIS_SERVER is not set; run `scripts/services.sh start` and source its env");
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(&bin)
-            .args(["--bind", "127.0.0.1", "--port", "0", "--tls-port", &port.to_string()])
-            .arg("--tls-cert-file")
-            .arg(pki.path("server.crt"))
-            .arg("--tls-key-file")
-            .arg(pki.path("server.key"))
-            .arg("--tls-ca-cert-file")
-            .arg(pki.path("ca.crt"))
-            .args(["--tls-auth-clients", if auth_clients { "yes" } else { "no" }])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&pki.dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
-        TlsRedis { child, port }
-    }
-
-    /// Waits until the TLS port accepts TCP connections (the handshake is the test's business).
-    async fn listening(self) -> TlsRedis {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not listen on TLS port {} within 10s (is it built with TLS?)",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self
+    async fn start(pki: &Pki, auth_clients: bool) -> TlsRedis {
+        let files = TlsFiles {
+            cert: pki.path("server.crt"),
+            key: pki.path("server.key"),
+            ca: pki.path("ca.crt"),
+            auth_clients,
+        };
+        TlsRedis(Redis::start_tls(pki.dir.clone(), files).await)
     }
 
     fn config(&self, tls: RedisTls) -> RedisConfig {
-        RedisConfig {
-            url: format!("rediss://127.0.0.1:{}/0", self.port),
-            timeout: Duration::from_secs(2),
-            pool: 2,
-            tls,
-        }
-    }
-}
-
-impl Drop for TlsRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        RedisConfig { url: self.0.url(), timeout: Duration::from_secs(2), pool: 2, tls }
     }
 }
 
@@ -126,7 +83,7 @@ fn scratch(name: &str) -> PathBuf {
 #[ignore = "needs redis-server"]
 async fn the_store_contract_holds_over_tls_checked_against_the_ca_file() {
     let pki = Pki::new(&scratch("contract"));
-    let redis = TlsRedis::start(&pki, false).listening().await;
+    let redis = TlsRedis::start(&pki, false).await;
     let config = redis.config(RedisTls { ca_file: Some(pki.path("ca.crt")), ..RedisTls::default() });
     config.validate().unwrap();
     let store = RedisStore::connect(&config).await.expect("rediss:// with the CA file connects");
@@ -137,7 +94,7 @@ async fn the_store_contract_holds_over_tls_checked_against_the_ca_file() {
 #[ignore = "needs redis-server"]
 async fn a_server_that_does_not_chain_to_the_ca_is_refused() {
     let pki = Pki::new(&scratch("other-ca"));
-    let redis = TlsRedis::start(&pki, false).listening().await;
+    let redis = TlsRedis::start(&pki, false).await;
 
     // The wrong CA file, and the system's trust store (no ca_file): both refuse the handshake.
     for tls in
@@ -162,7 +119,7 @@ async fn a_server_that_does_not_chain_to_the_ca_is_refused() {
 #[ignore = "needs redis-server"]
 async fn mutual_tls_needs_the_client_certificate() {
     let pki = Pki::new(&scratch("mtls"));
-    let redis = TlsRedis::start(&pki, true).listening().await;
+    let redis = TlsRedis::start(&pki, true).await;
     let ca_only = RedisTls { ca_file: Some(pki.path("ca.crt")), ..RedisTls::default() };
     assert!(
         RedisStore::connect(&redis.config(ca_only)).await.is_err(),

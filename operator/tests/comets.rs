@@ -89,8 +89,8 @@ impl Drop for RealComets {
 }
 
 /// `n` authenticated goim clients on the comet at `ip`.
-async fn clients_on(ip: std::net::IpAddr, n: usize, first_mid: i64) -> Vec<goim_bench::client::Client> {
-    use goim_bench::client::{Client as Push, Transport, json_token};
+async fn clients_on(ip: std::net::IpAddr, n: usize, first_mid: i64) -> Vec<goim_test_support::Client> {
+    use goim_test_support::{Client as Push, Transport, json_token};
     let mut out = Vec::new();
     for k in 0..n {
         let mut c = Push::connect(Transport::Tcp, std::net::SocketAddr::new(ip, 3101)).await.unwrap();

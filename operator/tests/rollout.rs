@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use goim_bench::client::{Client as Push, Transport, json_token};
 use goim_operator::PushCluster;
 use goim_operator::controller::reconcile;
+use goim_test_support::{Client as Push, Transport, json_token};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams};

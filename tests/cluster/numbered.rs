@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use goim_bench::Client;
+use goim_test_support::Client;
 
 use crate::support::{eventually, http};
 

@@ -1,4 +1,6 @@
-//! Starting a real embedded server on loopback ports, and talking to its HTTP API.
+//! Starting a real embedded server on loopback ports, and talking to its HTTP API. What the
+//! tests of several crates share (the goim client, child processes, private backends) is in
+//! `goim-test-support`, re-exported here.
 #![allow(dead_code)]
 
 pub mod process;
@@ -7,7 +9,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use goim::{Config, Embedded};
-use goim_bench::{Client, Transport};
+// Each test file uses some of these.
+#[allow(unused_imports)]
+pub use goim_test_support::{Client, Closed, Transport, eventually, json_token};
 use serde_json::Value;
 
 /// The embedded defaults, every listener on 127.0.0.1 port 0.
@@ -97,24 +101,6 @@ pub fn sample(metrics: &str, prefix: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
-}
-
-/// Polls `check` every 20 ms until it holds or `limit` passes; returns whether it held.
-pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let end = tokio::time::Instant::now() + limit;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= end {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 pub const BOTH: [Transport; 2] = [Transport::Tcp, Transport::Ws];

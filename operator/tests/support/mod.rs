@@ -206,30 +206,9 @@ pub async fn drop_operator_role(admin: &Client, ns: &str) {
     let _ = Api::<ClusterRole>::all(admin.clone()).delete(&name, &DeleteParams::default()).await;
 }
 
-/// A port for a process the test starts (an operator's admin port), from 12000..32000, below
-/// the ephemeral range, so that no outgoing connection holds it between the asking and the
-/// binding. Handed out in turn from a random start, so two tests of one binary never get the
-/// same one (the idea of the root crate's tests/support/process.rs).
-pub fn free_port() -> u16 {
-    use std::sync::atomic::AtomicU32;
-    const LOW: u32 = 12_000;
-    const SPAN: u32 = 20_000;
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    if NEXT.load(Ordering::Relaxed) == u32::MAX {
-        let seed = std::process::id().wrapping_mul(7919)
-            ^ std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-        let _ = NEXT.compare_exchange(u32::MAX, seed % SPAN, Ordering::Relaxed, Ordering::Relaxed);
-    }
-    for _ in 0..SPAN {
-        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in {LOW}..{}", LOW + SPAN)
-}
+/// A port for a process the test starts (an operator's admin port), below the ephemeral range.
+#[allow(unused_imports)] // not every test binary starts a process
+pub use goim_test_support::free_port;
 
 /// Writes a kubeconfig at `path` for the ServiceAccount `ns/sa`: the server and CA of
 /// `$KUBECONFIG`, and a one-hour token from the TokenRequest API. A process using it has exactly

@@ -1,51 +1,91 @@
-//! The backends of the cluster tests: a redis-server and an Apache Kafka node of each test's
-//! own, so a test can kill and restart them.
+//! Backends of a test's own: a redis-server (plain or TLS-only) and an Apache Kafka node, from
+//! what `scripts/services.sh` installed (`GOIM_TEST_REDIS_SERVER`, `GOIM_TEST_KAFKA_HOME`,
+//! `GOIM_TEST_JAVA`). A test can kill and restart them without disturbing any other test.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::process::{Proc, accepting, free_port, installed};
+use crate::process::{Proc, accepting, free_port, installed};
 
 /// A redis-server of the test's own, without persistence: a restart comes back empty, as a
 /// Redis that lost its data would.
 pub struct Redis {
     port: u16,
     dir: PathBuf,
+    tls: Option<TlsFiles>,
     proc: Option<Proc>,
 }
 
+/// The files of a TLS-only redis-server (`--port 0 --tls-port`), and whether it asks clients
+/// for a certificate (`--tls-auth-clients`).
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    pub auth_clients: bool,
+}
+
 impl Redis {
+    /// Starts it on a free port, `dir` its working directory, and waits until it listens.
     pub async fn start(dir: PathBuf) -> Redis {
-        let mut r = Redis { port: free_port(), dir, proc: None };
+        let mut r = Redis { port: free_port(), dir, tls: None, proc: None };
         r.run().await;
         r
     }
 
+    /// Like [`Redis::start`], with only a TLS port; waits until that port accepts TCP
+    /// connections (the handshake is the test's business).
+    pub async fn start_tls(dir: PathBuf, tls: TlsFiles) -> Redis {
+        let mut r = Redis { port: free_port(), dir, tls: Some(tls), proc: None };
+        r.run().await;
+        r
+    }
+
+    /// Starts it (again, after [`Redis::stop`]) on the same port and directory.
     pub async fn run(&mut self) {
         let mut cmd = Command::new(installed("GOIM_TEST_REDIS_SERVER"));
-        cmd.args([
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &self.port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(&self.dir)
-        .stdout(std::process::Stdio::null());
+        cmd.args(["--bind", "127.0.0.1"]);
+        match &self.tls {
+            None => {
+                cmd.args(["--port", &self.port.to_string()]);
+            }
+            Some(tls) => {
+                cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(&tls.cert)
+                    .arg("--tls-key-file")
+                    .arg(&tls.key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&tls.ca)
+                    .args(["--tls-auth-clients", if tls.auth_clients { "yes" } else { "no" }]);
+            }
+        }
+        cmd.args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null());
         self.proc = Some(Proc::spawn("redis-server", cmd));
-        assert!(accepting(self.port, Duration::from_secs(10)).await, "redis-server did not start");
+        let what = if self.tls.is_some() { " on its TLS port (is it built with TLS?)" } else { "" };
+        assert!(
+            accepting(self.port, Duration::from_secs(10)).await,
+            "redis-server did not listen on {}{what} within 10s",
+            self.port
+        );
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://` or, with TLS, `rediss://` 127.0.0.1 on its port, database 0.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
+    /// kill -9: its data is gone (no persistence).
     pub fn stop(&mut self) {
         assert!(self.proc.take().expect("running").kill9().code().is_none(), "redis was killed");
     }
