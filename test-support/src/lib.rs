@@ -17,7 +17,9 @@ pub mod services;
 use std::time::Duration;
 
 pub use client::{Client, Closed, Transport, json_token};
-pub use process::{Proc, Scratch, accepting, admin_metrics, free_port, installed, ready};
+pub use process::{Proc, Scratch, accepting, free_port, installed};
+#[cfg(feature = "admin")]
+pub use process::{admin_metrics, ready};
 
 /// Polls `check` every 20 ms until it holds or `limit` passes; returns whether it held.
 pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool

@@ -135,6 +135,7 @@ impl Drop for Proc {
     }
 }
 
+#[cfg(feature = "admin")]
 /// The `/metrics` text of the admin port on 127.0.0.1:`admin`.
 pub async fn admin_metrics(admin: u16) -> String {
     reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
@@ -145,6 +146,7 @@ pub async fn admin_metrics(admin: u16) -> String {
         .expect("body")
 }
 
+#[cfg(feature = "admin")]
 /// Waits (up to 20 s) until the admin port at `admin` answers `/readyz` with success.
 pub async fn ready(admin: u16) -> bool {
     let url = format!("http://127.0.0.1:{admin}/readyz");
