@@ -13,12 +13,13 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::info;
 
 use crate::admin::{self, Admin};
 use crate::config::Config;
 use crate::port::{InProcessComet, InProcessLogic};
 use crate::process::Tier;
+use crate::start::logged;
 use crate::stop::Stop;
 
 /// Where a running process listens (ports resolved, so tests can bind port 0).
@@ -102,27 +103,20 @@ impl Embedded {
 
         let source = goim_job::MemoryQueue::new(rx).close_on(queue_close.clone());
         let stop = job_stop.clone();
-        let job_task = tokio::spawn(async move {
-            if let Err(e) = job.run(source, stop).await {
-                error!(error = %e, "job stopped");
-            }
-        });
+        let job_task = tokio::spawn(logged("job", async move { job.run(source, stop).await }));
         // Key and push token reloads; ends when shutdown starts (not awaited: it holds nothing).
         let (watched, stop) = (logic.clone(), http_stop.clone());
         tokio::spawn(async move { watched.watch_keys(stop).await });
         let stop = http_stop.clone();
-        let http_task = tokio::spawn(async move {
-            if let Err(e) = goim_logic::serve(http, logic, stop).await {
-                error!(error = %e, "logic http server failed");
-            }
-        });
+        let http_task =
+            tokio::spawn(logged(
+                "logic HTTP server",
+                async move { goim_logic::serve(http, logic, stop).await },
+            ));
         let admin = Admin { registry: Arc::new(registry), ready: ready.clone() };
         let stop = admin_stop.clone();
-        let admin_task = tokio::spawn(async move {
-            if let Err(e) = admin::serve(admin_l, admin, stop).await {
-                error!(error = %e, "admin server failed");
-            }
-        });
+        let admin_task =
+            tokio::spawn(logged("admin server", async move { admin::serve(admin_l, admin, stop).await }));
         comet.serve_assets(crate::web::assets());
         comet.start(listeners);
         ready.store(true, Ordering::Release);

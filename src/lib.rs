@@ -11,6 +11,7 @@ pub mod env;
 pub mod port;
 pub mod process;
 pub mod signal;
+pub mod start;
 pub mod stop;
 pub mod web;
 

@@ -1,7 +1,8 @@
-//! How every binary stops: its steps, listed in order in its `stop()`, each under the shutdown
-//! grace period's deadline. A step is a signal (not ready, stop taking requests: done at once)
-//! or a wait (bounded by the deadline, or by an earlier point of its own); each is logged with
-//! its time and outcome, and the steps that did not finish are named in one warning at the end.
+//! How every binary stops (the mirror of [`crate::start`]): its steps, listed in order in its
+//! `stop()`, each under the shutdown grace period's deadline. A step is a signal (not ready,
+//! stop taking requests: done at once) or a wait (bounded by the deadline, or by an earlier
+//! point of its own); each is logged with its time and outcome, and the steps that did not
+//! finish are named in one warning at the end.
 
 use std::future::Future;
 use std::time::Duration;

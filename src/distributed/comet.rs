@@ -24,12 +24,13 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info};
+use tracing::info;
 
 use super::{bind, wait};
 use crate::admin;
 use crate::config::{Admin, Shutdown};
 use crate::process::{Settings, Tier};
+use crate::start::logged;
 use crate::stop::Stop;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -149,11 +150,9 @@ impl Tier for CometProcess {
         let (grpc_stop, admin_stop) = (CancellationToken::new(), CancellationToken::new());
         let ready = Arc::new(AtomicBool::new(false));
         let (served, stop, grpc_config) = (comet.clone(), grpc_stop.clone(), s.grpc.clone());
-        tasks.spawn(async move {
-            if let Err(e) = goim_comet::grpc::serve(grpc_l, served, &grpc_config, stop).await {
-                error!(error = %e, "comet grpc server failed");
-            }
-        });
+        tasks.spawn(logged("comet gRPC server", async move {
+            goim_comet::grpc::serve(grpc_l, served, &grpc_config, stop).await
+        }));
         let admin = admin::Admin { registry: Arc::new(registry), ready: ready.clone() };
         let drained = comet.clone();
         let drain: admin::DrainFn = Arc::new(move || {
@@ -162,11 +161,7 @@ impl Tier for CometProcess {
         });
         let router = admin::router_with_drain(admin, drain);
         let stop = admin_stop.clone();
-        tasks.spawn(async move {
-            if let Err(e) = admin::serve_router(admin_l, router, stop).await {
-                error!(error = %e, "admin server failed");
-            }
-        });
+        tasks.spawn(logged("admin server", async move { admin::serve_router(admin_l, router, stop).await }));
         // The demo page and goim.js on the WebSocket port (while `comet.websocket.demo` is on).
         comet.serve_assets(crate::web::assets());
         comet.start(listeners);

@@ -26,12 +26,13 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info};
+use tracing::info;
 
 use super::{QueueConfig, QueueKind, bind, start_discovery, wait};
 use crate::admin;
 use crate::config::{Admin, Shutdown};
 use crate::process::{Settings, Tier};
+use crate::start::logged;
 use crate::stop::Stop;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -134,20 +135,12 @@ impl Tier for JobProcess {
         let job = goim_job::Job::new(s.job.clone(), comets, metrics.clone());
         let source = source(&s, metrics)?;
         let stop = job_stop.clone();
-        job_tasks.spawn(async move {
-            if let Err(e) = job.run(source, stop).await {
-                error!(error = %e, "job stopped");
-            }
-        });
+        job_tasks.spawn(logged("job", async move { job.run(source, stop).await }));
 
         let ready = Arc::new(AtomicBool::new(false));
         let admin = admin::Admin { registry: Arc::new(registry), ready: ready.clone() };
         let stop = admin_stop.clone();
-        tasks.spawn(async move {
-            if let Err(e) = admin::serve(admin_l, admin, stop).await {
-                error!(error = %e, "admin server failed");
-            }
-        });
+        tasks.spawn(logged("admin server", async move { admin::serve(admin_l, admin, stop).await }));
         ready.store(true, Ordering::Release);
         info!(admin = %addrs.admin, discovery = ?s.discovery.kind, comets = discovery.watch().borrow().len(),
               queue = ?s.queue.kind, "goim-job running");

@@ -41,12 +41,13 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info};
+use tracing::info;
 
 use super::{QueueConfig, QueueKind, ReadyComets, bind, start_discovery, wait};
 use crate::admin;
 use crate::config::{Admin, Shutdown};
 use crate::process::{Settings, Tier};
+use crate::start::logged;
 use crate::stop::Stop;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -176,11 +177,9 @@ impl Tier for LogicProcess {
                 metrics.register(&mut registry);
                 let job = goim_job::Job::new(s.job.clone(), comets, metrics);
                 let stop = job_stop.clone();
-                job_tasks.spawn(async move {
-                    if let Err(e) = job.run(goim_job::MemoryQueue::new(rx), stop).await {
-                        error!(error = %e, "in-process job stopped");
-                    }
-                });
+                job_tasks.spawn(logged("in-process job", async move {
+                    job.run(goim_job::MemoryQueue::new(rx), stop).await
+                }));
                 Arc::new(queue)
             }
             #[cfg(not(feature = "kafka"))]
@@ -217,24 +216,15 @@ impl Tier for LogicProcess {
         tasks.spawn(async move { watched.watch_keys(stop).await });
         let ready = Arc::new(AtomicBool::new(false));
         let (served, stop) = (logic.clone(), http_stop.clone());
-        tasks.spawn(async move {
-            if let Err(e) = goim_logic::serve(http_l, served, stop).await {
-                error!(error = %e, "logic http server failed");
-            }
-        });
+        tasks
+            .spawn(logged("logic HTTP server", async move { goim_logic::serve(http_l, served, stop).await }));
         let (served, stop, grpc_config) = (logic.clone(), grpc_stop.clone(), s.grpc.clone());
-        tasks.spawn(async move {
-            if let Err(e) = goim_logic::grpc::serve(grpc_l, served, &grpc_config, stop).await {
-                error!(error = %e, "logic grpc server failed");
-            }
-        });
+        tasks.spawn(logged("logic gRPC server", async move {
+            goim_logic::grpc::serve(grpc_l, served, &grpc_config, stop).await
+        }));
         let admin = admin::Admin { registry: Arc::new(registry), ready: ready.clone() };
         let stop = admin_stop.clone();
-        tasks.spawn(async move {
-            if let Err(e) = admin::serve(admin_l, admin, stop).await {
-                error!(error = %e, "admin server failed");
-            }
-        });
+        tasks.spawn(logged("admin server", async move { admin::serve(admin_l, admin, stop).await }));
         ready.store(true, Ordering::Release);
         info!(http = %addrs.http, grpc = %addrs.grpc, admin = %addrs.admin, store = ?s.store.kind,
               queue = ?s.queue.kind, discovery = ?s.discovery.as_ref().map(|d| d.kind), "goim-logic serving");
