@@ -27,10 +27,27 @@ pub enum DecodeError {
     Packet(#[from] goim_api::frame::Error),
     /// A WebSocket frame that breaks RFC 6455 or the message limit.
     #[error(transparent)]
-    WebSocket(#[from] crate::websocket::FrameError),
+    WebSocket(#[from] FrameError),
     /// The client closed the stream inside a packet or frame.
     #[error("connection closed mid-packet")]
     Truncated,
+}
+
+/// How a client's WebSocket frame breaks RFC 6455 or the message limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("websocket reserved bits set (no extensions are negotiated)")]
+    ReservedBits,
+    #[error("websocket control frame fragmented or longer than 125 bytes")]
+    BadControlFrame,
+    #[error("websocket message of {len} bytes exceeds the limit of {max}")]
+    TooLarge { len: u64, max: usize },
+    #[error("websocket data frame inside a fragmented message")]
+    DataInsideFragments,
+    #[error("websocket continuation frame without a message")]
+    OrphanContinuation,
+    #[error("websocket opcode {0:#x} is not defined")]
+    UnknownOpcode(u8),
 }
 
 /// Turns bytes from the client into [`Inbound`]s. `Ok(None)` means more bytes are needed.

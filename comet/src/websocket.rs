@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 use tracing::debug;
 
-pub use frame::{FrameError, WsDecoder, WsEncoder};
+pub use frame::{WsDecoder, WsEncoder};
 pub(crate) use handshake::accept;
 
 use crate::connection::{self, Peer};

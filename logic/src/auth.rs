@@ -23,6 +23,7 @@ mod fetch;
 mod jwks;
 mod keyring;
 mod push_token;
+pub mod syntax;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,10 +35,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, AuthMode, JwtAlgorithm};
 use crate::metrics::Metrics;
 
-pub use fetch::jwks_url;
 pub use jwks::{JwksError, validate_jwks};
 use keyring::KeyRing;
-pub use push_token::{PushTokens, is_valid_push_token};
+pub use push_token::PushTokens;
+pub use syntax::{is_valid_push_token, jwks_url};
 
 /// Why a token was refused. `Display` is a short reason that is safe to show the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

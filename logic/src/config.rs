@@ -293,11 +293,11 @@ impl HttpConfig {
             return Err(Error::new("http.addr", format!("{:?} is not ip:port ({e})", self.addr)));
         }
         if let Some(token) = &self.push_token
-            && !crate::auth::is_valid_push_token(token)
+            && !crate::auth::syntax::is_valid_push_token(token)
         {
             return Err(Error::new("http.push_token", "must be non-empty printable ASCII without spaces"));
         }
-        if let Some(i) = self.push_tokens.iter().position(|t| !crate::auth::is_valid_push_token(t)) {
+        if let Some(i) = self.push_tokens.iter().position(|t| !crate::auth::syntax::is_valid_push_token(t)) {
             return Err(Error::new(
                 "http.push_tokens",
                 format!("token {i} must be non-empty printable ASCII without spaces"),
@@ -381,7 +381,7 @@ impl JwksConfig {
             return Err(Error::new("auth.jwt.jwks.file", "must be a path"));
         }
         if let Some(url) = &self.url {
-            crate::auth::jwks_url(url).map_err(|reason| Error::new("auth.jwt.jwks.url", reason))?;
+            crate::auth::syntax::jwks_url(url).map_err(|reason| Error::new("auth.jwt.jwks.url", reason))?;
         }
         for (field, interval) in [
             ("auth.jwt.jwks.file_poll", self.file_poll),

@@ -4,7 +4,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use goim_api::frame::{HEADER_LEN, decode_message, raw_header};
 
-use crate::codec::{DecodeError, Decoder, Encoder, Inbound};
+use crate::codec::{DecodeError, Decoder, Encoder, FrameError, Inbound};
 use crate::disconnect::Disconnect;
 use crate::outbox::Outbound;
 
@@ -14,23 +14,6 @@ const BINARY: u8 = 0x2;
 const CLOSE: u8 = 0x8;
 const PING: u8 = 0x9;
 const PONG: u8 = 0xA;
-
-/// How a client's WebSocket frame breaks RFC 6455 or the message limit.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FrameError {
-    #[error("websocket reserved bits set (no extensions are negotiated)")]
-    ReservedBits,
-    #[error("websocket control frame fragmented or longer than 125 bytes")]
-    BadControlFrame,
-    #[error("websocket message of {len} bytes exceeds the limit of {max}")]
-    TooLarge { len: u64, max: usize },
-    #[error("websocket data frame inside a fragmented message")]
-    DataInsideFragments,
-    #[error("websocket continuation frame without a message")]
-    OrphanContinuation,
-    #[error("websocket opcode {0:#x} is not defined")]
-    UnknownOpcode(u8),
-}
 
 pub struct WsDecoder {
     /// The packet body limit; a message may hold one packet of up to 16 + this many bytes.

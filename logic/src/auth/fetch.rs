@@ -48,16 +48,6 @@ fn within(bytes: Vec<u8>, max: usize) -> Result<Vec<u8>, FetchError> {
     if bytes.len() > max { Err(FetchError::TooLarge { max }) } else { Ok(bytes) }
 }
 
-/// Checks a JWKS URL: `http://` or `https://` with a host.
-pub fn jwks_url(url: &str) -> Result<Uri, String> {
-    let parsed: Uri = url.parse().map_err(|e| format!("{url:?} is not a URL ({e})"))?;
-    let scheme_ok = matches!(parsed.scheme_str(), Some("http" | "https"));
-    if !scheme_ok || parsed.host().is_none_or(str::is_empty) {
-        return Err(format!("{url:?} is not an http:// or https:// URL with a host"));
-    }
-    Ok(parsed)
-}
-
 /// An HTTP/1.1 client for JWKS fetches: plain http, or https verified against the system's root
 /// certificates with ring as the crypto provider (passed in, not installed process-wide).
 /// Redirects are not followed: configure the final URL.

@@ -139,7 +139,7 @@ impl KeyRing {
     async fn watch_url(&self, url: &str, shutdown: &CancellationToken) {
         let client = fetch::client(self.config.url_timeout);
         // validate() checked the URL.
-        let parsed_url = fetch::jwks_url(url);
+        let parsed_url = super::syntax::jwks_url(url);
         let (client, parsed_url) = match (client, parsed_url) {
             (Ok(c), Ok(u)) => (c, u),
             (Err(e), _) => return self.refuse(URL, url, &e.to_string()),

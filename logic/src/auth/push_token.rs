@@ -18,15 +18,11 @@ use tracing::{error, info};
 
 use super::KeyError;
 use super::fetch;
+use super::syntax::is_valid_push_token;
 use crate::config;
 use crate::metrics::Metrics;
 
 const SOURCE: &str = "push_token_file";
-
-/// Whether `token` can be a bearer token: non-empty printable ASCII without spaces.
-pub fn is_valid_push_token(token: &str) -> bool {
-    !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic())
-}
 
 /// The accepted push API tokens.
 pub struct PushTokens {
