@@ -10,6 +10,7 @@
 //! max_connection_age_grace = "20s" # ... once its calls in flight finish, within this
 //! timeout = "5s"                   # the longest one call may run on the server
 //! max_message_size = 16777216      # largest request (goim: 1<<24)
+//! max_pending_reset_streams = 1024 # calls a client may cancel before they were taken up
 //! ```
 
 use std::net::SocketAddr;
@@ -45,6 +46,12 @@ pub struct ServerConfig {
     pub timeout: Duration,
     /// Largest request message in bytes. Default 16 MiB (goim's 1<<24).
     pub max_message_size: usize,
+    /// Calls a client may cancel before the server took them up, after which its whole
+    /// connection is closed (HTTP/2's guard against rapid reset, CVE-2023-44487). h2's default
+    /// of 20 is too few here: when logic is busy, a comet's calls that hit their deadline while
+    /// still queued are cancelled by the dozen, and closing the connection then fails every call
+    /// on it. Default 1024.
+    pub max_pending_reset_streams: usize,
 }
 
 impl ServerConfig {
@@ -58,6 +65,7 @@ impl ServerConfig {
             max_connection_age_grace: Duration::from_secs(20),
             timeout: Duration::from_secs(5),
             max_message_size: 1 << 24,
+            max_pending_reset_streams: 1024,
         }
     }
 
@@ -79,6 +87,9 @@ impl ServerConfig {
         if self.max_message_size < 4096 {
             return Err(Invalid::new("grpc.max_message_size", "must be at least 4096 bytes"));
         }
+        if self.max_pending_reset_streams == 0 {
+            return Err(Invalid::new("grpc.max_pending_reset_streams", "must be at least 1"));
+        }
         Ok(())
     }
 
@@ -91,6 +102,7 @@ impl ServerConfig {
             .max_connection_age(self.max_connection_age)
             .max_connection_age_grace(self.max_connection_age_grace)
             .timeout(self.timeout)
+            .http2_max_pending_accept_reset_streams(Some(self.max_pending_reset_streams))
             .tcp_nodelay(true)
     }
 }
@@ -190,6 +202,7 @@ mod tests {
         assert_eq!(bad(|c| c.timeout = Duration::ZERO), "grpc.timeout");
         assert_eq!(bad(|c| c.keepalive_interval = Duration::ZERO), "grpc.keepalive_interval");
         assert_eq!(bad(|c| c.max_message_size = 100), "grpc.max_message_size");
+        assert_eq!(bad(|c| c.max_pending_reset_streams = 0), "grpc.max_pending_reset_streams");
         assert!(toml::from_str::<ServerConfig>("adr = \"x\"").is_err(), "unknown keys are refused");
     }
 
