@@ -24,6 +24,7 @@ pub mod run;
 pub mod scenario;
 pub mod soak;
 pub mod stamp;
+pub mod stats;
 pub mod subscriber;
 pub mod target;
 pub mod usage;

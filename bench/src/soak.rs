@@ -13,6 +13,7 @@
 mod client;
 mod fleet;
 mod pusher;
+mod report;
 mod sequence;
 mod summary;
 pub mod worker;

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{Events, Exchange, Protocol, Who};
 use crate::stamp::unix_nanos;
-use crate::worker::Stats;
+use crate::stats::Stats;
 
 /// How long connecting plus authenticating may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);

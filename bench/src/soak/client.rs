@@ -18,8 +18,8 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
+use super::report::Stats;
 use super::sequence::{Counts, Sequence};
-use super::worker::Stats;
 use crate::protocol::{Events, Exchange, Protocol, Who};
 
 /// Stamp steps of the numbered streams, and of the slow clients' filler pushes (not numbered).
