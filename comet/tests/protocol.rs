@@ -1,8 +1,8 @@
 //! The client protocol over real TCP and WebSocket sockets, against an in-process comet whose
 //! logic only accepts goim's JSON token (`support::JsonLogic`). Pushes go straight to
-//! [`Comet::push_keys`] and [`Comet::broadcast_room`], as job's dispatch calls them. The timeout
-//! tests run on paused time. What needs logic's behaviour (the cluster's online count, routing by
-//! user) stays in the root crate's `tests/protocol.rs`.
+//! [`Comet::push_keys`] and [`Comet::broadcast_room`] (`support::push_key`, `push_room`), as
+//! job's dispatch calls them. The timeout tests run on paused time. What needs logic's behaviour
+//! (the cluster's online count, routing by user) stays in the root crate's `tests/protocol.rs`.
 //!
 //! [`Comet::push_keys`]: goim_comet::Comet::push_keys
 //! [`Comet::broadcast_room`]: goim_comet::Comet::broadcast_room
@@ -12,7 +12,6 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use goim_api::frame::encode_push;
 use goim_api::{Frame, Op};
 use goim_test_support::{Client, Closed, Transport, json_token};
 use support::*;
@@ -25,16 +24,6 @@ fn op6_reason(f: &Frame) -> String {
     assert_eq!(f.op, Op::DisconnectReply.code(), "expected op 6, got {f:?}");
     let v: serde_json::Value = serde_json::from_slice(&f.body).expect("op 6 body is JSON");
     v["reason"].as_str().unwrap_or_default().to_string()
-}
-
-/// What logic's push by key reaches: one packet of `op` for `key`.
-fn push_key(s: &Server, key: &str, op: i32, body: &[u8]) {
-    s.comet.push_keys(&[key.to_owned()], op, encode_push(op, body)).expect("a push to one key");
-}
-
-/// What job's room dispatch sends: one batch for every member of `room`.
-fn push_room(s: &Server, room: &str, op: i32, body: &[u8]) {
-    s.comet.broadcast_room(room, encode_push(op, body)).expect("a push to a room");
 }
 
 #[tokio::test]

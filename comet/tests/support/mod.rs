@@ -1,5 +1,6 @@
 //! An in-process comet on loopback ports, with a stand-in logic that accepts goim's JSON token
 //! (`goim_test_support::json_token`) and nothing else of logic: the comet-only black-box tests.
+//! Pushes go straight to the comet ([`push_key`], [`push_room`]), as job's dispatch calls it.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -9,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use goim_api::frame::encode_push;
 use goim_api::{Connect, Online, Presence, Session, Uplink};
 use goim_comet::logic::Error as LogicError;
 use goim_comet::{Comet, Config, Listeners, Logic, Metrics};
@@ -65,11 +67,13 @@ impl Logic for JsonLogic {
     }
 }
 
-/// A running comet, its TCP and WebSocket addresses, and its metrics.
+/// A running comet, its TCP, WebSocket (the HTTP port) and WSS addresses, and its metrics.
 pub struct Server {
     pub comet: Comet,
     pub tcp: SocketAddr,
     pub websocket: SocketAddr,
+    /// The first WSS listener, when `websocket.tls.bind` is set.
+    pub wss: Option<SocketAddr>,
     registry: Registry,
 }
 
@@ -96,21 +100,27 @@ pub async fn start() -> Server {
 
 /// Like [`start`], with `f` applied to the config and `heartbeat` as every session's.
 pub async fn start_with(f: impl FnOnce(&mut Config), heartbeat: Duration) -> Server {
+    try_start_with(f, heartbeat).await.expect("comet binds its listeners")
+}
+
+/// Like [`start_with`], with the error of binding the listeners (and loading the WSS
+/// certificate) returned rather than a panic. The config must still pass `validate`.
+pub async fn try_start_with(f: impl FnOnce(&mut Config), heartbeat: Duration) -> std::io::Result<Server> {
     let mut config = Config { server_id: "comet-test".into(), ..Config::default() };
     config.tcp.bind = vec!["127.0.0.1:0".into()];
     config.websocket.bind = vec!["127.0.0.1:0".into()];
     f(&mut config);
     config.validate().expect("a valid comet config");
-    let listeners = Listeners::bind(&config).await.unwrap();
-    let (tcp, websocket) =
-        (listeners.tcp[0].local_addr().unwrap(), listeners.websocket[0].local_addr().unwrap());
+    let listeners = Listeners::bind(&config).await?;
+    let (tcp, websocket) = (listeners.tcp[0].local_addr()?, listeners.websocket[0].local_addr()?);
+    let wss = listeners.tls.first().map(|(l, _)| l.local_addr()).transpose()?;
     let metrics = Arc::new(Metrics::default());
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let logic = JsonLogic { heartbeat, next_key: AtomicU64::new(0) };
     let comet = Comet::new(config, Arc::new(logic), metrics);
     comet.start(listeners);
-    Server { comet, tcp, websocket, registry }
+    Ok(Server { comet, tcp, websocket, wss, registry })
 }
 
 /// A client of `s` over `t`, logged in with goim's JSON token.
@@ -118,6 +128,16 @@ pub async fn login(s: &Server, t: Transport, mid: i64, key: &str, room: &str, ac
     let mut c = Client::connect(t, s.addr(t)).await.expect("connect");
     c.login(mid, key, room, accepts).await.expect("login");
     c
+}
+
+/// What logic's push by key reaches: one packet of `op` for `key`.
+pub fn push_key(s: &Server, key: &str, op: i32, body: &[u8]) {
+    s.comet.push_keys(&[key.to_owned()], op, encode_push(op, body)).expect("a push to one key");
+}
+
+/// What job's room dispatch sends: one batch for every member of `room`.
+pub fn push_room(s: &Server, room: &str, op: i32, body: &[u8]) {
+    s.comet.broadcast_room(room, encode_push(op, body)).expect("a push to a room");
 }
 
 /// The value of the sample whose line starts with `prefix` (name and labels), or 0.
