@@ -1,4 +1,5 @@
-//! WSS: auth, heartbeat and a push over TLS with a freshly generated self-signed certificate.
+//! WSS: auth, heartbeat and a push over TLS with a freshly generated self-signed certificate,
+//! against an in-process comet (`support`); the push goes straight to the comet's room.
 
 mod support;
 
@@ -16,19 +17,22 @@ use tokio_tungstenite::tungstenite::Message;
 #[tokio::test]
 async fn auth_heartbeat_and_a_push_work_over_tls() {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("goim-wss-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("goim-comet-wss-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
 
-    let s = start_with(|c| {
-        c.comet.websocket.tls.bind = vec!["127.0.0.1:0".into()];
-        c.comet.websocket.tls.cert = Some(cert_path.clone());
-        c.comet.websocket.tls.key = Some(key_path.clone());
-    })
+    let s = start_with(
+        |c| {
+            c.websocket.tls.bind = vec!["127.0.0.1:0".into()];
+            c.websocket.tls.cert = Some(cert_path.clone());
+            c.websocket.tls.key = Some(key_path.clone());
+        },
+        LOGIC_HEARTBEAT,
+    )
     .await;
-    let addr = s.addrs.wss[0];
+    let addr = s.wss.expect("a wss listener");
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.cert.der().clone()).unwrap();
@@ -57,7 +61,7 @@ async fn auth_heartbeat_and_a_push_work_over_tls() {
         let f = decode_message(b, usize::MAX / 2).unwrap();
         ops.push(f.op);
         if f.op == Op::HeartbeatReply.code() {
-            push_ok(&s, "/goim/push/room?operation=1000&type=live&room=tls", b"over tls").await;
+            push_room(&s, "live://tls", 1000, b"over tls");
         }
         if f.op == Op::Raw.code() {
             pushed = split_packets(f.body).next().map(|p| p.unwrap());
@@ -72,10 +76,16 @@ async fn auth_heartbeat_and_a_push_work_over_tls() {
 
 #[tokio::test]
 async fn a_missing_certificate_fails_at_start_naming_the_field() {
-    let mut c = config();
-    c.comet.websocket.tls.bind = vec!["127.0.0.1:0".into()];
-    c.comet.websocket.tls.cert = Some("/nonexistent/cert.pem".into());
-    c.comet.websocket.tls.key = Some("/nonexistent/key.pem".into());
-    let err = goim::Embedded::start(c).await.err().expect("start fails");
+    let err = try_start_with(
+        |c| {
+            c.websocket.tls.bind = vec!["127.0.0.1:0".into()];
+            c.websocket.tls.cert = Some("/nonexistent/cert.pem".into());
+            c.websocket.tls.key = Some("/nonexistent/key.pem".into());
+        },
+        LOGIC_HEARTBEAT,
+    )
+    .await
+    .err()
+    .expect("start fails");
     assert!(format!("{err:#}").contains("comet.websocket.tls.cert"), "{err:#}");
 }
