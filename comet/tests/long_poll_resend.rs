@@ -1,5 +1,7 @@
 //! The long-poll cursor: a poll response that did not reach its client is sent again, a response
-//! that did is never sent twice, and `ack` lets a client ask for the resend itself.
+//! that did is never sent twice, and `ack` lets a client ask for the resend itself. Against an
+//! in-process comet (`support`); pushes go straight to its keys. Paused time: the polls that wait
+//! out their timeout answer at once.
 
 mod support;
 
@@ -7,7 +9,7 @@ use std::time::Duration;
 
 use goim_api::Frame;
 use goim_api::frame::split_packets;
-use goim_test_support::json_token;
+use goim_test_support::{eventually, json_token};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -38,8 +40,8 @@ impl Answer {
 }
 
 impl Poller {
-    async fn open(s: &goim::Embedded, mid: i64, key: &str) -> Poller {
-        let base = format!("http://{}", s.addrs.websocket[0]);
+    async fn open(s: &Server, mid: i64, key: &str) -> Poller {
+        let base = format!("http://{}", s.websocket);
         let resp = reqwest::Client::new()
             .post(format!("{base}/poll/auth"))
             .body(json_token(mid, key, "", &[1000]))
@@ -78,19 +80,17 @@ impl Poller {
 
 /// Pushes the messages numbered `range`, `size` bytes each, to `key`, and waits until comet
 /// queued them all.
-async fn push_numbered(s: &goim::Embedded, key: &str, range: std::ops::Range<usize>, size: usize) {
-    let before = sample(&metrics(s).await, "goim_comet_queued_total{");
+async fn push_numbered(s: &Server, key: &str, range: std::ops::Range<usize>, size: usize) {
+    let before = sample(&s.metrics(), "goim_comet_queued_total{");
     let n = range.len();
     for i in range {
         let mut body = format!("msg-{i:06}").into_bytes();
         body.resize(size.max(body.len()), b'.');
-        let url = format!("http://{}/goim/push/keys?operation=1000&keys={key}", s.addrs.http);
-        let r = http(reqwest::Method::POST, url, body, None).await;
-        assert_eq!(r.status, 200, "{}", r.raw);
+        push_key(s, key, 1000, &body);
     }
     let want = before + n as f64;
     assert!(
-        eventually(WAIT, || async { sample(&metrics(s).await, "goim_comet_queued_total{") >= want }).await,
+        eventually(WAIT, || async { sample(&s.metrics(), "goim_comet_queued_total{") >= want }).await,
         "pushes queued"
     );
 }
@@ -99,26 +99,22 @@ fn numbered(range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| format!("msg-{i:06}")).collect()
 }
 
-async fn resends(s: &goim::Embedded) -> f64 {
-    sample(&metrics(s).await, "goim_comet_long_poll_resends_total")
+fn resends(s: &Server) -> f64 {
+    sample(&s.metrics(), "goim_comet_long_poll_resends_total")
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_poll_cut_off_mid_response_is_answered_again_by_the_next_poll() {
     // 200 pushes of 60 KB: a 12 MB response, more than the kernel buffers of a client that reads
     // only the head, so the server is still writing when the client resets the connection.
     const N: usize = 200;
-    let s = start_with(|c| {
-        c.comet.outbox.max_bytes = 16 << 20;
-        c.logic.http.max_body = 64 << 10;
-    })
-    .await;
+    let s = start_with(|c| c.outbox.max_bytes = 16 << 20, LOGIC_HEARTBEAT).await;
     let p = Poller::open(&s, 41, "rs41").await;
     push_numbered(&s, &p.key, 0..N, 60 << 10).await;
 
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    let mut raw = socket.connect(s.addrs.websocket[0]).await.unwrap();
+    let mut raw = socket.connect(s.websocket).await.unwrap();
     raw.write_all(p.request().as_bytes()).await.unwrap();
     // Read the head only (a byte at a time, so nothing of the body is taken).
     let mut head = Vec::new();
@@ -137,14 +133,14 @@ async fn a_poll_cut_off_mid_response_is_answered_again_by_the_next_poll() {
     let again = p.poll(5.0, None).await;
     assert_eq!((again.status, again.seq), (200, Some(1)), "the same response, the same seq");
     assert_eq!(again.bodies(), numbered(0..N), "every packet of the lost response, in order");
-    assert_eq!(resends(&s).await, 1.0);
+    assert_eq!(resends(&s), 1.0);
     // It was written this time: the next poll has nothing (no duplicate).
     let after = p.poll(0.3, None).await;
     assert_eq!((after.status, after.seq), (204, None));
-    assert_eq!(resends(&s).await, 1.0);
+    assert_eq!(resends(&s), 1.0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn polls_that_are_written_deliver_every_push_exactly_once_with_rising_seqs() {
     let s = start().await;
     // Kept-alive connections, and a new connection for every poll (where the next poll may
@@ -172,10 +168,10 @@ async fn polls_that_are_written_deliver_every_push_exactly_once_with_rising_seqs
         let want: Vec<u64> = (1..=seqs.len() as u64).collect();
         assert_eq!(seqs, want, "one seq per response with packets");
     }
-    assert_eq!(resends(&s).await, 0.0);
+    assert_eq!(resends(&s), 0.0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_older_ack_resends_the_last_response_and_the_last_seq_acknowledges_it() {
     let s = start().await;
     let p = Poller::open(&s, 44, "rs44").await;
@@ -189,14 +185,14 @@ async fn an_older_ack_resends_the_last_response_and_the_last_seq_acknowledges_it
     let again = p.poll(1.0, Some(0)).await;
     assert_eq!((again.status, again.seq), (200, Some(1)));
     assert_eq!(again.bodies(), numbered(0..3));
-    assert_eq!(resends(&s).await, 1.0);
+    assert_eq!(resends(&s), 1.0);
 
     let next = p.poll(1.0, Some(1)).await;
     assert_eq!((next.status, next.seq), (200, Some(2)));
     assert_eq!(next.bodies(), numbered(3..4));
     let empty = p.poll(0.2, Some(2)).await;
     assert_eq!((empty.status, empty.seq), (204, None));
-    assert_eq!(resends(&s).await, 1.0);
+    assert_eq!(resends(&s), 1.0);
 
     assert_eq!(p.poll(0.1, Some(3)).await.status, 400, "an ack ahead of the last seq");
     assert_eq!(p.poll(0.1, None).await.status, 204, "the session survives a bad ack");
@@ -204,14 +200,14 @@ async fn an_older_ack_resends_the_last_response_and_the_last_seq_acknowledges_it
     assert_eq!(reqwest::get(url).await.unwrap().status(), 400);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_reset_before_the_head_is_read_keeps_the_packets_for_an_acking_client() {
     // An acking client: whatever happened to the connection, ack decides. Here the server's
     // write may even have succeeded into the kernel; the client never read it and says so.
     let s = start().await;
     let p = Poller::open(&s, 45, "rs45").await;
     push_numbered(&s, &p.key, 0..2, 0).await;
-    let mut raw = tokio::net::TcpStream::connect(s.addrs.websocket[0]).await.unwrap();
+    let mut raw = tokio::net::TcpStream::connect(s.websocket).await.unwrap();
     raw.write_all(p.request().as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop(raw);
