@@ -1,13 +1,12 @@
-//! HTTP long-polling on comet's HTTP port: auth, poll, send, expiry, and pushes of every kind.
+//! HTTP long-polling across the tiers: a token logic rejects, pushes of every kind through
+//! logic's push API (room pushes through job's batching, in order), and the root binary's demo
+//! assets on comet's HTTP port. The comet-only long-poll tests (poll, send, expiry, a kick, the
+//! stop) are in `comet/tests/long_poll.rs`.
 
 mod support;
 
-use std::time::Duration;
-
-use bytes::{Bytes, BytesMut};
+use goim_api::Frame;
 use goim_api::frame::split_packets;
-use goim_api::{Frame, Op};
-use goim_test_support::Transport;
 use goim_test_support::json_token;
 use support::*;
 
@@ -55,20 +54,6 @@ impl Poller {
         }
         got
     }
-
-    async fn send(&self, frames: &[Frame]) -> (u16, Vec<Frame>) {
-        let mut body = BytesMut::new();
-        for f in frames {
-            f.encode(&mut body);
-        }
-        let url = format!("{}/poll/send?sid={}", self.base, self.sid);
-        let resp = self.http.post(url).body(body.freeze()).send().await.unwrap();
-        let status = resp.status().as_u16();
-        let body = resp.bytes().await.unwrap();
-        let frames =
-            if status == 200 { split_packets(body).collect::<Result<_, _>>().unwrap() } else { vec![] };
-        (status, frames)
-    }
 }
 
 fn text(f: &Frame) -> String {
@@ -92,15 +77,6 @@ async fn a_rejected_token_gets_401_and_no_session() {
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["error"], "auth_failed");
     assert_eq!(s.comet().long_poll_sessions(), 0);
-}
-
-#[tokio::test]
-async fn an_empty_poll_answers_204_and_an_unknown_session_404() {
-    let s = start().await;
-    let p = Poller::open(&s, 1, "lp", "", &[]).await;
-    assert_eq!(p.poll(0.2).await.0, 204);
-    let stranger = Poller { sid: "0123".into(), ..p };
-    assert_eq!(stranger.poll(0.2).await.0, 404);
 }
 
 #[tokio::test]
@@ -140,95 +116,6 @@ async fn nothing_pushed_between_polls_is_lost() {
 }
 
 #[tokio::test]
-async fn send_answers_heartbeat_change_room_sub_unsub_and_uplink_in_one_request() {
-    let s = start().await;
-    let p = Poller::open(&s, 33, "lp33", "live://a", &[]).await;
-    let f = |op: Op, seq, body: &'static [u8]| Frame {
-        ver: 1,
-        op: op.code(),
-        seq,
-        body: Bytes::from_static(body),
-    };
-    let (status, replies) = p
-        .send(&[
-            f(Op::Heartbeat, 1, b""),
-            f(Op::ChangeRoom, 2, b"live://b"),
-            f(Op::Sub, 3, b"1000"),
-            f(Op::Unsub, 4, b"1001"),
-            f(Op::SendMsg, 5, b"up"),
-        ])
-        .await;
-    assert_eq!(status, 200);
-    let ops: Vec<(i32, i32)> = replies.iter().map(|r| (r.op, r.seq)).collect();
-    assert_eq!(ops, [(3, 1), (13, 2), (15, 3), (17, 4), (4, 5)]);
-    assert_eq!(&replies[0].body[..], &1i32.to_be_bytes());
-    assert_eq!(&replies[1].body[..], b"live://b");
-    push_ok(&s, "/goim/push/keys?operation=1000&keys=lp33", b"subscribed").await;
-    push_ok(&s, "/goim/push/room?operation=1000&type=live&room=b", b"new room").await;
-    let got = p.collect(2).await;
-    assert_eq!(got.iter().map(text).collect::<Vec<_>>(), ["subscribed", "new room"]);
-}
-
-#[tokio::test]
-async fn a_malformed_send_gets_400_and_ends_the_session() {
-    let s = start().await;
-    let p = Poller::open(&s, 34, "lp34", "", &[]).await;
-    let url = format!("{}/poll/send?sid={}", p.base, p.sid);
-    let bad = Bytes::from_static(&[0, 0, 0, 16, 0, 15, 0, 1, 0, 0, 0, 2, 0, 0, 0, 1]);
-    let resp = p.http.post(url).body(bad).send().await.unwrap();
-    assert_eq!(resp.status(), 400);
-    assert_eq!(p.poll(0.1).await.0, 404);
-    let m = metrics(&s).await;
-    assert_eq!(sample(&m, "goim_comet_bad_input_total{transport=\"long_poll\"}"), 1.0, "{m}");
-}
-
-#[tokio::test]
-async fn a_session_that_neither_polls_nor_sends_expires_and_leaves_its_room() {
-    let s = start_with(|c| c.logic.session.heartbeat_timeout = Some(Duration::from_millis(500))).await;
-    let p = Poller::open(&s, 35, "lp35", "live://exp", &[]).await;
-    assert_eq!(s.comet().room_online("live://exp"), 1);
-    assert!(eventually(WAIT, || async { s.comet().room_online("live://exp") == 0 }).await);
-    assert_eq!(p.poll(0.1).await.0, 404);
-    let m = metrics(&s).await;
-    assert_eq!(sample(&m, "goim_comet_disconnects_total{reason=\"heartbeat_timeout\"}"), 1.0, "{m}");
-}
-
-#[tokio::test]
-async fn polling_keeps_a_session_alive_past_its_heartbeat_timeout() {
-    let s = start_with(|c| c.logic.session.heartbeat_timeout = Some(Duration::from_millis(400))).await;
-    let p = Poller::open(&s, 36, "lp36", "", &[1000]).await;
-    for _ in 0..4 {
-        assert_eq!(p.poll(0.3).await.0, 204);
-    }
-    push_ok(&s, "/goim/push/keys?operation=1000&keys=lp36", b"alive").await;
-    assert_eq!(text(&p.collect(1).await[0]), "alive");
-}
-
-#[tokio::test]
-async fn a_socket_with_the_same_key_kicks_the_long_poll_session_with_op_6() {
-    let s = start().await;
-    let p = Poller::open(&s, 37, "lp37", "", &[]).await;
-    let _socket = login(&s, Transport::Tcp, 37, "lp37", "", &[]).await;
-    let (status, frames) = p.poll(1.0).await;
-    assert_eq!(status, 200);
-    assert_eq!(frames.last().unwrap().op, Op::DisconnectReply.code());
-    assert_eq!(p.poll(0.1).await.0, 404);
-}
-
-#[tokio::test]
-async fn stopping_answers_a_waiting_poll_with_op_6_shutdown() {
-    let s = start().await;
-    let p = Poller::open(&s, 38, "lp38", "", &[]).await;
-    let waiting = tokio::spawn(async move { p.poll(10.0).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(s.stop().await);
-    let (status, frames) = waiting.await.unwrap();
-    assert_eq!(status, 200);
-    let v: serde_json::Value = serde_json::from_slice(&frames.last().unwrap().body).unwrap();
-    assert_eq!(v["reason"], "shutdown");
-}
-
-#[tokio::test]
 async fn the_demo_page_and_client_are_served_at_the_root() {
     let s = start().await;
     let base = format!("http://{}", s.addrs.websocket[0]);
@@ -240,17 +127,4 @@ async fn the_demo_page_and_client_are_served_at_the_root() {
     assert_eq!(js.status(), 200);
     assert!(js.text().await.unwrap().contains("export"));
     assert_eq!(reqwest::get(format!("{base}/nope")).await.unwrap().status(), 404);
-}
-
-#[tokio::test]
-async fn oversized_and_chunked_bodies_are_refused() {
-    let s = start().await;
-    let url = format!("http://{}/poll/auth", s.addrs.websocket[0]);
-    let big = vec![b'x'; 10_000];
-    let resp = reqwest::Client::new().post(&url).body(big).send().await.unwrap();
-    assert_eq!(resp.status(), 413);
-    let stream = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(b"{}"))]);
-    let resp =
-        reqwest::Client::new().post(&url).body(reqwest::Body::wrap_stream(stream)).send().await.unwrap();
-    assert_eq!(resp.status(), 411);
 }
