@@ -46,4 +46,4 @@ start=$(date +%s)
 "$target/release/goim-bench" soak --goim-bin "$target/release/goim" --out "$out" \
     --connections "$connections" --duration "$duration" --services-dir "$GOIM_SERVICES_DIR" \
     "${extra[@]}"
-echo "soak: $(( $(date +%s) - start ))s; summary in $out/summary.md, plots $out/rss.png $out/connections.png $out/pushes.png $out/delivered.png"
+echo "soak: $(( $(date +%s) - start ))s; summary in $out/summary.md, plots $out/rss.png $out/rss-services.png $out/connections.png $out/pushes.png $out/delivered.png"

@@ -58,6 +58,9 @@ struct SoakArgs {
     /// Traffic time after everyone connected: `1h`, `3m`, `90s`.
     #[arg(long, default_value = "1h", value_parser = duration)]
     duration: Duration,
+    /// Run nothing: draw the plots of the soak in `--out` again from its soak.csv.
+    #[arg(long)]
+    replot: bool,
     #[arg(long, default_value_t = 2)]
     comets: usize,
     #[arg(long, default_value_t = 100)]
@@ -278,6 +281,12 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             let results = Results::load(&out)?;
             report::write(&results, &out)?;
             eprintln!("report: {}", out.join("report.md").display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Soak(a) if a.replot => {
+            for file in soak::replot(&a.out)? {
+                eprintln!("soak: {}", a.out.join(file).display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Soak(a) => {

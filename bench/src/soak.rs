@@ -16,6 +16,8 @@ mod pusher;
 mod report;
 mod sequence;
 mod summary;
+
+pub use summary::replot;
 pub mod worker;
 
 use std::path::PathBuf;

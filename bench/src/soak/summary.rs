@@ -1,5 +1,6 @@
-//! What a soak leaves behind: `soak.csv` (one row per tick), `rss.png`, `connections.png`,
-//! `pushes.png`, `delivered.png`, and `summary.md` with the figures it also prints.
+//! What a soak leaves behind: `soak.csv` (one row per tick), `rss.png` (goim-rs's processes),
+//! `rss-services.png` (Redis, Kafka), `connections.png`, `pushes.png`, `delivered.png`, and
+//! `summary.md` with the figures it also prints.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -216,19 +217,34 @@ fn plots(dir: &Path, samples: &[Sample], processes: &[(String, u32)]) -> Vec<Str
         name: name.to_string(),
         points: samples.iter().map(|s| (minutes(s), f(s))).filter(|p| p.1.is_finite()).collect(),
     };
-    let rss: Vec<Series> =
-        processes.iter().enumerate().map(|(i, (name, _))| series(name, &|s| s.rss_mb[i])).collect();
+    // goim-rs's own processes apart from Redis and Kafka: Kafka's JVM, ten times their size,
+    // would flatten them to one line at the bottom of a shared chart.
+    let rss = |ours: bool| -> Vec<Series> {
+        let named = processes.iter().enumerate().filter(|(_, (name, _))| name.starts_with("goim") == ours);
+        named.map(|(i, (name, _))| series(name, &|s| s.rss_mb[i])).collect()
+    };
     let charts = [
         (
             Chart {
                 file: "rss.png",
-                title: "RSS of each server process",
+                title: "RSS of each goim-rs process",
                 x: "minutes",
                 y: "RSS (MB)",
                 log_x: false,
                 log_y: false,
             },
-            rss,
+            rss(true),
+        ),
+        (
+            Chart {
+                file: "rss-services.png",
+                title: "RSS of Redis and Kafka",
+                x: "minutes",
+                y: "RSS (MB)",
+                log_x: false,
+                log_y: false,
+            },
+            rss(false),
         ),
         (
             Chart {
@@ -272,4 +288,35 @@ fn plots(dir: &Path, samples: &[Sample], processes: &[(String, u32)]) -> Vec<Str
         }
     }
     written
+}
+
+/// Draws the plots of a finished soak again from its `soak.csv` (after a change to the plots;
+/// `goim-bench soak --replot --out DIR`). Returns the files written.
+pub fn replot(dir: &Path) -> Result<Vec<String>> {
+    let path = dir.join("soak.csv");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().context("soak.csv is empty")?.split(',').collect();
+    let processes: Vec<(String, u32)> =
+        header.iter().filter_map(|h| h.strip_prefix("rss_mb_")).map(|name| (name.to_string(), 0)).collect();
+    let mut samples = Vec::new();
+    for (n, line) in lines.enumerate() {
+        let f: Vec<f64> = line.split(',').map(|v| v.parse().unwrap_or(f64::NAN)).collect();
+        anyhow::ensure!(
+            f.len() == header.len(),
+            "soak.csv line {}: {} fields, not {}",
+            n + 2,
+            f.len(),
+            header.len()
+        );
+        samples.push(Sample {
+            secs: f[0],
+            connected: f[1] as u64,
+            pushes: [f[2], f[3], f[4]],
+            delivered: f[5],
+            unexpected: f[6] as u64,
+            rss_mb: f[7..].to_vec(),
+        });
+    }
+    Ok(plots(dir, &samples, &processes))
 }
