@@ -6,55 +6,9 @@
 mod support;
 
 use goim_api::Frame;
-use goim_api::frame::split_packets;
 use goim_test_support::json_token;
+use goim_test_support::long_poll::Poller;
 use support::*;
-
-struct Poller {
-    base: String,
-    sid: String,
-    http: reqwest::Client,
-}
-
-impl Poller {
-    async fn open(s: &goim::Embedded, mid: i64, key: &str, room: &str, accepts: &[i32]) -> Poller {
-        let base = format!("http://{}", s.addrs.websocket[0]);
-        let http = reqwest::Client::new();
-        let resp = http
-            .post(format!("{base}/poll/auth"))
-            .body(json_token(mid, key, room, accepts))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        let v: serde_json::Value = resp.json().await.unwrap();
-        assert!(v["heartbeat_ms"].as_u64().unwrap() > 0, "{v}");
-        Poller { base, sid: v["sid"].as_str().unwrap().to_string(), http }
-    }
-
-    /// One poll: status and the packets it carried.
-    async fn poll(&self, timeout_s: f64) -> (u16, Vec<Frame>) {
-        let url = format!("{}/poll?sid={}&timeout={timeout_s}", self.base, self.sid);
-        let resp = self.http.get(url).send().await.unwrap();
-        let status = resp.status().as_u16();
-        let body = resp.bytes().await.unwrap();
-        let frames =
-            if status == 200 { split_packets(body).collect::<Result<_, _>>().unwrap() } else { vec![] };
-        (status, frames)
-    }
-
-    /// Polls until `n` business packets arrived (or 5 s passed).
-    async fn collect(&self, n: usize) -> Vec<Frame> {
-        let mut got = Vec::new();
-        let end = tokio::time::Instant::now() + WAIT;
-        while got.len() < n && tokio::time::Instant::now() < end {
-            let (status, frames) = self.poll(1.0).await;
-            assert!(status == 200 || status == 204, "poll status {status}");
-            got.extend(frames);
-        }
-        got
-    }
-}
 
 fn text(f: &Frame) -> String {
     String::from_utf8_lossy(&f.body).into_owned()
@@ -82,12 +36,12 @@ async fn a_rejected_token_gets_401_and_no_session() {
 #[tokio::test]
 async fn pushes_of_every_kind_reach_a_long_poll_session_in_order() {
     let s = start().await;
-    let p = Poller::open(&s, 31, "lp31", "live://lp", &[1000]).await;
+    let p = Poller::open(s.addrs.websocket[0], 31, "lp31", "live://lp", &[1000]).await;
     push_ok(&s, "/goim/push/keys?operation=1000&keys=lp31", b"key").await;
     push_ok(&s, "/goim/push/mids?operation=1000&mids=31", b"mid").await;
     push_ok(&s, "/goim/push/room?operation=1000&type=live&room=lp", b"room").await;
     push_ok(&s, "/goim/push/all?operation=1000", b"all").await;
-    let got = p.collect(4).await;
+    let got = p.collect(4, WAIT).await;
     let mut bodies: Vec<String> = got.iter().map(text).collect();
     // Room pushes may wait for their batch (up to 20 ms), so they may arrive after later pushes of
     // other kinds; within each kind the order holds (see nothing_pushed_between_polls_is_lost).
@@ -102,14 +56,14 @@ async fn pushes_of_every_kind_reach_a_long_poll_session_in_order() {
 #[tokio::test]
 async fn nothing_pushed_between_polls_is_lost() {
     let s = start().await;
-    let p = Poller::open(&s, 32, "lp32", "live://gap", &[]).await;
+    let p = Poller::open(s.addrs.websocket[0], 32, "lp32", "live://gap", &[]).await;
     for round in 0..5 {
         for i in 0..10 {
             let body: &'static [u8] = Box::leak(format!("{round}-{i}").into_bytes().into_boxed_slice());
             push_ok(&s, "/goim/push/room?operation=1000&type=live&room=gap", body).await;
         }
         // No poll is waiting while these arrive; they wait in the session.
-        let got = p.collect(10).await;
+        let got = p.collect(10, WAIT).await;
         let want: Vec<String> = (0..10).map(|i| format!("{round}-{i}")).collect();
         assert_eq!(got.iter().map(text).collect::<Vec<_>>(), want);
     }

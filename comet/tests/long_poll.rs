@@ -8,72 +8,12 @@ mod support;
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use goim_api::frame::split_packets;
+use bytes::Bytes;
 use goim_api::{Frame, Op};
 use goim_comet::Disconnect;
-use goim_test_support::{Transport, eventually, json_token};
+use goim_test_support::long_poll::Poller;
+use goim_test_support::{Transport, eventually};
 use support::*;
-
-struct Poller {
-    base: String,
-    sid: String,
-    http: reqwest::Client,
-}
-
-impl Poller {
-    async fn open(s: &Server, mid: i64, key: &str, room: &str, accepts: &[i32]) -> Poller {
-        let base = format!("http://{}", s.websocket);
-        let http = reqwest::Client::new();
-        let resp = http
-            .post(format!("{base}/poll/auth"))
-            .body(json_token(mid, key, room, accepts))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        let v: serde_json::Value = resp.json().await.unwrap();
-        assert!(v["heartbeat_ms"].as_u64().unwrap() > 0, "{v}");
-        Poller { base, sid: v["sid"].as_str().unwrap().to_string(), http }
-    }
-
-    /// One poll: status and the packets it carried.
-    async fn poll(&self, timeout_s: f64) -> (u16, Vec<Frame>) {
-        let url = format!("{}/poll?sid={}&timeout={timeout_s}", self.base, self.sid);
-        let resp = self.http.get(url).send().await.unwrap();
-        let status = resp.status().as_u16();
-        let body = resp.bytes().await.unwrap();
-        let frames =
-            if status == 200 { split_packets(body).collect::<Result<_, _>>().unwrap() } else { vec![] };
-        (status, frames)
-    }
-
-    /// Polls until `n` business packets arrived (or 5 s passed).
-    async fn collect(&self, n: usize) -> Vec<Frame> {
-        let mut got = Vec::new();
-        let end = tokio::time::Instant::now() + WAIT;
-        while got.len() < n && tokio::time::Instant::now() < end {
-            let (status, frames) = self.poll(1.0).await;
-            assert!(status == 200 || status == 204, "poll status {status}");
-            got.extend(frames);
-        }
-        got
-    }
-
-    async fn send(&self, frames: &[Frame]) -> (u16, Vec<Frame>) {
-        let mut body = BytesMut::new();
-        for f in frames {
-            f.encode(&mut body);
-        }
-        let url = format!("{}/poll/send?sid={}", self.base, self.sid);
-        let resp = self.http.post(url).body(body.freeze()).send().await.unwrap();
-        let status = resp.status().as_u16();
-        let body = resp.bytes().await.unwrap();
-        let frames =
-            if status == 200 { split_packets(body).collect::<Result<_, _>>().unwrap() } else { vec![] };
-        (status, frames)
-    }
-}
 
 fn text(f: &Frame) -> String {
     String::from_utf8_lossy(&f.body).into_owned()
@@ -82,16 +22,16 @@ fn text(f: &Frame) -> String {
 #[tokio::test(start_paused = true)]
 async fn an_empty_poll_answers_204_and_an_unknown_session_404() {
     let s = start().await;
-    let p = Poller::open(&s, 1, "lp", "", &[]).await;
+    let p = Poller::open(s.websocket, 1, "lp", "", &[]).await;
     assert_eq!(p.poll(0.2).await.0, 204);
-    let stranger = Poller { sid: "0123".into(), ..p };
+    let stranger = p.for_session("0123");
     assert_eq!(stranger.poll(0.2).await.0, 404);
 }
 
 #[tokio::test]
 async fn send_answers_heartbeat_change_room_sub_unsub_and_uplink_in_one_request() {
     let s = start().await;
-    let p = Poller::open(&s, 33, "lp33", "live://a", &[]).await;
+    let p = Poller::open(s.websocket, 33, "lp33", "live://a", &[]).await;
     let f = |op: Op, seq, body: &'static [u8]| Frame {
         ver: 1,
         op: op.code(),
@@ -114,17 +54,17 @@ async fn send_answers_heartbeat_change_room_sub_unsub_and_uplink_in_one_request(
     assert_eq!(&replies[1].body[..], b"live://b");
     push_key(&s, "lp33", 1000, b"subscribed");
     push_room(&s, "live://b", 1000, b"new room");
-    let got = p.collect(2).await;
+    let got = p.collect(2, WAIT).await;
     assert_eq!(got.iter().map(text).collect::<Vec<_>>(), ["subscribed", "new room"]);
 }
 
 #[tokio::test]
 async fn a_malformed_send_gets_400_and_ends_the_session() {
     let s = start().await;
-    let p = Poller::open(&s, 34, "lp34", "", &[]).await;
-    let url = format!("{}/poll/send?sid={}", p.base, p.sid);
+    let p = Poller::open(s.websocket, 34, "lp34", "", &[]).await;
+    let url = format!("{}/poll/send?sid={}", p.base(), p.sid());
     let bad = Bytes::from_static(&[0, 0, 0, 16, 0, 15, 0, 1, 0, 0, 0, 2, 0, 0, 0, 1]);
-    let resp = p.http.post(url).body(bad).send().await.unwrap();
+    let resp = reqwest::Client::new().post(url).body(bad).send().await.unwrap();
     assert_eq!(resp.status(), 400);
     assert_eq!(p.poll(0.1).await.0, 404);
     let m = s.metrics();
@@ -134,7 +74,7 @@ async fn a_malformed_send_gets_400_and_ends_the_session() {
 #[tokio::test(start_paused = true)]
 async fn a_session_that_neither_polls_nor_sends_expires_and_leaves_its_room() {
     let s = start_with(|_| {}, Duration::from_millis(500)).await;
-    let p = Poller::open(&s, 35, "lp35", "live://exp", &[]).await;
+    let p = Poller::open(s.websocket, 35, "lp35", "live://exp", &[]).await;
     assert_eq!(s.comet.room_online("live://exp"), 1);
     assert!(eventually(WAIT, || async { s.comet.room_online("live://exp") == 0 }).await);
     assert_eq!(p.poll(0.1).await.0, 404);
@@ -145,18 +85,18 @@ async fn a_session_that_neither_polls_nor_sends_expires_and_leaves_its_room() {
 #[tokio::test(start_paused = true)]
 async fn polling_keeps_a_session_alive_past_its_heartbeat_timeout() {
     let s = start_with(|_| {}, Duration::from_millis(400)).await;
-    let p = Poller::open(&s, 36, "lp36", "", &[1000]).await;
+    let p = Poller::open(s.websocket, 36, "lp36", "", &[1000]).await;
     for _ in 0..4 {
         assert_eq!(p.poll(0.3).await.0, 204);
     }
     push_key(&s, "lp36", 1000, b"alive");
-    assert_eq!(text(&p.collect(1).await[0]), "alive");
+    assert_eq!(text(&p.collect(1, WAIT).await[0]), "alive");
 }
 
 #[tokio::test]
 async fn a_socket_with_the_same_key_kicks_the_long_poll_session_with_op_6() {
     let s = start().await;
-    let p = Poller::open(&s, 37, "lp37", "", &[]).await;
+    let p = Poller::open(s.websocket, 37, "lp37", "", &[]).await;
     let _socket = login(&s, Transport::Tcp, 37, "lp37", "", &[]).await;
     let (status, frames) = p.poll(1.0).await;
     assert_eq!(status, 200);
@@ -167,7 +107,7 @@ async fn a_socket_with_the_same_key_kicks_the_long_poll_session_with_op_6() {
 #[tokio::test(start_paused = true)]
 async fn stopping_answers_a_waiting_poll_with_op_6_shutdown() {
     let s = start().await;
-    let p = Poller::open(&s, 38, "lp38", "", &[]).await;
+    let p = Poller::open(s.websocket, 38, "lp38", "", &[]).await;
     let waiting = tokio::spawn(async move { p.poll(10.0).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(s.comet.stop(Disconnect::Shutdown, WAIT).await);

@@ -5,12 +5,15 @@
 //!   tokio-tungstenite, an implementation independent of comet's own framing, so tests check the
 //!   server against a client we did not write. The load generator (`goim-bench`) builds its
 //!   tokens with [`client::json_token`] too.
+//! - [`long_poll`]: a goim long-poll client (`Poller`) over comet's HTTP port.
 //! - [`process`]: child processes on loopback ([`Proc`], killed if a test ends first), ports
 //!   ([`free_port`]), scratch directories, waiting for a port or an admin endpoint.
 //! - [`services`]: a redis-server or an Apache Kafka node of a test's own, from what
 //!   `scripts/services.sh` installed, so a test can stop and restart it without disturbing others.
 
 pub mod client;
+#[cfg(feature = "admin")]
+pub mod long_poll;
 pub mod process;
 pub mod services;
 
