@@ -5,19 +5,9 @@
 
 mod support;
 
-use bytes::Bytes;
-use goim_api::{Frame, Op};
+use goim_api::Op;
+use goim_test_support::client::{op6_reason, packet};
 use support::*;
-
-fn packet(ver: i16, op: Op, seq: i32, body: &'static [u8]) -> Frame {
-    Frame { ver, op: op.code(), seq, body: Bytes::from_static(body) }
-}
-
-fn op6_reason(f: &Frame) -> String {
-    assert_eq!(f.op, Op::DisconnectReply.code(), "expected op 6, got {f:?}");
-    let v: serde_json::Value = serde_json::from_slice(&f.body).expect("op 6 body is JSON");
-    v["reason"].as_str().unwrap_or_default().to_string()
-}
 
 #[tokio::test]
 async fn heartbeat_reply_carries_the_room_online_count() {

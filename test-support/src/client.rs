@@ -209,3 +209,15 @@ impl Client {
         .map_err(|_| anyhow!("not closed within {d:?}"))?
     }
 }
+
+/// A packet with a static body.
+pub fn packet(ver: i16, op: Op, seq: i32, body: &'static [u8]) -> Frame {
+    Frame { ver, op: op.code(), seq, body: Bytes::from_static(body) }
+}
+
+/// The `reason` of an op 6 (disconnect reply); asserts `f` is one, with a JSON body.
+pub fn op6_reason(f: &Frame) -> String {
+    assert_eq!(f.op, Op::DisconnectReply.code(), "expected op 6, got {f:?}");
+    let v: serde_json::Value = serde_json::from_slice(&f.body).expect("op 6 body is JSON");
+    v["reason"].as_str().unwrap_or_default().to_string()
+}
