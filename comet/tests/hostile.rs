@@ -1,4 +1,4 @@
-//! Hostile clients against the embedded server (issue #15 item 4): one address over
+//! Hostile clients against an in-process comet (issue #15 item 4; `support`): one address over
 //! `admission.max_per_ip` is told so (op 6 on TCP, 429 on the HTTP port) while other addresses
 //! are not affected; slowloris clients (a WebSocket upgrade head, a long-poll body trickled a
 //! byte at a time, sockets that never authenticate) are each cut off by the handshake timeout
@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use goim_api::frame::decode_stream;
 use goim_api::{Frame, Op};
-use goim_test_support::json_token;
-use goim_test_support::{Client, Transport};
+use goim_test_support::{Client, Transport, eventually, json_token};
 use serde_json::Value;
-use support::{WAIT, comet_addr, login, metrics, push_ok, sample, start_with};
+use support::{LOGIC_HEARTBEAT, WAIT, login, push_room, sample, start_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -59,14 +58,17 @@ fn upgrade_request(host: SocketAddr) -> String {
 
 #[tokio::test]
 async fn one_address_holds_at_most_max_per_ip_connections_and_is_told_so() {
-    let s = start_with(|c| {
-        c.comet.admission.max_per_ip = 3;
-        c.comet.admission.retry_min = Duration::from_millis(300);
-        c.comet.admission.retry_jitter = Duration::from_millis(200);
-    })
+    let s = start_with(
+        |c| {
+            c.admission.max_per_ip = 3;
+            c.admission.retry_min = Duration::from_millis(300);
+            c.admission.retry_jitter = Duration::from_millis(200);
+        },
+        LOGIC_HEARTBEAT,
+    )
     .await;
-    let tcp = comet_addr(&s, Transport::Tcp);
-    let ws = comet_addr(&s, Transport::Ws);
+    let tcp = s.addr(Transport::Tcp);
+    let ws = s.addr(Transport::Ws);
 
     // Three from 127.0.0.1 get in.
     let mut held = Vec::new();
@@ -105,7 +107,7 @@ async fn one_address_holds_at_most_max_per_ip_connections_and_is_told_so() {
 
     // A closed connection frees its place.
     drop(held.pop());
-    let got_in = support::eventually(WAIT, || async {
+    let got_in = eventually(WAIT, || async {
         let mut c = Client::connect(Transport::Tcp, tcp).await.unwrap();
         c.login(13, "ip-again", "live://ip", &[1000]).await.is_ok()
     })
@@ -113,13 +115,12 @@ async fn one_address_holds_at_most_max_per_ip_connections_and_is_told_so() {
     assert!(got_in, "a place freed by a closed connection is taken again");
 
     // The ones held still receive.
-    push_ok(&s, "/goim/push/room?operation=1000&type=live&room=ip", b"still here").await;
+    push_room(&s, "live://ip", 1000, b"still here");
     for c in &mut held {
         assert_eq!(&c.recv_op(1000, WAIT).await.unwrap().body[..], b"still here");
     }
-    let m = metrics(&s).await;
+    let m = s.metrics();
     assert!(sample(&m, "goim_comet_admission_refused_total{reason=\"per_ip\"}") >= 2.0, "{m}");
-    s.stop().await;
 }
 
 /// How long after `start` the server closed `s` (reading and dropping whatever it sent).
@@ -148,8 +149,8 @@ async fn closed_after(mut s: TcpStream, start: Instant, trickle: Option<&'static
 async fn slowloris_clients_are_cut_off_by_the_handshake_timeout_and_do_not_hurt_others() {
     const EACH: usize = 100;
     let timeout = Duration::from_secs(1);
-    let s = start_with(|c| c.comet.protocol.handshake_timeout = timeout).await;
-    let (tcp, ws) = (comet_addr(&s, Transport::Tcp), comet_addr(&s, Transport::Ws));
+    let s = start_with(|c| c.protocol.handshake_timeout = timeout, LOGIC_HEARTBEAT).await;
+    let (tcp, ws) = (s.addr(Transport::Tcp), s.addr(Transport::Ws));
     let mut watcher = login(&s, Transport::Ws, 1, "watcher", "live://slow", &[1000]).await;
 
     let start = Instant::now();
@@ -177,9 +178,7 @@ async fn slowloris_clients_are_cut_off_by_the_handshake_timeout_and_do_not_hurt_
     // Meanwhile the connected client gets every push.
     for i in 0..10 {
         let body = format!("push-{i}");
-        let url = format!("http://{}/goim/push/room?operation=1000&type=live&room=slow", s.addrs.http);
-        let r = support::http(reqwest::Method::POST, url, body.clone(), None).await;
-        assert_eq!(r.body["code"], Value::from(0), "{}", r.raw);
+        push_room(&s, "live://slow", 1000, body.as_bytes());
         assert_eq!(watcher.recv_op(1000, WAIT).await.unwrap().body, body.as_bytes());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -193,7 +192,7 @@ async fn slowloris_clients_are_cut_off_by_the_handshake_timeout_and_do_not_hurt_
         n += 1;
     }
     assert_eq!(n, 4 * EACH);
-    let m = metrics(&s).await;
+    let m = s.metrics();
     let count =
         |stage: &str| sample(&m, &format!("goim_comet_handshake_timeouts_total{{stage=\"{stage}\"}}"));
     println!(
@@ -207,7 +206,6 @@ async fn slowloris_clients_are_cut_off_by_the_handshake_timeout_and_do_not_hurt_
     assert_eq!(count("request_body"), EACH as f64, "{m}");
     assert_eq!(count("auth_packet"), 2.0 * EACH as f64, "{m}");
     // Still fine after them.
-    support::push_ok(&s, "/goim/push/room?operation=1000&type=live&room=slow", b"after").await;
+    push_room(&s, "live://slow", 1000, b"after");
     assert_eq!(&watcher.recv_op(1000, WAIT).await.unwrap().body[..], b"after");
-    s.stop().await;
 }
