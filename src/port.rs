@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use goim_api::{Connect, Online, Presence, Session, Uplink};
+use goim_api::{Connect, Online, Presence, RecoverRequest, Recovered, Session, Uplink};
 use goim_comet::logic as comet_port;
 use goim_job::CometError;
 
@@ -42,6 +42,10 @@ impl goim_comet::Logic for InProcessLogic {
     async fn receive(&self, uplink: Uplink) -> Result<(), comet_port::Error> {
         self.0.receive(uplink).await;
         Ok(())
+    }
+
+    async fn recover(&self, req: RecoverRequest) -> Result<Recovered, comet_port::Error> {
+        self.0.recover(req).await.map_err(unavailable)
     }
 }
 

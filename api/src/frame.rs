@@ -192,8 +192,13 @@ impl Batch {
 
     /// Appends a push packet `{ver 1, op, seq 0, body}`.
     pub fn push(&mut self, op: i32, body: &[u8]) {
+        self.push_with(PUSH_VER, op, 0, body);
+    }
+
+    /// Appends a push packet with this `ver` and `seq` (a [`Position`](crate::Position)'s header).
+    pub fn push_with(&mut self, ver: i16, op: i32, seq: i32, body: &[u8]) {
         self.buf.reserve(HEADER_LEN + body.len());
-        put_header(&mut self.buf, body.len(), PUSH_VER, op, 0);
+        put_header(&mut self.buf, body.len(), ver, op, seq);
         self.buf.put_slice(body);
         self.count += 1;
     }
@@ -219,7 +224,12 @@ impl Batch {
 
 /// One push packet, encoded (what job sends to comets for key, mid and broadcast pushes).
 pub fn encode_push(op: i32, body: &[u8]) -> Bytes {
+    encode_push_with(PUSH_VER, op, 0, body)
+}
+
+/// One push packet with this `ver` and `seq`: a positioned push.
+pub fn encode_push_with(ver: i16, op: i32, seq: i32, body: &[u8]) -> Bytes {
     let mut b = Batch::new();
-    b.push(op, body);
+    b.push_with(ver, op, seq, body);
     b.take()
 }

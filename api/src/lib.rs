@@ -25,10 +25,12 @@
 pub mod frame;
 pub mod op;
 pub mod pb;
+pub mod position;
 pub mod push;
 pub mod session;
 
 pub use frame::{Batch, DEFAULT_MAX_BODY, Error as FrameError, Frame, HEADER_LEN};
 pub use op::Op;
+pub use position::{Position, RecoverAsk, RecoverRequest, Recovered, Replayed, Stream, StreamRecovery};
 pub use push::{PushKind, PushMsg};
 pub use session::{Connect, Online, Presence, Session, Uplink};

@@ -1,6 +1,6 @@
 //! Operation codes of the goim v2 protocol.
 
-/// The ops goim defines. Business ops (1000, 1001, ...) are plain `i32`s and have no variant:
+/// The ops goim defines, and goim-rs's two (18, 19). Business ops (1000, 1001, ...) are plain `i32`s and have no variant:
 /// a [`crate::Frame`] carries its op as `i32` so any value survives a round trip.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(i32)]
@@ -33,11 +33,16 @@ pub enum Op {
     /// Body: comma-separated decimal ops to stop accepting.
     Unsub = 16,
     UnsubReply = 17,
+    /// goim-rs: sent by a client right before op 7, the last positions it saw (JSON); see
+    /// `docs/recovery.md`.
+    Recover = 18,
+    /// goim-rs: after op 8, what the server replays (JSON); the replayed pushes follow it.
+    RecoverReply = 19,
 }
 
 impl Op {
-    /// Every op goim defines, in numeric order.
-    pub const ALL: [Op; 18] = [
+    /// Every op, in numeric order.
+    pub const ALL: [Op; 20] = [
         Op::Handshake,
         Op::HandshakeReply,
         Op::Heartbeat,
@@ -56,6 +61,8 @@ impl Op {
         Op::SubReply,
         Op::Unsub,
         Op::UnsubReply,
+        Op::Recover,
+        Op::RecoverReply,
     ];
 
     /// The defined op with this code, or `None` for business ops.
@@ -88,7 +95,7 @@ mod tests {
 
     #[test]
     fn business_and_negative_ops_are_not_defined_ops() {
-        assert_eq!(Op::from_code(18), None);
+        assert_eq!(Op::from_code(20), None);
         assert_eq!(Op::from_code(1000), None);
         assert_eq!(Op::from_code(-1), None);
     }

@@ -12,6 +12,7 @@
 
 mod frame;
 mod push;
+mod recover;
 mod session;
 
 /// `goim.protocol`: the packet as a message.

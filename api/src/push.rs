@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 
+use crate::Position;
+
 /// What a push targets. The codes are goim's `PushMsg.Type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PushKind {
@@ -39,6 +41,9 @@ pub struct PushMsg {
     pub keys: Vec<String>,
     /// The message body, delivered verbatim.
     pub msg: Bytes,
+    /// Its place in its stream (goim-rs): the room's (kind `Room`) or the user's (kind `Keys`
+    /// from a mid push). `None` for pushes without one; goim's job ignores it.
+    pub position: Option<Position>,
 }
 
 impl PushMsg {
@@ -51,6 +56,7 @@ impl PushMsg {
             room: String::new(),
             keys,
             msg,
+            position: None,
         }
     }
 
@@ -63,6 +69,7 @@ impl PushMsg {
             room: room.into(),
             keys: Vec::new(),
             msg,
+            position: None,
         }
     }
 
@@ -75,7 +82,14 @@ impl PushMsg {
             room: String::new(),
             keys: Vec::new(),
             msg,
+            position: None,
         }
+    }
+
+    /// This push at `position` in its stream.
+    pub fn at(mut self, position: Position) -> PushMsg {
+        self.position = Some(position);
+        self
     }
 
     /// goim's Kafka message key: the first key, the room, or the decimal op.

@@ -12,7 +12,7 @@ const SEQ: i32 = 0x0102_0304;
 
 /// Every defined op, header only (packLen 16), with `VER` and `SEQ`.
 #[rustfmt::skip]
-const OP_PACKETS: [(Op, [u8; 16]); 18] = [
+const OP_PACKETS: [(Op, [u8; 16]); 20] = [
     (Op::Handshake,       [0,0,0,16, 0,16, 5,6, 0,0,0,0,  1,2,3,4]),
     (Op::HandshakeReply,  [0,0,0,16, 0,16, 5,6, 0,0,0,1,  1,2,3,4]),
     (Op::Heartbeat,       [0,0,0,16, 0,16, 5,6, 0,0,0,2,  1,2,3,4]),
@@ -31,6 +31,8 @@ const OP_PACKETS: [(Op, [u8; 16]); 18] = [
     (Op::SubReply,        [0,0,0,16, 0,16, 5,6, 0,0,0,15, 1,2,3,4]),
     (Op::Unsub,           [0,0,0,16, 0,16, 5,6, 0,0,0,16, 1,2,3,4]),
     (Op::UnsubReply,      [0,0,0,16, 0,16, 5,6, 0,0,0,17, 1,2,3,4]),
+    (Op::Recover,         [0,0,0,16, 0,16, 5,6, 0,0,0,18, 1,2,3,4]),
+    (Op::RecoverReply,    [0,0,0,16, 0,16, 5,6, 0,0,0,19, 1,2,3,4]),
 ];
 
 /// Business op 1000 (0x03e8) as a server push: ver 1, seq 0, body "hi".

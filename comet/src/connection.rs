@@ -12,7 +12,7 @@ use std::task::{Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use goim_api::{Frame, Op, Session};
+use goim_api::{Frame, Op, RecoverAsk, Session};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 use tracing::{debug, warn};
@@ -23,6 +23,7 @@ use crate::context::Context;
 use crate::disconnect::Disconnect;
 use crate::metrics::TransportLabel;
 use crate::outbox::Outbound;
+use crate::resume::{Reply, parse_ask, resume};
 use crate::session::{admit, authenticate, operate, teardown};
 
 /// Read buffer space reserved before each read while a packet is incomplete; also the size of
@@ -215,7 +216,7 @@ where
     let mut reader = Reader::new(rd, leftover, dec);
     let mut writer = Writer { wr, enc };
 
-    let (auth, session) = match handshake(&ctx, &mut reader, peer, cookie).await {
+    let (auth, session, ask) = match handshake(&ctx, &mut reader, peer, cookie).await {
         Ok(ok) => ok,
         Err(Some(reason)) => {
             if matches!(reason, Disconnect::Protocol(_)) {
@@ -233,6 +234,9 @@ where
     // The auth reply is queued before the channel is visible to pushes, so it is always first.
     let reply = Outbound::Packet(auth.reply(Op::AuthReply, Bytes::new()));
     let ch = admit(&ctx, &session, peer.ip(), &label, Some(reply));
+    if let Some(ask) = ask {
+        resume(&ctx, &ch, &session, ask, Reply::Packet).await;
+    }
     let shared = Shared { ctx, ch, heartbeat: session.heartbeat, label, peer };
     Some(Conn { shared, reader, writer })
 }
@@ -310,15 +314,16 @@ async fn linger<R: AsyncRead + Unpin, D: Decoder>(reader: &mut Reader<R, D>) {
     .await;
 }
 
-/// Waits for the auth packet and asks logic about it. `Err(None)`: the client left (or the
-/// process is stopping) and there is no one to tell.
+/// Waits for the auth packet (after op 18, if the client resumes) and asks logic about it.
+/// `Err(None)`: the client left (or the process is stopping) and there is no one to tell.
 async fn handshake<R: AsyncRead + Unpin, D: Decoder>(
     ctx: &Context,
     reader: &mut Reader<R, D>,
     peer: SocketAddr,
     cookie: String,
-) -> Result<(Frame, Session), Option<Disconnect>> {
+) -> Result<(Frame, Session, Option<RecoverAsk>), Option<Disconnect>> {
     let deadline = Instant::now() + ctx.config.protocol.handshake_timeout;
+    let mut ask = None;
     let auth = loop {
         let ev = tokio::select! {
             ev = timeout_at(deadline, reader.next()) => ev,
@@ -333,9 +338,12 @@ async fn handshake<R: AsyncRead + Unpin, D: Decoder>(
             Ok(Err(ReadError::Io)) | Ok(Ok(None)) | Ok(Ok(Some(Inbound::Close))) => return Err(None),
             Ok(Ok(Some(Inbound::Ping(_)))) => continue,
             Ok(Ok(Some(Inbound::Packet(f)))) if f.op == Op::Auth.code() => break f,
+            Ok(Ok(Some(Inbound::Packet(f)))) if f.op == Op::Recover.code() && ask.is_none() => {
+                ask = Some(parse_ask(&f.body).map_err(|e| Some(Disconnect::Protocol(e)))?);
+            }
             Ok(Ok(Some(Inbound::Packet(f)))) => {
                 return Err(Some(Disconnect::Protocol(format!(
-                    "first packet must be auth (op 7), got op {}",
+                    "first packet must be auth (op 7, after at most one op 18), got op {}",
                     f.op
                 ))));
             }
@@ -345,7 +353,7 @@ async fn handshake<R: AsyncRead + Unpin, D: Decoder>(
         r = authenticate(ctx, peer, cookie, auth.body.clone()) => r.map_err(Some)?,
         _ = ctx.shutdown.cancelled() => return Err(None),
     };
-    Ok((auth, session))
+    Ok((auth, session, ask))
 }
 
 /// The write loop: waits for the outbox, writes everything queued in one go, and ends the

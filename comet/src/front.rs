@@ -238,7 +238,8 @@ async fn route(front: &Front, peer: SocketAddr, req: &Request, body: Bytes) -> R
         // their state would make every such connection's future larger.
         ("POST", "/poll/auth") => {
             let cookie = req.header("cookie").unwrap_or_default().to_string();
-            Box::pin(long_poll::auth(&front.ctx, &front.sessions, peer, cookie, body)).await
+            let recover = req.query("recover");
+            Box::pin(long_poll::auth(&front.ctx, &front.sessions, peer, cookie, body, recover)).await
         }
         ("GET", "/poll") => {
             long_poll::poll(

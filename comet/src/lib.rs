@@ -8,7 +8,8 @@
 //! - Inside, in layers that each use only those below (the table is in `comet.rs`): `listen`
 //!   (listeners, accept loops); the transports `front` (the HTTP port), `tls`, `websocket`,
 //!   `long_poll` and `tcp`; `http` (request heads, responses); `connection` (the socket
-//!   driver); `session` (authenticate, admit, operate, teardown, for any transport); `codec`
+//!   driver); `session` (authenticate, admit, operate, teardown, for any transport) and `resume`
+//!   (a reconnecting client's replay, `docs/recovery.md`); `codec`
 //!   (the `Decoder`/`Encoder` contract); `context` (what every connection shares); `admission` (per-address limits, the auth rate and
 //!   in-flight bound); `hub` (keys
 //!   in shards, rooms), `channel` (one connection), `outbox` (its bounded queue), `disconnect`
@@ -41,6 +42,7 @@ mod long_poll;
 mod metrics;
 mod online;
 mod outbox;
+mod resume;
 mod room;
 mod session;
 mod tcp;

@@ -5,7 +5,7 @@ mod grpc;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use goim_api::{Connect, Online, Presence, Session, Uplink};
+use goim_api::{Connect, Online, Presence, RecoverRequest, Recovered, Session, Uplink};
 
 pub use grpc::{ClientConfig, GrpcLogic};
 
@@ -34,6 +34,12 @@ pub trait Logic: Send + Sync + 'static {
     async fn renew_online(&self, online: Online) -> Result<HashMap<String, i32>, Error>;
     /// An uplink packet (op 4, or any op comet does not handle itself).
     async fn receive(&self, uplink: Uplink) -> Result<(), Error>;
+    /// What a resuming connection missed (`docs/recovery.md`). A logic that keeps no positions
+    /// (goim's, or one with `history.enabled = false`) answers `Recovered::default()`, which the
+    /// default does too.
+    async fn recover(&self, _req: RecoverRequest) -> Result<Recovered, Error> {
+        Ok(Recovered::default())
+    }
     /// The session store's epoch that came with the last [`Logic::renew_online`] reply, if the
     /// logic behind this port has one (a goim-rs logic over gRPC). It changes when the store lost
     /// its data (Redis restarted empty); comet then re-registers every session. In-process logic

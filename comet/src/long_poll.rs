@@ -1,6 +1,8 @@
 //! HTTP long-polling: a session id instead of a socket, the same packets as TCP.
 //!
-//! - `POST /poll/auth` (body: the op-7 token) → `{"sid", "heartbeat_ms"}`, or 401.
+//! - `POST /poll/auth[?recover=R]` (body: the op-7 token) → `{"sid", "heartbeat_ms"}`, or 401.
+//!   `R`, the URL-encoded JSON of op 18, resumes (`docs/recovery.md`): the response then has op
+//!   19's answer under `"recover"`, and the first poll starts with the replay. A bad `R` is 400.
 //! - `GET /poll?sid=S[&timeout=secs][&ack=seq]` waits for pushes → 200 packets back to back
 //!   with an `X-Goim-Poll-Seq` header, 204 when the wait ends empty, 404 for an unknown or
 //!   expired session, 400 for an `ack` that is not a number or is ahead of the last seq.
@@ -37,6 +39,7 @@ use crate::disconnect::Disconnect;
 use crate::http::{self, Response};
 use crate::metrics::TransportLabel;
 use crate::outbox::Outbound;
+use crate::resume::{Reply, parse_ask, resume};
 use crate::session::{admit, authenticate, operate, teardown};
 use crate::tcp::TcpEncoder;
 
@@ -229,7 +232,20 @@ pub async fn auth(
     peer: SocketAddr,
     cookie: String,
     token: Bytes,
+    recover: Option<&str>,
 ) -> Response {
+    let ask = match recover.map(|r| {
+        percent_decode(r)
+            .ok_or("not URL-encoded")
+            .and_then(|b| parse_ask(&b).map_err(|_| "not a recover request"))
+    }) {
+        None => None,
+        Some(Ok(ask)) => Some(ask),
+        Some(Err(why)) => {
+            ctx.metrics.bad_input.get_or_create(&LABEL).inc();
+            return Response::error("400 Bad Request", "bad_recover", &format!("recover is {why}"));
+        }
+    };
     if ctx.drain.is_started() {
         return Response::error("503 Service Unavailable", "draining", "this comet is draining");
     }
@@ -256,6 +272,10 @@ pub async fn auth(
         }
     };
     let ch = admit(ctx, &session, peer.ip(), &LABEL, None);
+    let recovered = match ask {
+        Some(ask) => Some(resume(ctx, &ch, &session, ask, Reply::Response).await),
+        None => None,
+    };
     let sid = new_sid();
     let now = Instant::now();
     let s = PollSession {
@@ -268,10 +288,29 @@ pub async fn auth(
     };
     sessions.map.lock().insert(sid.clone(), Arc::new(s));
     debug!(peer = %peer, key = %session.key, "long-poll session opened");
-    Response::json(
-        "200 OK",
-        serde_json::json!({"sid": sid, "heartbeat_ms": session.heartbeat.as_millis() as u64}),
-    )
+    let mut body = serde_json::json!({"sid": sid, "heartbeat_ms": session.heartbeat.as_millis() as u64});
+    if let Some(r) = recovered {
+        body["recover"] = r;
+    }
+    Response::json("200 OK", body)
+}
+
+/// `%XX`-decodes a query value (and `+` as a space); `None` for a malformed escape.
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'%' => {
+                let hi = char::from(bytes.next()?).to_digit(16)?;
+                let lo = char::from(bytes.next()?).to_digit(16)?;
+                out.push((hi * 16 + lo) as u8);
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+    }
+    Some(out)
 }
 
 /// 429 for an auth over the comet's auth rate: `Retry-After`, and the op-6 body's jittered
@@ -493,6 +532,15 @@ mod tests {
 
     fn body(s: &'static str) -> Bytes {
         Bytes::from_static(s.as_bytes())
+    }
+
+    #[test]
+    fn recover_values_are_percent_decoded_and_bad_escapes_refused() {
+        assert_eq!(percent_decode("%7B%22room%22%3A%7B%7D%7D").unwrap(), br#"{"room":{}}"#);
+        assert_eq!(percent_decode("a+b").unwrap(), b"a b");
+        assert_eq!(percent_decode("%7"), None);
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%+1"), None);
     }
 
     #[test]

@@ -67,6 +67,18 @@ pub struct Metrics {
     /// Connections closed because a handshake stage did not complete within
     /// `protocol.handshake_timeout` (slow or silent clients, slowloris), by stage.
     pub handshake_timeouts: Family<StageLabel, Counter>,
+    /// Connections that asked to resume, by result: `complete`, `incomplete`, `failed` (logic
+    /// did not answer), `off` (logic keeps no positions).
+    pub resumes: Family<ResultLabel, Counter>,
+    /// Pushes replayed to resuming connections.
+    pub replayed: Counter,
+    /// Live pushes not delivered to a resuming connection because its replay carried them.
+    pub resume_duplicates: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
 }
 
 impl Metrics {
@@ -116,6 +128,17 @@ impl Metrics {
             "Connections closed because a handshake stage did not complete in time, by stage",
             self.handshake_timeouts.clone(),
         );
+        r.register("resumes", "Connections that asked to resume, by result", self.resumes.clone());
+        r.register("replayed", "Pushes replayed to resuming connections", self.replayed.clone());
+        r.register(
+            "resume_duplicates",
+            "Live pushes left out for a resuming connection because its replay carried them",
+            self.resume_duplicates.clone(),
+        );
+    }
+
+    pub fn resume(&self, result: &'static str) {
+        self.resumes.get_or_create(&ResultLabel { result }).inc();
     }
 
     pub fn refused(&self, reason: &'static str) {

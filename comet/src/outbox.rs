@@ -148,6 +148,37 @@ impl Outbox {
         closing
     }
 
+    /// Puts `items` in front of the queue, after its first `keep_first` items, and passes every
+    /// push queued before this call through `filter` (which may drop packets from it, or all of
+    /// it). How a resume puts its replay before the live pushes that queued meanwhile. `items`
+    /// are not held to the limits: a replay is bounded by the history's size.
+    pub fn put_in_front(
+        &self,
+        keep_first: usize,
+        items: Vec<Outbound>,
+        mut filter: impl FnMut(Bytes) -> Option<Bytes>,
+    ) {
+        let mut s = self.state.lock();
+        if s.closing.is_some() {
+            return;
+        }
+        let queued = std::mem::take(&mut s.queue);
+        let mut queue = VecDeque::with_capacity(queued.len() + items.len());
+        let mut queued = queued.into_iter();
+        queue.extend(queued.by_ref().take(keep_first));
+        queue.extend(items);
+        for item in queued {
+            match item {
+                Outbound::Push(b) => queue.extend(filter(b).map(Outbound::Push)),
+                other => queue.push_back(other),
+            }
+        }
+        s.bytes = queue.iter().map(Outbound::weight).sum();
+        s.queue = queue;
+        drop(s);
+        self.wake.notify_one();
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.state.lock().queue.len()
@@ -186,6 +217,31 @@ mod tests {
         let o = Outbox::new(100, 10);
         o.push(push(50)).unwrap();
         assert_eq!(o.push(push(1)), Err(Refused::Slow));
+    }
+
+    #[test]
+    fn put_in_front_goes_after_the_kept_first_items_and_filters_only_what_was_queued() {
+        let o = Outbox::new(10, 1 << 20);
+        o.push(Outbound::Packet(Frame::push(8, Bytes::new()))).unwrap();
+        o.push(push(3)).unwrap();
+        o.push(push(4)).unwrap();
+        let mut seen = Vec::new();
+        o.put_in_front(1, vec![push(1), push(2)], |b| {
+            seen.push(b.len());
+            (b.len() != 3).then_some(b)
+        });
+        assert_eq!(seen, [3, 4], "only the pushes queued before");
+        let mut items = Vec::new();
+        o.drain(&mut items);
+        let shape: Vec<_> = items
+            .iter()
+            .map(|i| match i {
+                Outbound::Packet(f) => format!("op{}", f.op),
+                Outbound::Push(b) => b.len().to_string(),
+                Outbound::Pong(_) => "pong".into(),
+            })
+            .collect();
+        assert_eq!(shape, ["op8", "1", "2", "4"]);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use goim_api::pb::comet::{BroadcastReq, BroadcastRoomReq, PushMsgReq, RoomsReq};
 use goim_api::pb::logic::logic_server::{self, LogicServer};
 use goim_api::pb::logic::{
     ConnectReply, ConnectReq, DisconnectReply, DisconnectReq, HeartbeatReply, HeartbeatReq, NodesReply,
-    NodesReq, OnlineReply, OnlineReq, ReceiveReply, ReceiveReq,
+    NodesReq, OnlineReply, OnlineReq, ReceiveReply, ReceiveReq, RecoverReply, RecoverReq,
 };
 use goim_api::pb::protocol::Proto;
 use goim_api::{Connect, Frame, Online, Op, Presence, Session, Uplink};
@@ -257,6 +257,10 @@ impl logic_server::Logic for FakeLogic {
     async fn nodes(&self, _: Request<NodesReq>) -> Result<Response<NodesReply>, Status> {
         Err(Status::unimplemented("not here"))
     }
+    /// As goim's Go logic, which has no `Recover`.
+    async fn recover(&self, _: Request<RecoverReq>) -> Result<Response<RecoverReply>, Status> {
+        Err(Status::unimplemented("goim has no Recover"))
+    }
 }
 
 async fn start_logic(delay: Duration) -> (String, Arc<Seen>) {
@@ -289,6 +293,19 @@ async fn grpc_logic_connect_returns_the_session_and_maps_unauthenticated_to_reje
     assert_eq!((session.mid, session.key.as_str(), session.room.as_str()), (5, "k5", "live://5"));
     assert_eq!(session.heartbeat, Duration::from_secs(30));
     assert_eq!(logic.connect(connect(b"forged")).await, Err(LogicError::Rejected("bad signature".into())));
+}
+
+#[tokio::test]
+async fn a_logic_without_recover_like_goims_means_no_positions() {
+    let (addr, _) = start_logic(Duration::ZERO).await;
+    let logic = client(vec![addr], Duration::from_secs(2));
+    let req = goim_api::RecoverRequest {
+        mid: 5,
+        room: "live://5".into(),
+        room_since: Some(goim_api::Position::new(3, 9)),
+        user_since: None,
+    };
+    assert_eq!(logic.recover(req).await, Ok(goim_api::Recovered::default()));
 }
 
 #[tokio::test]

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use goim_api::PushKind;
-use goim_api::frame::encode_push;
+use goim_api::Stream;
+use goim_api::frame::{PUSH_VER, encode_push, encode_push_with};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -110,14 +111,20 @@ impl Job {
         self.metrics.consumed(msg.kind);
         let unacked = Unacked { token, since: Instant::now() };
         let op = msg.operation;
+        // A positioned push carries its position in the packet header (goim-rs; `docs/recovery.md`):
+        // a room push in its room's stream, a key push from a mid push in its user's.
+        let header = |stream| msg.position.map_or((PUSH_VER, 0), |p| p.header(stream));
         match msg.kind {
             PushKind::Keys => dispatcher.submit(Dispatch {
-                payload: encode_push(op, &msg.msg),
+                payload: {
+                    let (ver, seq) = header(Stream::User);
+                    encode_push_with(ver, op, seq, &msg.msg)
+                },
                 target: Target::Keys { server: msg.server, keys: msg.keys, op },
                 deliveries: vec![unacked],
             }),
             PushKind::Room => {
-                for ready in rooms.push(&msg.room, op, &msg.msg, unacked) {
+                for ready in rooms.push(&msg.room, header(Stream::Room), op, &msg.msg, unacked) {
                     self.flush(ready, dispatcher);
                 }
             }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use goim_api::Batch;
-use goim_api::frame::encode_push;
+use goim_api::frame::encode_push_with;
 use tokio::time::Instant;
 
 use crate::config::RoomConfig;
@@ -99,17 +99,22 @@ impl Rooms {
     /// this flushes: the oldest tracked room's open batch if tracking this room would exceed
     /// `max_rooms_pending`, then this room's: at once if the room was idle, or if its open
     /// batch is now full.
+    ///
+    /// `header` is the packet's `ver` and `seq`: a position's (`Position::header`), or goim's
+    /// `(1, 0)` for a push without one. Each packet of a batch keeps its own.
     pub fn push(
         &mut self,
         room: &str,
+        header: (i16, i32),
         op: i32,
         body: &[u8],
         unacked: Unacked,
     ) -> impl Iterator<Item = Ready> + use<> {
         let now = unacked.since;
+        let (ver, seq) = header;
         let (evicted, flushed) = match self.recent.get_mut(room) {
             Some(recent) => {
-                recent.batch.push(op, body);
+                recent.batch.push_with(ver, op, seq, body);
                 recent.deliveries.push(unacked);
                 let full = (recent.batch.len() >= self.batch).then(|| {
                     let ready = take(room.to_owned(), recent);
@@ -125,7 +130,7 @@ impl Rooms {
                     room.to_owned(),
                     Recent { batch: Batch::new(), deliveries: Vec::new(), generation },
                 );
-                let packets = encode_push(op, body);
+                let packets = encode_push_with(ver, op, seq, body);
                 let ready = Ready { room: room.to_owned(), count: 1, packets, deliveries: vec![unacked] };
                 (evicted, Some(ready))
             }
@@ -204,6 +209,10 @@ fn take(room: String, recent: &mut Recent) -> Ready {
 
 #[cfg(test)]
 mod tests {
+    use goim_api::frame::encode_push;
+
+    /// goim's push header: no position.
+    const GOIM: (i16, i32) = (1, 0);
     use super::*;
     use crate::queue::AckToken;
 
@@ -225,7 +234,7 @@ mod tests {
     fn a_push_to_an_idle_room_flushes_at_once_as_a_batch_of_one() {
         let mut r = rooms(20, 10);
         let t = Instant::now();
-        let flushed: Vec<_> = r.push("live://1", 1000, b"a", unacked(0, t)).collect();
+        let flushed: Vec<_> = r.push("live://1", GOIM, 1000, b"a", unacked(0, t)).collect();
         assert_eq!(flushed.len(), 1);
         assert_eq!((flushed[0].room.as_str(), flushed[0].count), ("live://1", 1));
         assert_eq!(&flushed[0].packets[..], &encode_push(1000, b"a")[..]);
@@ -237,10 +246,10 @@ mod tests {
     fn a_burst_after_a_flush_is_batched_until_max_delay_after_that_flush() {
         let mut r = rooms(20, 10);
         let t = Instant::now();
-        assert_eq!(r.push("live://1", 1000, b"a", unacked(0, t)).count(), 1);
+        assert_eq!(r.push("live://1", GOIM, 1000, b"a", unacked(0, t)).count(), 1);
         for i in 1..5 {
             let at = t + (i as u32) * MS;
-            assert_eq!(r.push("live://1", 1000, b"b", unacked(i, at)).count(), 0, "push {i} waits");
+            assert_eq!(r.push("live://1", GOIM, 1000, b"b", unacked(i, at)).count(), 0, "push {i} waits");
         }
         assert_eq!(r.open_batches(), 1);
         assert_eq!(
@@ -258,10 +267,10 @@ mod tests {
     fn a_batch_flushes_when_it_holds_batch_packets() {
         let mut r = rooms(3, 10);
         let t = Instant::now();
-        assert_eq!(r.push("live://1", 1000, b"x", unacked(0, t)).count(), 1, "idle: at once");
-        assert_eq!(r.push("live://1", 1000, b"a", unacked(1, t)).count(), 0);
-        assert_eq!(r.push("live://1", 1000, b"b", unacked(2, t)).count(), 0);
-        let flushed: Vec<_> = r.push("live://1", 1001, b"c", unacked(3, t + MS)).collect();
+        assert_eq!(r.push("live://1", GOIM, 1000, b"x", unacked(0, t)).count(), 1, "idle: at once");
+        assert_eq!(r.push("live://1", GOIM, 1000, b"a", unacked(1, t)).count(), 0);
+        assert_eq!(r.push("live://1", GOIM, 1000, b"b", unacked(2, t)).count(), 0);
+        let flushed: Vec<_> = r.push("live://1", GOIM, 1001, b"c", unacked(3, t + MS)).collect();
         assert_eq!(flushed.len(), 1);
         let expected = [encode_push(1000, b"a"), encode_push(1000, b"b"), encode_push(1001, b"c")].concat();
         assert_eq!((flushed[0].count, &flushed[0].packets[..]), (3, &expected[..]));
@@ -271,14 +280,27 @@ mod tests {
     }
 
     #[test]
+    fn every_packet_of_a_batch_keeps_its_own_position_header() {
+        let mut r = rooms(2, 10);
+        let t = Instant::now();
+        let _ = r.push("live://1", (14, 7), 1000, b"x", unacked(0, t)).count();
+        let _ = r.push("live://1", (14, 8), 1000, b"a", unacked(1, t)).count();
+        let flushed: Vec<_> = r.push("live://1", (14, 9), 1000, b"b", unacked(2, t)).collect();
+        let headers: Vec<_> = goim_api::frame::split_packets(flushed[0].packets.clone())
+            .map(|f| f.map(|f| (f.ver, f.seq)).unwrap())
+            .collect();
+        assert_eq!(headers, [(14, 8), (14, 9)]);
+    }
+
+    #[test]
     fn a_room_with_nothing_pushed_by_its_deadline_is_idle_again() {
         let mut r = rooms(20, 10);
         let t = Instant::now();
-        assert_eq!(r.push("live://1", 1000, b"a", unacked(0, t)).count(), 1);
+        assert_eq!(r.push("live://1", GOIM, 1000, b"a", unacked(0, t)).count(), 1);
         assert!(r.pop_due(t + 20 * MS).is_none(), "nothing to flush");
         assert_eq!(r.next_deadline(), None, "the room is forgotten");
         let later = t + 21 * MS;
-        let flushed: Vec<_> = r.push("live://1", 1000, b"b", unacked(1, later)).collect();
+        let flushed: Vec<_> = r.push("live://1", GOIM, 1000, b"b", unacked(1, later)).collect();
         assert_eq!(flushed.len(), 1, "idle again: flushed at once");
     }
 
@@ -286,11 +308,11 @@ mod tests {
     fn a_room_that_flushed_at_its_deadline_keeps_batching_for_another_max_delay() {
         let mut r = rooms(20, 10);
         let t = Instant::now();
-        let _ = r.push("live://1", 1000, b"a", unacked(0, t)).count();
-        let _ = r.push("live://1", 1000, b"b", unacked(1, t + 5 * MS)).count();
+        let _ = r.push("live://1", GOIM, 1000, b"a", unacked(0, t)).count();
+        let _ = r.push("live://1", GOIM, 1000, b"b", unacked(1, t + 5 * MS)).count();
         let due = r.pop_due(t + 22 * MS).expect("flushed at the timer");
         assert_eq!(offsets(&due), [1]);
-        assert_eq!(r.push("live://1", 1000, b"c", unacked(2, t + 30 * MS)).count(), 0, "still a burst");
+        assert_eq!(r.push("live://1", GOIM, 1000, b"c", unacked(2, t + 30 * MS)).count(), 0, "still a burst");
         assert_eq!(r.next_deadline(), Some(t + 42 * MS), "max_delay after the timer's flush");
         assert_eq!(offsets(&r.pop_due(t + 42 * MS).unwrap()), [2]);
     }
@@ -299,11 +321,11 @@ mod tests {
     fn a_room_reopened_after_a_full_flush_gets_a_fresh_deadline() {
         let t = Instant::now();
         let mut r = rooms(2, 10);
-        let _ = r.push("live://1", 1000, b"a", unacked(0, t)).count(); // idle: at once
-        let _ = r.push("live://1", 1000, b"b", unacked(1, t)).count();
+        let _ = r.push("live://1", GOIM, 1000, b"a", unacked(0, t)).count(); // idle: at once
+        let _ = r.push("live://1", GOIM, 1000, b"b", unacked(1, t)).count();
         let later = t + 10 * MS;
-        let _ = r.push("live://1", 1000, b"c", unacked(2, later)).count(); // full: its entry is stale
-        let _ = r.push("live://1", 1000, b"d", unacked(3, later)).count();
+        let _ = r.push("live://1", GOIM, 1000, b"c", unacked(2, later)).count(); // full: its entry is stale
+        let _ = r.push("live://1", GOIM, 1000, b"d", unacked(3, later)).count();
         assert_eq!(r.next_deadline(), Some(later + 20 * MS));
         assert!(r.pop_due(t + 25 * MS).is_none(), "the stale deadline must not flush it");
         assert_eq!(offsets(&r.pop_due(later + 20 * MS).unwrap()), [3]);
@@ -315,7 +337,7 @@ mod tests {
         let t = Instant::now();
         let mut flushed = Vec::new();
         for i in 0..11 {
-            flushed.extend(r.push("live://1", 1000, &[i as u8], unacked(i, t + (i as u32) * MS)));
+            flushed.extend(r.push("live://1", GOIM, 1000, &[i as u8], unacked(i, t + (i as u32) * MS)));
         }
         flushed.extend(r.pop_due(t + 60 * MS));
         let sizes: Vec<usize> = flushed.iter().map(|f| f.count).collect();
@@ -331,14 +353,18 @@ mod tests {
     fn tracking_a_room_past_the_bound_forgets_the_oldest_flushing_its_open_batch() {
         let mut r = rooms(20, 2);
         let t = Instant::now();
-        assert_eq!(r.push("a", 1000, b"1", unacked(0, t)).count(), 1);
-        assert_eq!(r.push("b", 1000, b"2", unacked(1, t)).count(), 1);
-        assert_eq!(r.push("a", 1000, b"3", unacked(2, t)).count(), 0, "a tracked room does not count again");
-        let flushed: Vec<_> = r.push("c", 1000, b"4", unacked(3, t)).collect();
+        assert_eq!(r.push("a", GOIM, 1000, b"1", unacked(0, t)).count(), 1);
+        assert_eq!(r.push("b", GOIM, 1000, b"2", unacked(1, t)).count(), 1);
+        assert_eq!(
+            r.push("a", GOIM, 1000, b"3", unacked(2, t)).count(),
+            0,
+            "a tracked room does not count again"
+        );
+        let flushed: Vec<_> = r.push("c", GOIM, 1000, b"4", unacked(3, t)).collect();
         assert_eq!(flushed.len(), 2);
         assert_eq!((flushed[0].room.as_str(), offsets(&flushed[0])), ("a", vec![2]), "the oldest, early");
         assert_eq!((flushed[1].room.as_str(), offsets(&flushed[1])), ("c", vec![3]), "then the idle room's");
-        let flushed: Vec<_> = r.push("a", 1000, b"5", unacked(4, t)).collect();
+        let flushed: Vec<_> = r.push("a", GOIM, 1000, b"5", unacked(4, t)).collect();
         assert_eq!(flushed.len(), 1, "b, now the oldest, is forgotten with nothing to flush");
         assert_eq!((flushed[0].room.as_str(), offsets(&flushed[0])), ("a", vec![4]), "a was idle again");
     }
@@ -348,10 +374,10 @@ mod tests {
         let mut r = rooms(20, 10);
         let t = Instant::now();
         for (i, room) in ["x", "y", "z", "w"].into_iter().enumerate() {
-            let _ = r.push(room, 1000, b"m", unacked(i as i64, t)).count();
+            let _ = r.push(room, GOIM, 1000, b"m", unacked(i as i64, t)).count();
         }
         for (i, room) in ["x", "y", "z"].into_iter().enumerate() {
-            let _ = r.push(room, 1000, b"m", unacked(10 + i as i64, t)).count();
+            let _ = r.push(room, GOIM, 1000, b"m", unacked(10 + i as i64, t)).count();
         }
         let rooms: Vec<_> = r.drain().map(|ready| ready.room).collect();
         assert_eq!(rooms, ["x", "y", "z"], "w has nothing waiting");

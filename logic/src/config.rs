@@ -1,4 +1,5 @@
-//! logic's configuration: the `[http]`, `[auth]`, `[node]`, `[session]` and `[queue]` tables.
+//! logic's configuration: the `[http]`, `[auth]`, `[node]`, `[session]`, `[queue]` and
+//! `[history]` tables.
 //!
 //! Every table takes `#[serde(default, deny_unknown_fields)]`, so an empty file is a valid
 //! config and a misspelt key is an error. Durations are humantime strings (`"30s"`, `"4m"`).
@@ -22,6 +23,8 @@ pub struct Config {
     pub node: NodeConfig,
     pub session: SessionConfig,
     pub queue: QueueConfig,
+    /// Positions and the history a reconnecting client resumes from (`docs/recovery.md`).
+    pub history: crate::history::HistoryConfig,
 }
 
 /// The push and query API (reference §3).
@@ -283,7 +286,8 @@ impl Config {
         self.auth.validate()?;
         self.node.validate()?;
         self.session.validate()?;
-        self.queue.validate()
+        self.queue.validate()?;
+        self.history.validate()
     }
 }
 

@@ -9,6 +9,8 @@
 //!   API's bearer tokens ([`auth::PushTokens`]), several at once, optionally from a file.
 //! - [`Store`] ([`store`]): the session-store port, with [`MemoryStore`] and [`RedisStore`]
 //!   (goim's Redis layout), chosen by [`store::StoreConfig`].
+//! - [`history::History`] ([`history`]): stream positions and the bounded history a reconnecting
+//!   client resumes from, with [`history::MemoryHistory`] and [`RedisHistory`].
 //! - [`Queue`] ([`queue`]): the publish port, with [`queue::Memory`] for the embedded setup and
 //!   [`queue::KafkaQueue`] for the distributed one.
 //! - [`router`] and [`serve`]: goim's HTTP API (`/goim/push/*`, `/goim/online/*`, `/goim/nodes/*`).
@@ -20,6 +22,7 @@ pub mod auth;
 pub mod comet;
 pub mod config;
 pub mod grpc;
+pub mod history;
 mod http;
 mod logic;
 mod metrics;
@@ -32,6 +35,6 @@ pub use http::{router, serve};
 pub use logic::{Backoff, Error, Instance, Logic, Nodes, Top, Total};
 pub use metrics::Metrics;
 pub use queue::Queue;
-#[cfg(feature = "redis")]
-pub use store::RedisStore;
 pub use store::{MemoryStore, Store};
+#[cfg(feature = "redis")]
+pub use store::{RedisHistory, RedisStore};

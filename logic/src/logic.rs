@@ -7,6 +7,7 @@
 mod node;
 mod online;
 mod push;
+mod recover;
 mod sweep;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{self, Authenticator, PushTokens};
 use crate::comet::CometDirectory;
 use crate::config::Config;
+use crate::history::{History, MemoryHistory};
 use crate::metrics::Metrics;
 use crate::queue::{self, Queue};
 use crate::store::{self, Store};
@@ -57,7 +59,15 @@ pub struct Logic {
     online: Mutex<Option<online::Cached>>,
     /// When set, the node lists offer only the comets it calls ready.
     comets: Option<Arc<dyn CometDirectory>>,
+    /// Stream positions and history; `None` with `history.enabled = false`.
+    history: Option<Arc<dyn History>>,
+    /// One lock per stripe of streams, held from a push's position to its queue acceptance, so
+    /// the pushes of one stream reach the queue in position order.
+    order: Vec<tokio::sync::Mutex<()>>,
 }
+
+/// Stripes of [`Logic::order`].
+const ORDER_STRIPES: usize = 256;
 
 impl std::fmt::Debug for Logic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -76,7 +86,30 @@ impl Logic {
         let metrics = Metrics::default();
         let auth = Authenticator::with_metrics(&config.auth, metrics.clone())?;
         let push_tokens = PushTokens::new(&config.http, metrics.clone())?.map(Arc::new);
-        Ok(Logic { config, auth, push_tokens, store, queue, metrics, online: Mutex::new(None), comets: None })
+        let history =
+            config.history.enabled.then(|| Arc::new(MemoryHistory::new(&config.history)) as Arc<dyn History>);
+        let order = (0..ORDER_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
+        Ok(Logic {
+            config,
+            auth,
+            push_tokens,
+            store,
+            queue,
+            metrics,
+            online: Mutex::new(None),
+            comets: None,
+            history,
+            order,
+        })
+    }
+
+    /// Keeps positions and history in `history` instead of memory (the Redis history beside the
+    /// Redis store). Ignored with `history.enabled = false`.
+    pub fn with_history(mut self, history: Arc<dyn History>) -> Logic {
+        if self.config.history.enabled {
+            self.history = Some(history);
+        }
+        self
     }
 
     /// Offers clients only the comets `comets` calls ready (`/goim/nodes/*`, the `Nodes` RPC).

@@ -47,6 +47,20 @@ struct SourceLabel {
     source: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabel {
+    /// `room`, `user`.
+    stream: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RecoveryLabels {
+    /// `room`, `user`.
+    stream: &'static str,
+    /// `complete`, `incomplete`.
+    result: &'static str,
+}
+
 /// Counters shared by every clone (each is an `Arc` inside).
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
@@ -64,6 +78,10 @@ pub struct Metrics {
     push_tokens_loaded: Family<SourceLabel, Gauge>,
     push_auth_failures: Family<ReasonLabel, Counter>,
     connect_duration: ConnectDuration,
+    history_appends: Family<StreamLabel, Counter>,
+    history_errors: Family<OperationLabel, Counter>,
+    recoveries: Family<RecoveryLabels, Counter>,
+    replayed: Family<StreamLabel, Counter>,
 }
 
 /// Seconds logic spends on one client auth (token check and session store write): 100 µs to
@@ -132,6 +150,32 @@ impl Metrics {
             "Push API requests refused for their bearer token, by reason (missing, wrong)",
             self.push_auth_failures.clone(),
         );
+        r.register("history_appends", "Pushes given a position, by stream", self.history_appends.clone());
+        r.register(
+            "history_errors",
+            "History calls that failed, by operation (a room push then goes out without a position)",
+            self.history_errors.clone(),
+        );
+        r.register(
+            "recoveries",
+            "Resuming connections' streams, by stream and result",
+            self.recoveries.clone(),
+        );
+        r.register("replayed", "Pushes replayed to resuming connections, by stream", self.replayed.clone());
+    }
+
+    pub(crate) fn history_appended(&self, stream: &'static str) {
+        self.history_appends.get_or_create(&StreamLabel { stream }).inc();
+    }
+
+    pub(crate) fn history_error(&self, operation: &'static str) {
+        self.history_errors.get_or_create(&OperationLabel { operation }).inc();
+    }
+
+    pub(crate) fn recovered(&self, stream: &'static str, complete: bool, replayed: usize) {
+        let result = if complete { "complete" } else { "incomplete" };
+        self.recoveries.get_or_create(&RecoveryLabels { stream, result }).inc();
+        self.replayed.get_or_create(&StreamLabel { stream }).inc_by(replayed as u64);
     }
 
     pub(crate) fn push_request(&self, kind: &'static str, result: &'static str) {

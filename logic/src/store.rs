@@ -35,7 +35,7 @@ use goim_api::Online;
 pub use config::{MAX_REDIS_POOL, RedisConfig, RedisTls, StoreConfig, StoreKind};
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
-pub use redis::{EPOCH_KEY, RedisStore, SERVERS_KEY, routes_key};
+pub use redis::{EPOCH_KEY, RedisHistory, RedisStore, SERVERS_KEY, routes_key};
 
 /// A store call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

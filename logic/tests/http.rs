@@ -155,6 +155,10 @@ async fn push_mids_reaches_every_device_and_rejects_non_numeric_mids() {
     assert_reply(&s.post("/goim/push/mids?operation=7&mids=1&mids=2", "m").await, 200, OK);
     let mut got = [s.rx.recv().await.unwrap(), s.rx.recv().await.unwrap()];
     got.sort_by(|a, b| a.server.cmp(&b.server));
+    // Each user's first push: offset 1 of its stream; the rest is goim's message.
+    for msg in &mut got {
+        assert_eq!(msg.position.take().map(|p| p.offset), Some(1));
+    }
     assert_eq!(got[0], PushMsg::keys("comet-a", vec!["phone".into()], 7, Bytes::from_static(b"m")));
     assert_eq!(got[1], PushMsg::keys("comet-b", vec!["web".into()], 7, Bytes::from_static(b"m")));
 
@@ -169,7 +173,8 @@ async fn push_mids_reaches_every_device_and_rejects_non_numeric_mids() {
 async fn push_room_publishes_a_room_message_keyed_by_type_and_room() {
     let mut s = start(config()).await;
     assert_reply(&s.post("/goim/push/room?operation=1000&type=live&room=1000", "r").await, 200, OK);
-    let msg = s.rx.recv().await.unwrap();
+    let mut msg = s.rx.recv().await.unwrap();
+    assert_eq!(msg.position.take().map(|p| p.offset), Some(1), "the room's first position");
     assert_eq!(msg, PushMsg::room("live://1000", 1000, Bytes::from_static(b"r")));
     assert_eq!(msg.partition_key(), "live://1000");
 }

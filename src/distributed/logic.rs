@@ -30,6 +30,7 @@ use goim_job::comet::{ClientConfig as CometClientConfig, GrpcComets};
 use goim_job::discovery;
 use goim_kit::Invalid;
 use goim_kit::grpc::ServerConfig;
+use goim_logic::history::History;
 use goim_logic::queue::KafkaConfig;
 #[cfg(feature = "kafka")]
 use goim_logic::queue::KafkaQueue;
@@ -165,7 +166,7 @@ impl Tier for LogicProcess {
         };
 
         let mut registry = Registry::default();
-        let store = store(&s.store, &s.logic).await?;
+        let (store, history) = store(&s.store, &s.logic).await?;
         let queue: Arc<dyn goim_logic::Queue> = match s.queue.kind {
             QueueKind::Memory => {
                 let (queue, rx) =
@@ -199,6 +200,9 @@ impl Tier for LogicProcess {
             }
         };
         let mut logic = Logic::new(s.logic.clone(), store, queue)?;
+        if let Some(history) = history {
+            logic = logic.with_history(history);
+        }
         if let Some(d) = &discovery {
             logic = logic.with_comets(Arc::new(ReadyComets(d.watch())));
         }
@@ -262,13 +266,21 @@ impl Tier for LogicProcess {
     }
 }
 
-/// The session store `[store]` chooses.
-async fn store(config: &StoreConfig, logic: &goim_logic::Config) -> anyhow::Result<Arc<dyn Store>> {
+/// The session store `[store]` chooses, and the history beside it when that is not logic's
+/// memory: the Redis store keeps positions in the same Redis, so every logic shares them.
+async fn store(
+    config: &StoreConfig,
+    logic: &goim_logic::Config,
+) -> anyhow::Result<(Arc<dyn Store>, Option<Arc<dyn History>>)> {
     let ttl = logic.session.mapping_ttl;
     Ok(match config.kind {
-        StoreKind::Memory => Arc::new(MemoryStore::new(ttl)),
+        StoreKind::Memory => (Arc::new(MemoryStore::new(ttl)), None),
         #[cfg(feature = "redis")]
-        StoreKind::Redis => Arc::new(RedisStore::connect(&config.redis).await?.with_ttl(ttl)),
+        StoreKind::Redis => {
+            let store = Arc::new(RedisStore::connect(&config.redis).await?.with_ttl(ttl));
+            let history = Arc::new(goim_logic::RedisHistory::new(store.clone(), &logic.history));
+            (store, Some(history))
+        }
         #[cfg(not(feature = "redis"))]
         StoreKind::Redis => {
             anyhow::bail!("store.kind = \"redis\" needs goim-logic built with the `redis` feature")

@@ -3,7 +3,7 @@
 use prost::Message;
 
 use crate::pb::{Error, logic};
-use crate::{PushKind, PushMsg};
+use crate::{Position, PushKind, PushMsg};
 
 impl From<PushKind> for logic::push_msg::Type {
     fn from(kind: PushKind) -> logic::push_msg::Type {
@@ -25,6 +25,8 @@ impl From<&PushMsg> for logic::PushMsg {
             room: msg.room.clone(),
             keys: msg.keys.clone(),
             msg: msg.msg.clone(),
+            epoch: msg.position.map_or(0, |p| p.epoch.into()),
+            offset: msg.position.map_or(0, |p| p.offset),
         }
     }
 }
@@ -42,6 +44,11 @@ impl TryFrom<logic::PushMsg> for PushMsg {
             room: msg.room,
             keys: msg.keys,
             msg: msg.msg,
+            // An epoch past what a header carries is no position (not a goim-rs logic's value).
+            position: u16::try_from(msg.epoch)
+                .ok()
+                .filter(|&e| e > 0 && e <= crate::position::MAX_EPOCH)
+                .map(|epoch| Position::new(epoch, msg.offset)),
         })
     }
 }
@@ -111,6 +118,8 @@ mod tests {
             PushMsg::room("chat://9", 1002, Bytes::from_static(b"room")),
             PushMsg::broadcast(1003, 100, Bytes::from_static(b"all")),
             PushMsg::keys("", Vec::new(), 0, Bytes::new()),
+            PushMsg::room("chat://9", 1002, Bytes::from_static(b"r")).at(Position::new(7, 1 << 40)),
+            PushMsg::keys("c", vec!["k".into()], 1, Bytes::new()).at(Position::new(1, 1)),
         ];
         for msg in msgs {
             assert_eq!(PushMsg::from_protobuf(&msg.to_protobuf()).unwrap(), msg);
@@ -124,6 +133,17 @@ mod tests {
         bytes.extend_from_slice(b"r:/");
         let msg = PushMsg::from_protobuf(&bytes).unwrap();
         assert_eq!(msg, PushMsg::room("r:/", 7, Bytes::from_static(b"x")));
+    }
+
+    #[test]
+    fn a_position_is_fields_8_and_9_and_an_epoch_no_header_carries_is_none() {
+        let msg = PushMsg::room("r", 1, Bytes::new()).at(Position::new(3, 300));
+        let bytes = msg.to_protobuf();
+        // ... room, operation, type; then epoch = 8 (tag 0x40) and offset = 9 (tag 0x48).
+        assert!(bytes.ends_with(&[0x40, 3, 0x48, 0xac, 0x02]), "{bytes:x?}");
+        let mut wide = logic::PushMsg::from(&msg);
+        wide.epoch = 70_000;
+        assert_eq!(PushMsg::try_from(wide).unwrap().position, None);
     }
 
     #[test]

@@ -21,8 +21,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use goim_api::pb::logic::logic_client::LogicClient;
-use goim_api::pb::logic::{ConnectReq, DisconnectReq, HeartbeatReq, OnlineReq, ReceiveReq};
-use goim_api::{Connect, Online, Presence, Session, Uplink};
+use goim_api::pb::logic::{
+    ConnectReq, DisconnectReq, HeartbeatReq, OnlineReq, ReceiveReq, RecoverReply, RecoverReq,
+};
+use goim_api::{Connect, Online, Presence, RecoverRequest, Recovered, Session, Uplink};
 use goim_kit::Invalid;
 use goim_kit::grpc::endpoint;
 use serde::{Deserialize, Serialize};
@@ -316,6 +318,25 @@ impl Logic for GrpcLogic {
         })
         .await
         .map(drop)
+    }
+
+    /// goim's Go logic has no `Recover`: its `Unimplemented` means "no positions".
+    async fn recover(&self, req: RecoverRequest) -> Result<Recovered, Error> {
+        let req = RecoverReq::from(req);
+        let reply = self
+            .call("recover", |mut i| {
+                let r = self.request(req.clone());
+                async move {
+                    match i.client.recover(r).await {
+                        Err(s) if s.code() == Code::Unimplemented => {
+                            Ok(tonic::Response::new(RecoverReply::default()))
+                        }
+                        other => other,
+                    }
+                }
+            })
+            .await?;
+        Ok(Recovered::from(reply.into_inner()))
     }
 }
 

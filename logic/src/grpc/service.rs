@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use goim_api::pb::logic::{
     Backoff, ConnectReply, ConnectReq, DisconnectReply, DisconnectReq, HeartbeatReply, HeartbeatReq,
-    NodesReply, NodesReq, OnlineReply, OnlineReq, ReceiveReply, ReceiveReq, logic_server,
+    NodesReply, NodesReq, OnlineReply, OnlineReq, ReceiveReply, ReceiveReq, RecoverReply, RecoverReq,
+    logic_server,
 };
 use goim_api::{Online, Uplink};
 use tonic::{Request, Response, Status};
@@ -72,6 +73,12 @@ impl logic_server::Logic for Service {
             .map_err(|e| status("receive", Error::BadRequest(e.to_string())))?;
         self.logic.receive(uplink).await;
         Ok(Response::new(ReceiveReply {}))
+    }
+
+    async fn recover(&self, req: Request<RecoverReq>) -> Result<Response<RecoverReply>, Status> {
+        let recovered =
+            self.logic.recover(req.into_inner().into()).await.map_err(|e| status("recover", e))?;
+        Ok(Response::new(recovered.into()))
     }
 
     async fn nodes(&self, req: Request<NodesReq>) -> Result<Response<NodesReply>, Status> {

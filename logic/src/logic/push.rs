@@ -4,9 +4,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::Bytes;
-use goim_api::{PushKind, PushMsg};
+use goim_api::{Position, PushKind, PushMsg};
 
 use super::{Error, Logic};
+use crate::history;
 
 impl Logic {
     /// Pushes `msg` as op `op` to connection keys. Keys on the same comet share one message;
@@ -31,7 +32,9 @@ impl Logic {
             if room_type.is_empty() || room.is_empty() {
                 return Err(Error::BadRequest("room type and room id are required".into()));
             }
-            self.publish(PushMsg::room(format!("{room_type}://{room}"), op, msg)).await.map(|()| 1)
+            let room = format!("{room_type}://{room}");
+            let stream = history::room_stream(&room);
+            self.publish_in(&stream, "room", PushMsg::room(room, op, msg)).await.map(|()| 1)
         }
         .await;
         self.count("room", &result);
@@ -70,29 +73,38 @@ impl Logic {
             });
             groups[i].1.push(key);
         }
-        self.publish_groups(op, groups, msg).await
+        self.publish_groups(op, groups, msg, None).await
     }
 
     async fn push_mids_inner(&self, op: i32, mids: Vec<i64>, msg: Bytes) -> Result<usize, Error> {
         if mids.is_empty() {
             return Err(Error::BadRequest("no mids to push to".into()));
         }
+        if self.history.is_some() {
+            return self.push_mids_in_streams(op, mids, msg).await;
+        }
         let (keys, _online) =
             self.store.keys_by_mids(&mids).await.inspect_err(|_| self.metrics.store_error("keys_by_mids"))?;
-        let mut by_server: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (key, server) in keys {
-            if !key.is_empty() && !server.is_empty() {
-                by_server.entry(server).or_default().push(key);
-            }
+        self.publish_groups(op, by_server(keys), msg, None).await
+    }
+
+    /// With positions, each user is its own stream: one position per mid, kept whether or not
+    /// the user is online, and one `PushMsg` per comet of that user carrying it.
+    async fn push_mids_in_streams(&self, op: i32, mids: Vec<i64>, msg: Bytes) -> Result<usize, Error> {
+        let mut seen = HashSet::with_capacity(mids.len());
+        let mut count = 0;
+        for mid in mids.into_iter().filter(|&m| m > 0 && seen.insert(m)) {
+            let stream = history::user_stream(mid);
+            let _order = self.stripe(&stream).lock().await;
+            let position = self.position(&stream, "user", op, &msg).await;
+            let (keys, _online) = self
+                .store
+                .keys_by_mids(&[mid])
+                .await
+                .inspect_err(|_| self.metrics.store_error("keys_by_mids"))?;
+            count += self.publish_groups(op, by_server(keys), msg.clone(), position).await?;
         }
-        let groups = by_server
-            .into_iter()
-            .map(|(server, mut keys)| {
-                keys.sort();
-                (server, keys)
-            })
-            .collect();
-        self.publish_groups(op, groups, msg).await
+        Ok(count)
     }
 
     /// One `PushMsg` per comet. Stops at the first failure, as goim does: the business server
@@ -102,14 +114,71 @@ impl Logic {
         op: i32,
         groups: Vec<(String, Vec<String>)>,
         msg: Bytes,
+        position: Option<Position>,
     ) -> Result<usize, Error> {
         let count = groups.len();
         for (server, keys) in groups {
-            self.publish(PushMsg::keys(server, keys, op, msg.clone())).await?;
+            let mut push = PushMsg::keys(server, keys, op, msg.clone());
+            push.position = position;
+            self.publish(push).await?;
         }
         Ok(count)
     }
 
+    /// Publishes `msg` at the next position of `stream` (when positions are on), holding the
+    /// stream's order from the position to the queue's acceptance.
+    async fn publish_in(&self, stream: &str, label: &'static str, mut msg: PushMsg) -> Result<(), Error> {
+        if self.history.is_none() {
+            return self.publish(msg).await;
+        }
+        let _order = self.stripe(stream).lock().await;
+        msg.position = self.position(stream, label, msg.operation, &msg.msg).await;
+        self.publish(msg).await
+    }
+
+    /// The next position of `stream`, with the push kept in its history. A history that fails
+    /// gives none: the push still goes out (live clients get it), counted and logged, and a
+    /// client that resumes across it is told its recovery is incomplete by the gap.
+    async fn position(&self, stream: &str, label: &'static str, op: i32, body: &Bytes) -> Option<Position> {
+        let history = self.history.as_ref()?;
+        match history.append(stream, op, body).await {
+            Ok(p) => {
+                self.metrics.history_appended(label);
+                Some(p)
+            }
+            Err(e) => {
+                self.metrics.history_error("append");
+                tracing::warn!(error = %e, stream, "history append failed; pushing without a position");
+                None
+            }
+        }
+    }
+
+    fn stripe(&self, stream: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(stream);
+        &self.order[hash as usize % self.order.len()]
+    }
+}
+
+/// Keys grouped by comet, comets and keys sorted, so the output is deterministic.
+fn by_server(keys: HashMap<String, String>) -> Vec<(String, Vec<String>)> {
+    let mut by_server: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (key, server) in keys {
+        if !key.is_empty() && !server.is_empty() {
+            by_server.entry(server).or_default().push(key);
+        }
+    }
+    by_server
+        .into_iter()
+        .map(|(server, mut keys)| {
+            keys.sort();
+            (server, keys)
+        })
+        .collect()
+}
+
+impl Logic {
     async fn publish(&self, msg: PushMsg) -> Result<(), Error> {
         let kind = match msg.kind {
             PushKind::Keys => "keys",

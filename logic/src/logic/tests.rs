@@ -34,6 +34,13 @@ fn fixture() -> Fixture {
     fixture_with(json_config(), MemoryStore::default())
 }
 
+/// goim's exact messages: positions off.
+fn goim_fixture() -> Fixture {
+    let mut config = json_config();
+    config.history.enabled = false;
+    fixture_with(config, MemoryStore::default())
+}
+
 fn connect_req(server: &str, token: &str) -> Connect {
     Connect { server: server.into(), cookie: String::new(), token: Bytes::copy_from_slice(token.as_bytes()) }
 }
@@ -289,7 +296,7 @@ async fn push_keys_without_keys_is_a_bad_request() {
 
 #[tokio::test]
 async fn push_mids_reaches_every_device_of_every_user() {
-    let mut f = fixture();
+    let mut f = goim_fixture();
     for (mid, key, server) in
         [(1, "phone", "comet-b"), (1, "web", "comet-a"), (2, "tab", "comet-a"), (3, "x", "c")]
     {
@@ -311,7 +318,7 @@ async fn push_mids_reaches_every_device_of_every_user() {
 
 #[tokio::test]
 async fn push_room_and_push_all_publish_goims_room_and_broadcast_messages() {
-    let mut f = fixture();
+    let mut f = goim_fixture();
     f.logic.push_room(1000, "live", "1000", Bytes::from_static(b"r")).await.unwrap();
     f.logic.push_all(1001, 50, Bytes::from_static(b"b")).await.unwrap();
     let room = f.rx.recv().await.unwrap();
@@ -320,6 +327,102 @@ async fn push_room_and_push_all_publish_goims_room_and_broadcast_messages() {
     let all = f.rx.recv().await.unwrap();
     assert_eq!((all.kind, all.operation, all.speed), (PushKind::Broadcast, 1001, 50));
     assert_eq!(all.partition_key(), "1001");
+}
+
+#[tokio::test]
+async fn room_pushes_carry_consecutive_positions_of_their_room() {
+    let mut f = fixture();
+    for body in ["a", "b", "c"] {
+        f.logic.push_room(1000, "live", "1", Bytes::from(body)).await.unwrap();
+    }
+    f.logic.push_room(1000, "live", "2", Bytes::from_static(b"x")).await.unwrap();
+    let got: Vec<_> = (0..4).map(|_| f.rx.try_recv().unwrap().position.unwrap()).collect();
+    assert_eq!(got.iter().map(|p| p.offset).collect::<Vec<_>>(), [1, 2, 3, 1]);
+    assert_eq!(got[0].epoch, got[2].epoch, "one epoch per stream");
+    f.logic.push_all(1, 0, Bytes::new()).await.unwrap();
+    f.logic.push_keys(1, vec!["k".into()], Bytes::new()).await.unwrap();
+    assert_eq!(f.rx.try_recv().unwrap().position, None, "a broadcast has no position");
+}
+
+#[tokio::test]
+async fn mid_pushes_carry_each_users_position_and_are_kept_while_offline() {
+    let mut f = fixture();
+    for (mid, key, server) in [(1, "phone", "comet-b"), (1, "web", "comet-a"), (2, "tab", "comet-a")] {
+        let token = format!(r#"{{"mid":{mid},"key":"{key}"}}"#);
+        f.logic.connect(connect_req(server, &token)).await.unwrap();
+    }
+    assert_eq!(f.logic.push_mids(7, vec![2], Bytes::from_static(b"first")).await.unwrap(), 1);
+    assert_eq!(f.rx.try_recv().unwrap().position.unwrap().offset, 1);
+    // One message per user per comet: mid 1 on two comets, mid 2 on one; 99 is offline.
+    assert_eq!(f.logic.push_mids(7, vec![1, 2, 99, 1], Bytes::from_static(b"m")).await.unwrap(), 3);
+    let msgs: Vec<PushMsg> = (0..3).map(|_| f.rx.try_recv().unwrap()).collect();
+    let mid1: Vec<_> = msgs.iter().filter(|m| m.keys != ["tab"]).collect();
+    assert_eq!(mid1.len(), 2);
+    assert_eq!(mid1[0].position, mid1[1].position, "every device of a user: the same position");
+    assert_eq!(mid1[0].position.unwrap().offset, 1);
+    let mid2 = msgs.iter().find(|m| m.keys == ["tab"]).unwrap();
+    assert_eq!(mid2.position.unwrap().offset, 2);
+    // The offline user's push was kept: it recovers from offset 0 of its epoch.
+    let epoch = f.logic.recover(goim_api::RecoverRequest {
+        mid: 99,
+        user_since: Some(goim_api::Position::default()),
+        ..Default::default()
+    });
+    let epoch = epoch.await.unwrap().user.unwrap().position;
+    assert_eq!(epoch.offset, 1, "the offline user's stream has its push");
+    let again = f
+        .logic
+        .recover(goim_api::RecoverRequest {
+            mid: 99,
+            user_since: Some(goim_api::Position::new(epoch.epoch, 0)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .user
+        .unwrap();
+    assert!(again.complete);
+    assert_eq!(again.pushes.iter().map(|p| &p.body[..]).collect::<Vec<_>>(), [&b"m"[..]]);
+}
+
+#[tokio::test]
+async fn recover_replays_the_room_and_user_pushes_missed_and_only_asked_streams() {
+    let mut f = fixture();
+    f.logic.push_room(1000, "live", "1", Bytes::from_static(b"r1")).await.unwrap();
+    let seen = f.rx.try_recv().unwrap().position.unwrap();
+    for body in ["r2", "r3"] {
+        f.logic.push_room(1001, "live", "1", Bytes::from(body)).await.unwrap();
+    }
+    let req = goim_api::RecoverRequest {
+        mid: 5,
+        room: "live://1".into(),
+        room_since: Some(seen),
+        user_since: None,
+    };
+    let r = f.logic.recover(req).await.unwrap();
+    assert!(r.enabled);
+    assert!(r.user.is_none(), "the user stream was not asked for");
+    let room = r.room.unwrap();
+    assert!(room.complete);
+    assert_eq!(room.position, goim_api::Position::new(seen.epoch, 3));
+    let replayed: Vec<_> = room.pushes.iter().map(|p| (p.offset, p.op, p.body.clone())).collect();
+    assert_eq!(replayed, [(2, 1001, Bytes::from_static(b"r2")), (3, 1001, Bytes::from_static(b"r3"))]);
+    let text = metrics_text(&f.logic);
+    assert!(text.contains(r#"goim_logic_recoveries_total{stream="room",result="complete"} 1"#), "{text}");
+    assert!(text.contains(r#"goim_logic_replayed_total{stream="room"} 2"#), "{text}");
+}
+
+#[tokio::test]
+async fn with_positions_off_recover_says_so_and_pushes_have_none() {
+    let mut f = goim_fixture();
+    f.logic.push_room(1000, "live", "1", Bytes::new()).await.unwrap();
+    assert_eq!(f.rx.try_recv().unwrap().position, None);
+    let req = goim_api::RecoverRequest {
+        room: "live://1".into(),
+        room_since: Some(goim_api::Position::new(1, 1)),
+        ..Default::default()
+    };
+    assert_eq!(f.logic.recover(req).await.unwrap(), goim_api::Recovered::default());
 }
 
 #[tokio::test]
@@ -404,4 +507,12 @@ async fn a_comet_gone_past_the_grace_loses_its_routes_and_one_back_within_it_kee
     assert_eq!(store.servers_by_keys(&keys[2..]).await.unwrap(), [Some("blip".into()), Some("live".into())]);
     shutdown.cancel();
     sweeper.await.unwrap();
+}
+
+fn metrics_text(logic: &Logic) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    logic.metrics().register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    text
 }

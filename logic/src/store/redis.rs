@@ -28,6 +28,7 @@
 //! tried once more on a fresh one, within the same deadline; every command here is idempotent.
 //! Connections reconnect on their own, so the store recovers without a restart.
 
+mod history;
 mod online;
 
 use std::collections::{HashMap, HashSet};
@@ -43,6 +44,8 @@ use tokio::time::{Instant, timeout_at};
 
 use super::config::{RedisConfig, redact};
 use super::{Dropped, Error, Store};
+
+pub use history::RedisHistory;
 
 /// The client for `config.url`: with `rediss://`, TLS with `[store.redis.tls]`'s files (read
 /// now, so a missing or unreadable file fails the start with its path).

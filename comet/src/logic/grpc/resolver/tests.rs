@@ -10,7 +10,7 @@ use goim_api::Connect;
 use goim_api::pb::logic::logic_server::{self, LogicServer};
 use goim_api::pb::logic::{
     ConnectReply, ConnectReq, DisconnectReply, DisconnectReq, HeartbeatReply, HeartbeatReq, NodesReply,
-    NodesReq, OnlineReply, OnlineReq, ReceiveReply, ReceiveReq,
+    NodesReq, OnlineReply, OnlineReq, ReceiveReply, ReceiveReq, RecoverReply, RecoverReq,
 };
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
@@ -58,6 +58,9 @@ impl logic_server::Logic for CountingLogic {
         Ok(Response::new(ReceiveReply {}))
     }
     async fn nodes(&self, _: Request<NodesReq>) -> Result<Response<NodesReply>, Status> {
+        Err(Status::unimplemented("not here"))
+    }
+    async fn recover(&self, _: Request<RecoverReq>) -> Result<Response<RecoverReply>, Status> {
         Err(Status::unimplemented("not here"))
     }
 }
