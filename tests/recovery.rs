@@ -251,6 +251,68 @@ async fn suite(
     a_gap_past_the_history_is_incomplete(&c, base + 2).await;
 }
 
+/// Long-polling resumes the same way, against the embedded server (its memory history): the
+/// auth response carries the answer, the first poll the replay, then live pushes follow; a bad
+/// `recover` is a 400.
+#[tokio::test]
+async fn a_long_poll_session_resumes_from_its_position_in_the_embedded_server() {
+    use goim_test_support::long_poll::Poller;
+    let s = support::start().await;
+    let addr = s.addrs.websocket[0];
+    let (first, answer) =
+        Poller::resume(addr, 71, "lp71", "live://lp71", &serde_json::json!({"room": {}})).await;
+    let seen = Position::new(
+        answer["room"]["epoch"].as_u64().unwrap() as u16,
+        answer["room"]["offset"].as_u64().unwrap(),
+    );
+    assert_eq!(answer["room"]["complete"], true, "{answer}");
+    drop(first);
+    for body in [&b"1"[..], b"2", b"3"] {
+        support::push_ok(&s, "/goim/push/room?operation=1000&type=live&room=lp71", body).await;
+    }
+    let ask = serde_json::json!({"room": seen});
+    let (p, answer) = Poller::resume(addr, 71, "lp71b", "live://lp71", &ask).await;
+    assert_eq!(
+        (answer["room"]["recovered"].as_u64(), answer["room"]["complete"].as_bool()),
+        (Some(3), Some(true))
+    );
+    support::push_ok(&s, "/goim/push/room?operation=1000&type=live&room=lp71", b"4").await;
+    let got = p.collect(4, WAIT).await;
+    let bodies: Vec<_> = got.iter().map(|f| String::from_utf8_lossy(&f.body).into_owned()).collect();
+    assert_eq!(bodies, ["1", "2", "3", "4"], "the replay, then live, once each");
+    let offsets: Vec<_> = got.iter().map(|f| Position::from_header(f.ver, f.seq).unwrap().2).collect();
+    assert_eq!(
+        offsets,
+        [seen.offset as u32 + 1, seen.offset as u32 + 2, seen.offset as u32 + 3, seen.offset as u32 + 4]
+    );
+
+    let bad = reqwest::Client::new()
+        .post(format!("http://{addr}/poll/auth?recover=%7Bnope"))
+        .body(goim_test_support::json_token(72, "lp72", "", &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(
+        support::sample(&support::metrics(&s).await, "goim_comet_bad_input_total{transport=\"long_poll\"}")
+            >= 1.0
+    );
+}
+
+/// A socket client that sends op 18 with a body that is not a recover request is closed with
+/// op 6 `protocol`, and counted.
+#[tokio::test]
+async fn a_malformed_op_18_closes_the_connection_as_a_protocol_error() {
+    let s = support::start().await;
+    let mut c = Client::connect(Transport::Tcp, s.addrs.tcp[0]).await.unwrap();
+    c.send(&Frame { ver: 1, op: Op::Recover.code(), seq: 0, body: Bytes::from_static(b"{\"room\":7}") })
+        .await
+        .unwrap();
+    let reply = c.auth(&goim_test_support::json_token(73, "k73", "", &[])).await.unwrap();
+    assert_eq!(reply.op, Op::DisconnectReply.code());
+    assert_eq!(goim_test_support::client::op6_reason(&reply), "protocol");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_with_the_memory_history() {
     suite("memory", |config| Box::pin(async move { memory(&config) })).await;

@@ -51,7 +51,16 @@ struct State {
     /// Set once; the writer sends op 6 for it and ends the connection. Boxed: it is rarely set,
     /// and inline it would make every connection's `Channel` larger.
     closing: Option<Box<Disconnect>>,
+    /// While a resumed connection may still be handed pushes its replay carried: what each push
+    /// passes through (see [`Outbox::put_in_front`]).
+    filter: Option<Box<dyn Filter>>,
 }
+
+/// What a resume puts pushes through: `packets` without those already replayed (`None` when
+/// none is left), and whether later pushes still need it.
+pub trait Filter: FnMut(Bytes) -> (Option<Bytes>, bool) + Send {}
+
+impl<F: FnMut(Bytes) -> (Option<Bytes>, bool) + Send> Filter for F {}
 
 pub struct Outbox {
     state: Mutex<State>,
@@ -73,6 +82,19 @@ impl Outbox {
         if s.closing.is_some() {
             return Err(Refused::Closing);
         }
+        let item = match (item, s.filter.as_mut()) {
+            (Outbound::Push(b), Some(filter)) => {
+                let (kept, needed) = filter(b);
+                if !needed {
+                    s.filter = None;
+                }
+                match kept {
+                    Some(b) => Outbound::Push(b),
+                    None => return Ok(()),
+                }
+            }
+            (item, _) => item,
+        };
         let weight = item.weight();
         // One item alone is always accepted, however large (a room batch may exceed `max_bytes`).
         if s.queue.len() >= self.capacity || (s.bytes > 0 && s.bytes + weight > self.max_bytes) {
@@ -149,15 +171,12 @@ impl Outbox {
     }
 
     /// Puts `items` in front of the queue, after its first `keep_first` items, and passes every
-    /// push queued before this call through `filter` (which may drop packets from it, or all of
-    /// it). How a resume puts its replay before the live pushes that queued meanwhile. `items`
-    /// are not held to the limits: a replay is bounded by the history's size.
-    pub fn put_in_front(
-        &self,
-        keep_first: usize,
-        items: Vec<Outbound>,
-        mut filter: impl FnMut(Bytes) -> Option<Bytes>,
-    ) {
+    /// push queued before this call, and every later one for as long as `filter` says it is
+    /// needed, through `filter` (which may drop packets from it, or all of it). How a resume puts
+    /// its replay before the live pushes that queued meanwhile, and keeps out those the replay
+    /// carried that are still on their way. `items` are not held to the limits: a replay is
+    /// bounded by the history's size.
+    pub fn put_in_front(&self, keep_first: usize, items: Vec<Outbound>, mut filter: impl Filter + 'static) {
         let mut s = self.state.lock();
         if s.closing.is_some() {
             return;
@@ -167,14 +186,20 @@ impl Outbox {
         let mut queued = queued.into_iter();
         queue.extend(queued.by_ref().take(keep_first));
         queue.extend(items);
+        let mut needed = true;
         for item in queued {
             match item {
-                Outbound::Push(b) => queue.extend(filter(b).map(Outbound::Push)),
+                Outbound::Push(b) if needed => {
+                    let (kept, still) = filter(b);
+                    needed = still;
+                    queue.extend(kept.map(Outbound::Push));
+                }
                 other => queue.push_back(other),
             }
         }
         s.bytes = queue.iter().map(Outbound::weight).sum();
         s.queue = queue;
+        s.filter = needed.then(|| Box::new(filter) as Box<dyn Filter>);
         drop(s);
         self.wake.notify_one();
     }
@@ -225,12 +250,19 @@ mod tests {
         o.push(Outbound::Packet(Frame::push(8, Bytes::new()))).unwrap();
         o.push(push(3)).unwrap();
         o.push(push(4)).unwrap();
-        let mut seen = Vec::new();
-        o.put_in_front(1, vec![push(1), push(2)], |b| {
-            seen.push(b.len());
-            (b.len() != 3).then_some(b)
+        let seen = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        // Drops 3-byte pushes; needed until a 5-byte one passes.
+        o.put_in_front(1, vec![push(1), push(2)], move |b: Bytes| {
+            log.lock().push(b.len());
+            let n = b.len();
+            ((n != 3).then_some(b), n != 5)
         });
-        assert_eq!(seen, [3, 4], "only the pushes queued before");
+        assert_eq!(*seen.lock(), [3, 4], "the pushes queued before");
+        o.push(push(3)).unwrap();
+        o.push(push(5)).unwrap();
+        o.push(push(3)).unwrap();
+        assert_eq!(*seen.lock(), [3, 4, 3, 5], "later ones until the filter is done");
         let mut items = Vec::new();
         o.drain(&mut items);
         let shape: Vec<_> = items
@@ -241,7 +273,7 @@ mod tests {
                 Outbound::Pong(_) => "pong".into(),
             })
             .collect();
-        assert_eq!(shape, ["op8", "1", "2", "4"]);
+        assert_eq!(shape, ["op8", "1", "2", "4", "5", "3"]);
     }
 
     #[test]

@@ -60,14 +60,14 @@ pub async fn resume(
             ctx.metrics.logic_error("recover");
             ctx.metrics.resume("failed");
             let body = failed(&ask);
-            queue(ch, reply, &body, Vec::new(), None, None);
+            queue(ch, reply, &body, Vec::new(), None, None, Default::default());
             return body;
         }
     };
     if !recovered.enabled {
         ctx.metrics.resume("off");
         let body = json!({"positions": false});
-        queue(ch, reply, &body, Vec::new(), None, None);
+        queue(ch, reply, &body, Vec::new(), None, None, Default::default());
         return body;
     }
     let Recovered { room, user, .. } = recovered;
@@ -87,8 +87,8 @@ pub async fn resume(
     }
     let body = Value::Object(body);
     let replay = if packets.is_empty() { Vec::new() } else { vec![Outbound::Push(packets.freeze())] };
-    let dropped = queue(ch, reply, &body, replay, room.map(|s| s.position), user.map(|s| s.position));
-    ctx.metrics.resume_duplicates.inc_by(dropped as u64);
+    let dropped = ctx.metrics.resume_duplicates.clone();
+    queue(ch, reply, &body, replay, room.map(|s| s.position), user.map(|s| s.position), dropped);
     body
 }
 
@@ -129,8 +129,10 @@ fn failed(ask: &RecoverAsk) -> Value {
 }
 
 /// Puts op 19 (sockets) and the replay in front of what was queued since admission, and drops
-/// from that the packets at or before `room`/`user` (the replay carried them, or the client had
-/// them). Returns the packets dropped.
+/// the packets at or before `room`/`user` (the replay carried them, or the client had them)
+/// from that and from what still arrives: pushes kept before logic's read may reach this comet
+/// after it (job batches room pushes). Each stream's filter ends with its first newer push, as
+/// a stream arrives in order. `dropped` counts what was left out.
 fn queue(
     ch: &Channel,
     reply: Reply,
@@ -138,20 +140,28 @@ fn queue(
     replay: Vec<Outbound>,
     room: Option<Position>,
     user: Option<Position>,
-) -> usize {
+    dropped: prometheus_client::metrics::counter::Counter,
+) {
     let mut items = Vec::with_capacity(replay.len() + 1);
     if reply == Reply::Packet {
         items.push(Outbound::Packet(Frame::push(Op::RecoverReply.code(), body.to_string())));
     }
     items.extend(replay);
     let keep_first = usize::from(reply == Reply::Packet);
-    let mut dropped = 0;
-    ch.outbox.put_in_front(keep_first, items, |packets| {
-        let (kept, n) = without_seen(packets, room, user);
-        dropped += n;
-        kept
+    let (mut room, mut user) = (room, user);
+    ch.outbox.put_in_front(keep_first, items, move |packets: Bytes| {
+        let (kept, n) = without_seen(packets.clone(), room, user);
+        dropped.inc_by(n as u64);
+        // A stream is done once a push after its position arrives.
+        for f in goim_api::frame::split_packets(packets).map_while(Result::ok) {
+            match Position::from_header(f.ver, f.seq) {
+                Some((Stream::Room, e, o)) if room.is_some_and(|p| !already_seen(p, e, o)) => room = None,
+                Some((Stream::User, e, o)) if user.is_some_and(|p| !already_seen(p, e, o)) => user = None,
+                _ => {}
+            }
+        }
+        (kept, room.is_some() || user.is_some())
     });
-    dropped
 }
 
 /// `packets` without the positioned ones at or before `room`/`user` in their stream; `None` when

@@ -36,6 +36,34 @@ impl Poller {
         Poller { base, sid: v["sid"].as_str().unwrap().to_string(), http }
     }
 
+    /// Authenticates like [`Poller::open`], resuming from `ask` (op 18's JSON, sent URL-encoded
+    /// as `?recover=`); returns the poller and the response's `recover` answer.
+    pub async fn resume(
+        addr: SocketAddr,
+        mid: i64,
+        key: &str,
+        room: &str,
+        ask: &serde_json::Value,
+    ) -> (Poller, serde_json::Value) {
+        let base = format!("http://{addr}");
+        let http = reqwest::Client::new();
+        let encoded: String = ask
+            .to_string()
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect();
+        let resp = http
+            .post(format!("{base}/poll/auth?recover={encoded}"))
+            .body(json_token(mid, key, room, &[1000]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let v: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+        let poller = Poller { base, sid: v["sid"].as_str().unwrap().to_string(), http };
+        (poller, v["recover"].clone())
+    }
+
     /// A poller of the same comet for session `sid` (one it may not know).
     pub fn for_session(&self, sid: &str) -> Poller {
         Poller { base: self.base.clone(), sid: sid.to_owned(), http: self.http.clone() }
