@@ -25,13 +25,21 @@ async fn tcp_pushes_are_raw_packets_and_websocket_pushes_are_wrapped_in_op_9() {
     let s = start().await;
     let mut tcp = login(&s, Transport::Tcp, 1, "raw-t", "", &[1000]).await;
     let mut ws = login(&s, Transport::Ws, 1, "raw-w", "", &[1000]).await;
-    push_ok(&s, "/goim/push/mids?operation=1000&mids=1", b"hi").await;
+    // A key push has goim's header: ver 1, seq 0.
+    push_ok(&s, "/goim/push/keys?operation=1000&keys=raw-t&keys=raw-w", b"hi").await;
     let t = tcp.recv_timeout(WAIT).await.unwrap().unwrap();
     assert_eq!((t.ver, t.op, t.seq, &t.body[..]), (1, 1000, 0, &b"hi"[..]));
     assert_eq!(tcp.raw_messages, 0);
     let w = ws.recv_timeout(WAIT).await.unwrap().unwrap();
     assert_eq!((w.ver, w.op, w.seq, &w.body[..]), (1, 1000, 0, &b"hi"[..]));
     assert_eq!(ws.raw_messages, 1, "the push came as one op-9 message");
+    // A mid push carries its position in the user's stream (odd ver, seq the offset), the same
+    // on both transports.
+    push_ok(&s, "/goim/push/mids?operation=1000&mids=1", b"pos").await;
+    let t = tcp.recv_timeout(WAIT).await.unwrap().unwrap();
+    let w = ws.recv_timeout(WAIT).await.unwrap().unwrap();
+    assert_eq!((t.ver, t.seq), (w.ver, w.seq));
+    assert_eq!(goim_api::Position::from_header(t.ver, t.seq).map(|p| (p.0, p.2)), Some((goim_api::Stream::User, 1)));
 }
 
 #[tokio::test]
