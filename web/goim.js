@@ -4,7 +4,9 @@
 // It speaks goim's binary protocol over WebSocket and falls back to HTTP long-polling, sends
 // heartbeats (whose replies carry the room's online count), reconnects with exponential backoff
 // and jitter, follows the server's op-6 disconnect hints, and after a fallback probes WebSocket
-// in the background to return to it once it works again. See docs/web-client.md.
+// in the background to return to it once it works again, and resumes from the last message
+// position it saw after every reconnect (docs/recovery.md), dropping what it already has. See
+// docs/web-client.md.
 // It is one file on purpose (past the house 800-line mark): users copy or import exactly this.
 //
 // Wire format: every packet is a 16-byte big-endian header and a body.
@@ -15,6 +17,10 @@
 //   6       2     ver       (int16)
 //   8       4     op        (int32)
 //   12      4     seq       (int32, echoed by replies; 0 on server pushes)
+//
+// A goim-rs push may carry its position in its stream in the two fields goim leaves unused on
+// pushes: ver = epoch·2 + stream (0 the room's, 1 the user's; epoch 0, goim's ver 1, is no
+// position) and seq = the offset's low 32 bits.
 //
 // Over WebSocket each message carries one packet, and server pushes arrive as one op-9 (raw)
 // packet wrapping the real packets. Long-poll responses carry packets back to back, exactly as
@@ -38,6 +44,10 @@ export const Op = Object.freeze({
   SUB_REPLY: 15,
   UNSUB: 16,
   UNSUB_REPLY: 17,
+  // goim-rs (docs/recovery.md): the last positions seen, sent right before op 7, and the reply
+  // after op 8 that says what is replayed.
+  RECOVER: 18,
+  RECOVER_REPLY: 19,
 });
 
 export const HEADER_LEN = 16;
@@ -138,6 +148,111 @@ export function jsonToken({ mid = 0, key, room = '', platform = 'web', accepts =
   return JSON.stringify(token);
 }
 
+/** The two streams a connection has positions in: its room's and its user's. */
+export const STREAMS = Object.freeze(['room', 'user']);
+
+const TWO_32 = 2 ** 32;
+
+/**
+ * The position a packet header carries, `{stream, epoch, offset}` (`offset` the low 32 bits,
+ * unsigned), or `null` for a packet without one (goim's `ver = 1`).
+ */
+export function positionOf({ ver, seq }) {
+  if (!(ver >= 2)) return null;
+  return { stream: STREAMS[ver & 1], epoch: ver >> 1, offset: seq >>> 0 };
+}
+
+/**
+ * The last position seen in each stream, and what a reconnect asks for. A push at or before
+ * the position in the same epoch is one the client already has (a duplicate); a push in another
+ * epoch starts the stream over. Offsets are kept whole (the recover reply carries them whole);
+ * a push carries their low 32 bits, compared modulo 2³² as the server does.
+ */
+export class PositionTracker {
+  constructor() {
+    this.room = { epoch: 0, offset: 0 };
+    this.user = { epoch: 0, offset: 0 };
+    this.duplicates = 0; // pushes dropped as already seen
+    this._held = { room: 0, user: 0 }; // streams in transition (a room change in flight)
+  }
+
+  /**
+   * Takes in a positioned push (`positionOf`'s result): false when it is a duplicate (counted),
+   * true when it is new or has no position.
+   */
+  accept(pos) {
+    if (!pos || pos.epoch === 0) return true;
+    if (this._held[pos.stream]) return true; // the stream is being replaced: nothing to compare to
+    const seen = this[pos.stream];
+    if (seen.epoch !== pos.epoch) {
+      this[pos.stream] = { epoch: pos.epoch, offset: pos.offset };
+      return true;
+    }
+    const ahead = (pos.offset - (seen.offset % TWO_32) + TWO_32) % TWO_32;
+    if (ahead === 0 || ahead > 0x7fffffff) {
+      this.duplicates += 1;
+      return false;
+    }
+    seen.offset += ahead;
+    return true;
+  }
+
+  /** Forgets a stream: the next connect asks for it from nothing. */
+  reset(stream) {
+    this[stream] = { epoch: 0, offset: 0 };
+  }
+
+  /**
+   * Stops tracking `stream` until the matching `release` (a room change: pushes of the old and
+   * the new room may both arrive until its reply), then starts it over.
+   */
+  hold(stream) {
+    this._held[stream] += 1;
+    this.reset(stream);
+  }
+
+  release(stream) {
+    if (this._held[stream] > 0) this._held[stream] -= 1;
+    this.reset(stream);
+  }
+
+  /** The op-18 body: the last position of each stream (epoch 0: none yet, only the current). */
+  request() {
+    const body = {};
+    for (const s of STREAMS) body[s] = { epoch: this[s].epoch, offset: this[s].offset };
+    return body;
+  }
+
+  /**
+   * Takes in an op-19 reply (its JSON, parsed) to the `asked` request: each stream continues
+   * from just before the first replayed push. Returns what the app is told: `{positions: false}`,
+   * or per stream in the reply `{epoch, offset, recovered, complete, from}`.
+   */
+  applyReply(reply, asked) {
+    if (!reply || typeof reply !== 'object') throw new ProtocolError('the recover reply is not a JSON object');
+    if (reply.positions === false) return { positions: false };
+    const out = { positions: true };
+    for (const s of STREAMS) {
+      const r = reply[s];
+      if (!r || typeof r !== 'object') continue;
+      const epoch = Number(r.epoch);
+      const offset = Number(r.offset);
+      const recovered = Number(r.recovered) || 0;
+      if (!Number.isInteger(epoch) || epoch < 0 || !Number.isSafeInteger(offset) || offset < 0) {
+        throw new ProtocolError(`bad ${s} position in the recover reply: ${JSON.stringify(r)}`);
+      }
+      out[s] = { epoch, offset, recovered, complete: r.complete === true, from: { ...((asked && asked[s]) || { epoch: 0, offset: 0 }) } };
+      if (this._held[s] || epoch === 0) continue;
+      // The replay carries offsets start+1 ..= offset; they, then live pushes, move it on.
+      const start = Math.max(0, offset - recovered);
+      const seen = this[s];
+      if (seen.epoch === epoch) seen.offset = Math.max(seen.offset, start);
+      else this[s] = { epoch, offset: start };
+    }
+    return out;
+  }
+}
+
 /** The heartbeat reply's body: the room's online count, a big-endian int32. */
 export function onlineCount(body) {
   if (body.length < 4) return null;
@@ -147,7 +262,7 @@ export function onlineCount(body) {
 // Ops that are the protocol's own, never handed to onMessage.
 const CONTROL_OPS = new Set([
   Op.HEARTBEAT_REPLY, Op.DISCONNECT_REPLY, Op.AUTH_REPLY, Op.RAW,
-  Op.CHANGE_ROOM_REPLY, Op.SUB_REPLY, Op.UNSUB_REPLY,
+  Op.CHANGE_ROOM_REPLY, Op.SUB_REPLY, Op.UNSUB_REPLY, Op.RECOVER_REPLY,
 ]);
 
 const DEFAULTS = {
@@ -166,6 +281,7 @@ const DEFAULTS = {
   maxQueued: 64,
   maxPending: 256,
   maxBufferedBytes: 1 << 20,
+  recover: true,
   reconnect: {},
   upgrade: {},
 };
@@ -206,6 +322,7 @@ export class GoimClient {
     this.onMessage = o.onMessage || null;
     this.onOnline = o.onOnline || null;
     this.onDisconnect = o.onDisconnect || null;
+    this.onRecover = o.onRecover || null;
     // What the default token carries; changeRoom/sub/unsub keep it current so a reconnect
     // rejoins the room and ops the client was in.
     this.room = o.room;
@@ -229,6 +346,17 @@ export class GoimClient {
     this._hbSentAt = null; // when the unanswered heartbeat went out
     this._every = this.options.heartbeatMs; // the heartbeat interval in use
     this._waiters = [];
+    // Recovery (docs/recovery.md): the positions seen, what this connection asked for (op 18),
+    // and the last op-19 result. Kept across reconnects; close() and connect() keep them too, so
+    // a client connected again resumes.
+    this.positions = new PositionTracker();
+    this.recovery = null;
+    this._asked = null;
+  }
+
+  /** Pushes dropped because they were already delivered (by position). */
+  get duplicates() {
+    return this.positions.duplicates;
   }
 
   /** Starts connecting; the promise resolves at the first 'connected', rejects if closed first. */
@@ -251,10 +379,25 @@ export class GoimClient {
     this._finish({ reason: 'client' });
   }
 
-  /** Moves to another room (`type://id`); resolves with the echoed room. */
+  /**
+   * Moves to another room (`type://id`); resolves with the echoed room. The room's stream starts
+   * over: until the reply, pushes of either room are delivered without a position check, and
+   * after it the new room's first push sets the position.
+   */
   changeRoom(room) {
     this.room = room;
-    return this._request(Op.CHANGE_ROOM, Op.CHANGE_ROOM_REPLY, room).then((p) => text.decode(p.body));
+    this.positions.hold('room');
+    const release = () => this.positions.release('room');
+    return this._request(Op.CHANGE_ROOM, Op.CHANGE_ROOM_REPLY, room).then(
+      (p) => {
+        release();
+        return text.decode(p.body);
+      },
+      (e) => {
+        release();
+        throw e;
+      },
+    );
   }
 
   /** Adds ops to those that key and mid pushes may deliver. */
@@ -372,6 +515,10 @@ export class GoimClient {
       if (gen !== this._gen) return;
     }
     const pipe = this._pipe;
+    // Recovery: op 18 with the positions seen goes right before auth (seq 0: it has no reply of
+    // its own; op 19 follows op 8). `recover: false` sends exactly what goim's clients send.
+    const asked = this._ask();
+    if (asked) pipe.send(encodePacket({ op: Op.RECOVER, body: JSON.stringify(asked) }));
     pipe.send(encodePacket({ op: Op.AUTH, seq: this._nextSeq(), body: token }));
     this._timers.auth = setTimeout(() => {
       if (gen === this._gen && !this._authed) this._dropped({ reason: 'auth_timeout' });
@@ -385,9 +532,35 @@ export class GoimClient {
     if (gen !== this._gen) return;
     const pipe = new LongPollPipe(this._pollUrl(), fetchImpl.bind(globalThis), this.options);
     this._attach(pipe, gen);
-    const { heartbeatMs } = await pipe.open(token, this.options.openTimeoutMs);
+    const asked = this._ask();
+    const { heartbeatMs, recover } = await pipe.open(token, this.options.openTimeoutMs, asked);
     if (gen !== this._gen) return;
     this._authenticated(heartbeatMs);
+    // The auth response's `recover` is op 19's object; the first poll brings the replay, so
+    // polling starts only once the positions are set from it.
+    if (gen === this._gen && asked && recover !== undefined) {
+      try {
+        this._recovered(recover);
+      } catch (e) {
+        if (gen === this._gen) this._dropped({ reason: 'protocol', message: e.message });
+        return;
+      }
+    }
+    if (gen === this._gen) pipe.start();
+  }
+
+  // What this connection asks to resume from (op 18's body), or null with `recover: false`.
+  _ask() {
+    this._asked = this.options.recover ? this.positions.request() : null;
+    return this._asked;
+  }
+
+  // An op-19 reply (parsed): the positions move to where the replay starts, and the app hears.
+  _recovered(reply) {
+    const result = this.positions.applyReply(reply, this._asked);
+    result.transport = this.transport;
+    this.recovery = result;
+    this._call('onRecover', result);
   }
 
   _webSocketImpl() {
@@ -558,6 +731,17 @@ export class GoimClient {
         case Op.DISCONNECT_REPLY:
           this._told(p.body);
           return; // nothing after op 6 counts
+        case Op.RECOVER_REPLY:
+          if (this._asked) {
+            try {
+              this._recovered(JSON.parse(text.decode(p.body)));
+            } catch (e) {
+              this._dropped({ reason: 'protocol', message: `recover reply: ${e.message}` });
+              return;
+            }
+            if (gen !== this._gen) return; // onRecover closed or reconnected the client
+          }
+          break;
         default:
           break;
       }
@@ -571,10 +755,15 @@ export class GoimClient {
           if (gen !== this._gen) return; // switched: what is left belongs to the old session
         }
       } else if (!CONTROL_OPS.has(p.op)) {
+        const position = positionOf(p);
+        // With recovery on, a push already delivered (replayed after a reconnect, or sent twice)
+        // is dropped here; it is counted in `duplicates`.
+        if (this.options.recover && !this.positions.accept(position)) continue;
         this._call('onMessage', {
           op: p.op,
           ver: p.ver,
           seq: p.seq,
+          position,
           body: p.body,
           get text() {
             return text.decode(this.body);
@@ -870,19 +1059,22 @@ class LongPollPipe {
     this.abort = new AbortController();
     this.outbox = []; // packets waiting for the POST /poll/send in flight, at most maxQueued
     this.sending = false;
+    this.polling = false;
     this.onPackets = () => {};
     this.onClose = () => {};
   }
 
-  // POST /poll/auth. Resolves with the server's heartbeat interval; a 401 rejects as final
-  // (the token is refused: no reconnect), a 429 or 503 with `reconnect_after_ms` as "told"
+  // POST /poll/auth (with `?recover=<JSON>` when `asked` is set). Resolves with the server's
+  // heartbeat interval and its `recover` object; polling begins with start(). A 401 rejects as
+  // final (the token is refused: no reconnect), a 429 or 503 with `reconnect_after_ms` as "told"
   // (reconnect after the hint), anything else as a failure to open.
-  async open(token, timeoutMs) {
+  async open(token, timeoutMs, asked = null) {
     const timer = setTimeout(() => this.abort.abort(), timeoutMs);
+    const query = asked ? `?recover=${encodeURIComponent(JSON.stringify(asked))}` : '';
     let res;
     let reply;
     try {
-      res = await this.fetch(`${this.base}/auth`, { method: 'POST', body: token, cache: 'no-store', signal: this.abort.signal });
+      res = await this.fetch(`${this.base}/auth${query}`, { method: 'POST', body: token, cache: 'no-store', signal: this.abort.signal });
       reply = await res.text();
     } catch (e) {
       throw new Error(`long-poll auth failed: ${e && e.message}`);
@@ -910,8 +1102,14 @@ class LongPollPipe {
       throw new Error(`long-poll auth: HTTP ${res.status}`);
     }
     this.sid = json.sid;
+    return { heartbeatMs: Number(json.heartbeat_ms) || 0, recover: json.recover };
+  }
+
+  // Starts polling (once): after open() and what its reply said has been taken in.
+  start() {
+    if (this.polling || this.closed) return;
+    this.polling = true;
     this._loop();
-    return { heartbeatMs: Number(json.heartbeat_ms) || 0 };
   }
 
   _query() {

@@ -196,14 +196,34 @@ test('the client authenticates first, then heartbeats, reports the online count 
   assert.ok(s.closed);
 });
 
-test('the auth packet is op 7 with seq 1 and the JSON token of the current room', async () => {
+test('the auth packet is op 7 with seq 1 and the JSON token of the current room, right after op 18', async () => {
   const WS = fakeWebSocket();
   const { client } = recorder({ WebSocket: WS });
   client.connect();
-  await until('auth', () => WS.sockets[0]?.sent.length === 1);
-  const auth = WS.sockets[0].sent[0];
+  await until('auth', () => WS.sockets[0]?.sent.length === 2);
+  const [recover, auth] = WS.sockets[0].sent;
+  assert.deepEqual([recover.op, recover.seq, recover.ver], [18, 0, 1]);
   assert.deepEqual([auth.op, auth.seq, auth.ver], [7, 1, 1]);
   assert.equal(new TextDecoder().decode(auth.body), '{"mid":5,"room_id":"live://9","platform":"web","accepts":[1000]}');
+  client.close();
+});
+
+test('with recover: false the first message is byte for byte goim\'s auth packet, and nothing precedes it', async () => {
+  const raw = [];
+  const WS = fakeWebSocket((s) => {
+    const send = s.send.bind(s);
+    s.send = (b) => {
+      raw.push(Uint8Array.from(b));
+      send(b);
+    };
+    setTimeout(() => s.open(), 1);
+  });
+  const { client } = recorder({ WebSocket: WS, recover: false });
+  client.connect();
+  await until('auth', () => raw.length === 1);
+  await sleep(20);
+  const token = '{"mid":5,"room_id":"live://9","platform":"web","accepts":[1000]}';
+  assert.deepEqual(raw, [bytes([0, 0, 0, 16 + token.length], [0, 16], [0, 1], [0, 0, 0, 7], [0, 0, 0, 1], ascii(token))]);
   client.close();
 });
 
@@ -235,7 +255,7 @@ test('op 6 without a hint (auth_failed, kicked) ends the client without reconnec
     const WS = fakeWebSocket();
     const { client, events, statuses } = recorder({ WebSocket: WS });
     const ready = client.connect();
-    await until('auth', () => WS.sockets[0]?.sent.length === 1);
+    await until('auth', () => WS.sockets[0]?.sent.length === 2);
     WS.sockets[0].deliver({ op: Op.DISCONNECT_REPLY, body });
     await assert.rejects(ready, /closed/);
     assert.deepEqual(statuses(), ['connecting', 'closed']);
@@ -270,7 +290,7 @@ test('a heartbeat that goes unanswered for an interval drops the connection', as
   const WS = fakeWebSocket();
   const { client, events } = recorder({ WebSocket: WS, heartbeatMs: 20, heartbeatTimeoutMs: 50 });
   client.connect();
-  await until('auth', () => WS.sockets[0]?.sent.length === 1);
+  await until('auth', () => WS.sockets[0]?.sent.length === 2);
   WS.sockets[0].deliver({ op: Op.AUTH_REPLY, seq: 1 });
   const t0 = Date.now();
   // Heartbeats go out every 20 ms but nothing answers them.
@@ -539,7 +559,7 @@ test('a switch to WebSocket waits for the replies in flight; requests made meanw
   assert.deepEqual(await Promise.all([first, second]), ['live://a', 'live://b']);
   await until('connected over websocket', () => client.transport === 'websocket' && client.status === 'connected');
   assert.deepEqual(srv.sent.filter((op) => op === Op.CHANGE_ROOM), [Op.CHANGE_ROOM], 'only the first went over long-polling');
-  assert.deepEqual(probe.ops.slice(0, 2), [Op.AUTH, Op.CHANGE_ROOM], 'the second went over the probe\'s socket, after auth');
+  assert.deepEqual(probe.ops.slice(0, 3), [Op.RECOVER, Op.AUTH, Op.CHANGE_ROOM], 'the second went over the probe\'s socket, after auth');
   assert.equal(probe.token.room_id, 'live://b');
   assert.equal(WS.sockets.length, 2);
   client.close();
