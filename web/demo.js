@@ -4,7 +4,8 @@
 //   mid, room, transport (auto | websocket | longpoll), api (push API base URL),
 //   heartbeat (seconds), autoconnect (1), ws (WebSocket URL), poll (long-poll URL),
 //   upgrade (seconds before the first WebSocket probe after a fallback to long-polling, the
-//   client's upgrade.initialMs; `off` turns probing off).
+//   client's upgrade.initialMs; `off` turns probing off), recover (`off`: the client's
+//   recover: false, goim's own behaviour: no resuming after a reconnect).
 
 import { GoimClient } from './goim.js';
 
@@ -58,6 +59,7 @@ function connect() {
       $('online').textContent = String(n);
     },
     onMessage: (m) => log('message', `op ${m.op}`, m.text),
+    onRecover: showRecovery,
     onDisconnect: (d) => {
       const hint = d.reconnect_after_ms === undefined ? 'no reconnect' : `reconnect in ${d.reconnect_after_ms} ms`;
       log('system', 'op 6', `${d.reason}${d.message ? `: ${d.message}` : ''} (${hint})`);
@@ -66,6 +68,7 @@ function connect() {
   const upgrade = params.get('upgrade');
   if (upgrade === 'off') options.upgrade = false;
   else if (Number(upgrade) > 0) options.upgrade = { initialMs: Number(upgrade) * 1000 };
+  if (params.get('recover') === 'off') options.recover = false;
   if (params.get('ws')) options.url = params.get('ws');
   if (params.get('poll')) options.pollUrl = params.get('poll');
   try {
@@ -118,6 +121,38 @@ function showStatus(status, detail = {}) {
   if (!live) $('online').textContent = '–';
   $('status-detail').textContent = describe(status, detail);
   log('system', status, describe(status, detail));
+}
+
+// After each (re)connect: what the server replayed of the room's and the user's streams.
+// "recovered N": nothing was missed; "incomplete": the history no longer reached back (or the
+// server restarted empty), so an app would refetch its state here.
+let recoveries = 0;
+
+function showRecovery(r) {
+  const el = $('recovery');
+  el.dataset.count = String(++recoveries);
+  for (const s of ['room', 'user']) {
+    delete el.dataset[`${s}Recovered`];
+    delete el.dataset[`${s}Complete`];
+  }
+  const parts = [];
+  if (!r.positions) {
+    parts.push('positions are off on this server');
+  } else {
+    for (const s of ['room', 'user']) {
+      const st = r[s];
+      if (!st) continue;
+      el.dataset[`${s}Recovered`] = String(st.recovered);
+      el.dataset[`${s}Complete`] = String(st.complete);
+      if (st.from.epoch === 0) parts.push(`${s}: joined at ${st.epoch}:${st.offset}`);
+      else if (st.complete) parts.push(`${s}: recovered ${st.recovered}`);
+      else parts.push(`${s}: incomplete (recovered ${st.recovered}; refetch)`);
+    }
+    if (!parts.length) parts.push('no stream to resume');
+  }
+  el.textContent = parts.join(' · ');
+  el.dataset.complete = String(Boolean(r.positions) && ['room', 'user'].every((s) => !r[s] || r[s].complete));
+  log('system', 'recover', el.textContent);
 }
 
 function label(transport) {
