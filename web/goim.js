@@ -626,10 +626,10 @@ export class GoimClient {
   // replies in flight over long-polling arrive (at most SWITCH_WAIT_MS), then the long-poll pipe
   // closes and the client authenticates over the probe's socket.
   //
-  // What a switch costs: it is a reconnect. Until goim-rs can resume from a message position (a
-  // separate issue), pushes that reach the old session while switching are not delivered, and the
-  // room/mid presence moves to a new connection (the old long-poll session ends at its heartbeat
-  // timeout, as after any reconnect). Queued requests go out over WebSocket after auth.
+  // What a switch costs: it is a reconnect. With `recover` (the default) it resumes from the
+  // positions seen over long-polling, so pushes that reached the old session while switching are
+  // replayed; the room/mid presence moves to a new connection (the old long-poll session ends at
+  // its heartbeat timeout, as after any reconnect). Queued requests go out over WebSocket after auth.
 
   _wantsUpgrade() {
     const up = this.options.upgrade;
