@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs the browser tests: web/goim.js unit tests in Node, and the demo page in headless Chromium
-# against the embedded server (built with `cargo build --bin goim` unless GOIM_BIN is set).
+# against the embedded server and against goim-logic, goim-job and goim-comet (built here unless
+# GOIM_BIN is set; the tiers are taken from GOIM_BIN's directory, or GOIM_BIN_DIR). The
+# distributed tests start Redis and Kafka with scripts/services.sh unless GOIM_TEST_REDIS_URL and
+# GOIM_TEST_KAFKA_BROKERS are set.
 # Screenshots and server logs land in tests/browser/out/.
 set -uo pipefail
 
@@ -11,7 +14,8 @@ bash scripts/browser-setup.sh || { echo "browser tests: setup failed"; exit 1; }
 
 # Build before the tests start so their timeouts do not include compiling.
 if [ -z "${GOIM_BIN:-}" ]; then
-    cargo build --quiet --bin goim || { echo "browser tests: cargo build failed"; exit 1; }
+    cargo build --quiet --bin goim --bin goim-logic --bin goim-job --bin goim-comet \
+        || { echo "browser tests: cargo build failed"; exit 1; }
 fi
 
 log="$(mktemp)"

@@ -1,7 +1,8 @@
 // The demo page in headless Chromium against the real embedded server: it connects,
 // authenticates, shows the room's online count and receives room, mid and broadcast pushes,
 // over WebSocket and over the long-polling fallback, returns to WebSocket from the fallback once
-// it opens, and reconnects after an op-6 shutdown.
+// it opens, reconnects after an op-6 shutdown, and reports a resume as incomplete when the
+// restarted server's history is gone.
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -203,6 +204,48 @@ test('after an op-6 shutdown hint the page reconnects to the restarted server', 
   } finally {
     await page.close();
     if (stopped) server = await startServer('demo-restarted', ports); // for the tests after this one
+  }
+});
+
+// The texts of the page's log entries tagged `tag` ('recover': the Recovery row's text after each
+// (re)connect), and of the messages received.
+async function entries(page, tag) {
+  return page.$$eval('[data-testid=log] .entry', (els, t) => els.filter((e) => e.querySelector('.tag').textContent === t).map((e) => e.querySelector('.text').textContent), tag);
+}
+
+async function messages(page) {
+  return page.$$eval('[data-testid=log] .entry.message .text', (els) => els.map((e) => e.textContent));
+}
+
+test('after a restart of the embedded server (its history gone) the page reports the room incomplete, then carries on', async () => {
+  const page = await openPage(browser.context, pageUrl({ mid: '7107', room: 'live://7107', upgrade: '1' }));
+  const ports = server.ports;
+  let stopped = false;
+  try {
+    await connected(page, 'websocket');
+    await page.waitForFunction(() => document.getElementById('recovery').dataset.count === '1', null, { timeout: 10000 });
+    assert.match(await page.getByTestId('recovery').textContent(), /^room: joined at \d+:\d+ · user: joined at \d+:\d+$/);
+    for (const n of [1, 2]) await push(server.api, '/goim/push/room?operation=1000&type=live&room=7107', `before restart ${n}`);
+    await arrives(page, 'before restart 2');
+    await server.stop();
+    stopped = true;
+    server = await startServer('demo-history-lost', ports);
+    stopped = false;
+    await page.waitForFunction(() => Number(document.getElementById('recovery').dataset.count) >= 2, null, { timeout: 20000 }).catch(async (e) => {
+      throw new Error(`no recover reply after the restart; log:\n${await page.getByTestId('log').innerText()}\n${e.message}`);
+    });
+    const [, afterRestart] = await entries(page, 'recover');
+    assert.match(afterRestart, /^room: incomplete \(recovered 0; refetch\)/, 'the first resume after the restart');
+    // The restarted server's room stream is a new epoch: its offset 1 is not taken for a duplicate.
+    await push(server.api, '/goim/push/room?operation=1000&type=live&room=7107', 'after restart 1');
+    await arrives(page, 'after restart 1');
+    assert.deepEqual(await messages(page), ['before restart 1', 'before restart 2', 'after restart 1']);
+    assert.equal(await page.evaluate(() => window.goimClient.duplicates), 0);
+    await page.screenshot({ path: path.join(OUT, 'incomplete.png'), fullPage: true });
+    noPageErrors(page);
+  } finally {
+    await page.close();
+    if (stopped) server = await startServer('demo-history-lost', ports);
   }
 });
 
