@@ -81,7 +81,9 @@ async function resumesAcrossCometRestart(transport) {
       await push(cluster.api, room, `warm ${i}`);
       await sleep(1000);
     }
-    await page.waitForFunction(() => Number(document.getElementById('recovery').dataset.count) >= 1, null, { timeout: 10000 });
+    await page.waitForFunction(() => Number(document.getElementById('recovery').dataset.count) >= 1, null, { timeout: 10000 }).catch(async (e) => {
+      throw new Error(`no recover reply on the first connect; log:\n${await page.getByTestId('log').innerText()}\n${e.message}`);
+    });
 
     for (const n of range(1, 5)) await push(cluster.api, room, `room ${n}`);
     for (const n of range(1, 2)) await push(cluster.api, mid, `user ${n}`);
