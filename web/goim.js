@@ -243,10 +243,12 @@ export class PositionTracker {
       }
       out[s] = { epoch, offset, recovered, complete: r.complete === true, from: { ...((asked && asked[s]) || { epoch: 0, offset: 0 }) } };
       if (this._held[s] || epoch === 0) continue;
-      // The replay carries offsets start+1 ..= offset; they, then live pushes, move it on.
+      // The replay carries offsets start+1 ..= offset; they, then live pushes, move it on. An
+      // incomplete reply is taken as it is, even in the same epoch: a server whose offset is
+      // behind the client's lost the history the client saw.
       const start = Math.max(0, offset - recovered);
       const seen = this[s];
-      if (seen.epoch === epoch) seen.offset = Math.max(seen.offset, start);
+      if (seen.epoch === epoch && out[s].complete) seen.offset = Math.max(seen.offset, start);
       else this[s] = { epoch, offset: start };
     }
     return out;

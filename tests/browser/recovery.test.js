@@ -70,6 +70,10 @@ test('a reply moves each stream to just before its replay; a new epoch replaces 
     user: { epoch: 10, offset: 7, recovered: 0, complete: false, from: { epoch: 9, offset: 4 } },
   });
   assert.deepEqual(t.request(), { room: { epoch: 5, offset: 12 }, user: { epoch: 10, offset: 7 } });
+  // The same epoch, but the server's offset is behind the client's: its history was lost (an
+  // epoch drawn again by chance), so its pushes from offset 1 on are new, not duplicates.
+  t.applyReply({ room: { epoch: 5, offset: 0, recovered: 0, complete: false } }, { room: t.request().room });
+  assert.equal(t.accept({ stream: 'room', epoch: 5, offset: 1 }), true);
   assert.deepEqual(t.applyReply({ positions: false }, asked), { positions: false });
   assert.throws(() => t.applyReply({ room: { epoch: 'x', offset: 1 } }, asked), /bad room position/);
   assert.throws(() => t.applyReply([], asked) && t.applyReply(null, asked), /not a JSON object/);
