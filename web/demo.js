@@ -144,7 +144,7 @@ function showRecovery(r) {
       if (!st) continue;
       el.dataset[`${s}Recovered`] = String(st.recovered);
       el.dataset[`${s}Complete`] = String(st.complete);
-      if (st.from.epoch === 0) parts.push(`${s}: joined at ${st.epoch}:${st.offset}`);
+      if (st.from.epoch === 0) parts.push(`${s}: first connect (position ${st.epoch}:${st.offset})`);
       else if (st.complete) parts.push(`${s}: recovered ${st.recovered}`);
       else parts.push(`${s}: incomplete (recovered ${st.recovered}; refetch)`);
     }

@@ -224,7 +224,7 @@ test('after a restart of the embedded server (its history gone) the page reports
   try {
     await connected(page, 'websocket');
     await page.waitForFunction(() => document.getElementById('recovery').dataset.count === '1', null, { timeout: 10000 });
-    assert.match(await page.getByTestId('recovery').textContent(), /^room: joined at \d+:\d+ · user: joined at \d+:\d+$/);
+    assert.match(await page.getByTestId('recovery').textContent(), /^room: first connect \(position \d+:\d+\) · user: first connect \(position \d+:\d+\)$/);
     for (const n of [1, 2]) await push(server.api, '/goim/push/room?operation=1000&type=live&room=7107', `before restart ${n}`);
     await arrives(page, 'before restart 2');
     await server.stop();
