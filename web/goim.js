@@ -232,6 +232,9 @@ export class PositionTracker {
     if (!reply || typeof reply !== 'object') throw new ProtocolError('the recover reply is not a JSON object');
     if (reply.positions === false) return { positions: false };
     const out = { positions: true };
+    // goim-rs's comet sets `error` when logic could not answer: each stream is then incomplete
+    // at the client's own position.
+    if (typeof reply.error === 'string') out.error = reply.error;
     for (const s of STREAMS) {
       const r = reply[s];
       if (!r || typeof r !== 'object') continue;

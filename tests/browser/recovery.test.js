@@ -74,6 +74,11 @@ test('a reply moves each stream to just before its replay; a new epoch replaces 
   // epoch drawn again by chance), so its pushes from offset 1 on are new, not duplicates.
   t.applyReply({ room: { epoch: 5, offset: 0, recovered: 0, complete: false } }, { room: t.request().room });
   assert.equal(t.accept({ stream: 'room', epoch: 5, offset: 1 }), true);
+  // Logic unreachable: the comet answers incomplete at the client's own position, with `error`.
+  const at = t.request();
+  const failed = t.applyReply({ room: { ...at.room, recovered: 0, complete: false }, error: 'unavailable' }, at);
+  assert.equal(failed.error, 'unavailable');
+  assert.deepEqual(t.request(), at, 'the position stays where it was');
   assert.deepEqual(t.applyReply({ positions: false }, asked), { positions: false });
   assert.throws(() => t.applyReply({ room: { epoch: 'x', offset: 1 } }, asked), /bad room position/);
   assert.throws(() => t.applyReply([], asked) && t.applyReply(null, asked), /not a JSON object/);
