@@ -39,7 +39,10 @@ async fn tcp_pushes_are_raw_packets_and_websocket_pushes_are_wrapped_in_op_9() {
     let t = tcp.recv_timeout(WAIT).await.unwrap().unwrap();
     let w = ws.recv_timeout(WAIT).await.unwrap().unwrap();
     assert_eq!((t.ver, t.seq), (w.ver, w.seq));
-    assert_eq!(goim_api::Position::from_header(t.ver, t.seq).map(|p| (p.0, p.2)), Some((goim_api::Stream::User, 1)));
+    assert_eq!(
+        goim_api::Position::from_header(t.ver, t.seq).map(|p| (p.0, p.2)),
+        Some((goim_api::Stream::User, 1))
+    );
 }
 
 #[tokio::test]
