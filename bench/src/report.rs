@@ -190,6 +190,7 @@ fn markdown(r: &Results, plots: &[(String, String)]) -> String {
     }
     targets(r, &mut o);
     side_by_side(r, &mut o);
+    positions(r, &mut o);
     steps(r, &mut o);
     if !plots.is_empty() {
         let _ = writeln!(o, "## Plots\n");
@@ -331,6 +332,70 @@ fn side_by_side(r: &Results, o: &mut String) {
             );
         }
         let _ = writeln!(o);
+    }
+}
+
+/// What message positions cost: each goim-rs form beside its positions-off baseline, step by
+/// step, from the same run.
+fn positions(r: &Results, o: &mut String) {
+    let pairs: Vec<(&RateSeries, &RateSeries)> = r
+        .rates
+        .iter()
+        .filter(|off| off.fanout == Fanout::Room && !off.target.positions())
+        .filter_map(|off| {
+            let on = r.rates.iter().find(|s| {
+                s.fanout == Fanout::Room
+                    && s.target == off.target.with_positions()
+                    && s.protocol == off.protocol
+            })?;
+            Some((on, off))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "## What message positions cost (room broadcast)\n");
+    let _ = writeln!(
+        o,
+        "Each goim-rs form with positions on (the default: every push appended to the room's history) \
+         beside the same form with `[logic.history] enabled = false`, in the same run. Ratios are on / off.\n"
+    );
+    for (on, off) in pairs {
+        let _ = writeln!(o, "### {} vs {}\n", label(on.target, on.protocol), label(off.target, off.protocol));
+        let _ = writeln!(
+            o,
+            "| push/s | delivered msgs/s on | off | p50 on | off | p99 on | off | p99 on/off | server µs/msg on | off | ratio |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for a in &on.steps {
+            let Some(b) = off.at_rate(a.rate) else { continue };
+            let _ = writeln!(
+                o,
+                "| {} | {:.0} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {} | {:.2} | {:.2} | {} |",
+                a.rate,
+                a.delivered_per_sec,
+                b.delivered_per_sec,
+                a.p50_ms,
+                b.p50_ms,
+                a.p99_ms,
+                b.p99_ms,
+                ratio(a.p99_ms, b.p99_ms),
+                a.server_us_per_msg(),
+                b.server_us_per_msg(),
+                ratio(a.server_us_per_msg(), b.server_us_per_msg()),
+            );
+        }
+        let best = |s: &RateSeries| s.best(ROOM_P99_MS).map(|b| b.delivered_per_sec).unwrap_or(0.0);
+        let lossless = |s: &RateSeries| s.lossless().map(|b| b.delivered_per_sec).unwrap_or(0.0);
+        let _ = writeln!(
+            o,
+            "\nSustained (p99 under {ROOM_P99_MS} ms): {:.0} msgs/s on, {:.0} off ({}); loss-free: {:.0} on, {:.0} off ({}).\n",
+            best(on),
+            best(off),
+            ratio(best(on), best(off)),
+            lossless(on),
+            lossless(off),
+            ratio(lossless(on), lossless(off)),
+        );
     }
 }
 

@@ -88,7 +88,8 @@ fn protocols(plan: &Plan, kind: Kind, main_only: bool) -> Vec<Protocol> {
 async fn run_idle(plan: &Plan, progress: &Progress, results: &mut Results) {
     let smallest = plan.idle_sizes.iter().copied().min().unwrap_or(0);
     // The kafka form of goim-rs holds connections in the same comet; it is measured for latency.
-    for &kind in plan.targets.iter().filter(|k| **k != Kind::GoimKafka) {
+    // Positions cost nothing on an idle connection; the positions-off baselines are for pushes.
+    for &kind in plan.targets.iter().filter(|k| !k.is_distributed() && k.positions()) {
         for (i, protocol) in protocols(plan, kind, false).into_iter().enumerate() {
             for &n in &plan.idle_sizes {
                 if i > 0 && n != smallest {

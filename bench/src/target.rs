@@ -26,6 +26,11 @@ pub enum Kind {
     Goim,
     /// goim-logic, goim-comet and goim-job, pushes through Kafka, sessions in Redis.
     GoimKafka,
+    /// `goim` with message positions off (`[logic.history] enabled = false`): the baseline of
+    /// what positions cost.
+    GoimNoPositions,
+    /// `goim-kafka` with message positions off (no history in Redis).
+    GoimKafkaNoPositions,
     Nchan,
     Socketio,
 }
@@ -35,6 +40,8 @@ impl Kind {
         match self {
             Kind::Goim => "goim-rs",
             Kind::GoimKafka => "goim-rs kafka",
+            Kind::GoimNoPositions => "goim-rs positions off",
+            Kind::GoimKafkaNoPositions => "goim-rs kafka positions off",
             Kind::Nchan => "nchan",
             Kind::Socketio => "socket.io",
         }
@@ -43,11 +50,42 @@ impl Kind {
     /// The WebSocket protocol the load generator speaks to it.
     pub fn websocket(self) -> Protocol {
         match self {
-            Kind::Goim | Kind::GoimKafka => Protocol::GoimWs,
+            Kind::Goim | Kind::GoimKafka | Kind::GoimNoPositions | Kind::GoimKafkaNoPositions => {
+                Protocol::GoimWs
+            }
             Kind::Nchan => Protocol::Nchan,
             Kind::Socketio => Protocol::Socketio,
         }
     }
+
+    /// goim-rs in either form, with or without positions.
+    pub fn is_goim(self) -> bool {
+        !matches!(self, Kind::Nchan | Kind::Socketio)
+    }
+
+    /// The distributed form (logic, comet and job through Redis and Kafka).
+    pub fn is_distributed(self) -> bool {
+        matches!(self, Kind::GoimKafka | Kind::GoimKafkaNoPositions)
+    }
+
+    /// Whether pushes carry message positions (the default); `false` for the baselines.
+    pub fn positions(self) -> bool {
+        !matches!(self, Kind::GoimNoPositions | Kind::GoimKafkaNoPositions)
+    }
+
+    /// The same server with positions on: what a positions-off baseline is compared with.
+    pub fn with_positions(self) -> Kind {
+        match self {
+            Kind::GoimNoPositions => Kind::Goim,
+            Kind::GoimKafkaNoPositions => Kind::GoimKafka,
+            k => k,
+        }
+    }
+}
+
+/// `[logic.history]` for a goim-rs config: empty (the default, positions on) or positions off.
+fn history_table(positions: bool) -> &'static str {
+    if positions { "" } else { "\n[logic.history]\nenabled = false\n" }
 }
 
 /// Where the servers' programs are and where runs keep their files.
@@ -116,12 +154,14 @@ impl Target {
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let mut target = Target { kind, instances: Vec::new() };
         match kind {
-            Kind::Goim => {
+            Kind::Goim | Kind::GoimNoPositions => {
                 for i in 0..instances.max(1) {
-                    target.instances.push(start_goim(i, &opts.goim_bin, &dir)?);
+                    target.instances.push(start_goim(i, &opts.goim_bin, &dir, kind.positions())?);
                 }
             }
-            Kind::GoimKafka => target.instances.push(kafka::start(&opts.goim_bin, &dir)?),
+            Kind::GoimKafka | Kind::GoimKafkaNoPositions => {
+                target.instances.push(kafka::start(&opts.goim_bin, &dir, kind.positions())?)
+            }
             Kind::Nchan => target.instances.push(start_nchan(instances.max(1), &dir)?),
             Kind::Socketio => {
                 let script = dir.join("server.js");
@@ -175,7 +215,7 @@ impl Target {
     /// The API path that pushes to benchmark room `room`.
     pub fn room_path(&self, room: u32) -> String {
         match self.kind {
-            Kind::Goim | Kind::GoimKafka => {
+            Kind::Goim | Kind::GoimKafka | Kind::GoimNoPositions | Kind::GoimKafkaNoPositions => {
                 format!("/goim/push/room?operation={}&type=bench&room={room}", crate::protocol::PUSH_OP)
             }
             Kind::Nchan => format!("/pub/r{room}"),
@@ -240,14 +280,14 @@ fn log_file(dir: &Path, name: &str) -> Result<Stdio> {
     Ok(Stdio::from(std::fs::File::create(dir.join(name))?))
 }
 
-fn start_goim(i: usize, bin: &Path, dir: &Path) -> Result<Instance> {
+fn start_goim(i: usize, bin: &Path, dir: &Path, positions: bool) -> Result<Instance> {
     let (admin, tcp, ws, http) = (free_port()?, free_port()?, free_port()?, free_port()?);
     if [admin, tcp, ws, http].windows(2).any(|w| w[0] == w[1]) {
         bail!("port picking collided; run again");
     }
     let config = format!(
-        r#"# goim-rs for the benchmark: loopback ports of its own, room for the connections, and a
-# heartbeat timeout longer than any run.
+        r#"# goim-rs for the benchmark: loopback ports of its own, room for the connections, no auth rate
+# limit, and a heartbeat timeout longer than any run.
 [admin]
 addr = "127.0.0.1:{admin}"
 
@@ -257,6 +297,8 @@ grace = "3s"
 [comet]
 server_id = "bench-{i}"
 max_connections = 200000
+# The benchmark opens its subscribers at once: no auth rate limit (admission is measured apart).
+admission.auth_rate = 0
 
 [comet.tcp]
 bind = ["127.0.0.1:{tcp}"]
@@ -269,7 +311,8 @@ addr = "127.0.0.1:{http}"
 
 [logic.session]
 heartbeat_timeout = "30m"
-"#
+{history}"#,
+        history = history_table(positions)
     );
     let path = dir.join(format!("goim-{i}.toml"));
     std::fs::write(&path, config)?;

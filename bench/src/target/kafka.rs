@@ -35,7 +35,7 @@ fn spawn(cmd: &mut Command, dir: &Path, name: &str) -> Result<Child> {
 
 /// Starts the backends and the three tiers; returns them as one instance whose `child` is the
 /// comet (the process holding the connections) and whose `others` are the rest.
-pub(super) fn start(goim_bin: &Path, dir: &Path) -> Result<Instance> {
+pub(super) fn start(goim_bin: &Path, dir: &Path, positions: bool) -> Result<Instance> {
     let [redis, kafka, controller] = distinct_ports::<3>()?;
     let mut others = Vec::new();
 
@@ -59,7 +59,8 @@ pub(super) fn start(goim_bin: &Path, dir: &Path) -> Result<Instance> {
         brokers: format!("127.0.0.1:{kafka}"),
         topic: "goim-push-topic".into(),
     };
-    let mut tiers = match start_tiers(goim_bin, dir, &backends, 1, "") {
+    let logic_extra = super::history_table(positions);
+    let mut tiers = match start_tiers_with(goim_bin, dir, &backends, 1, "", logic_extra) {
         Ok(t) => t,
         Err(e) => {
             while let Some(mut c) = others.pop() {
@@ -153,6 +154,18 @@ pub fn start_tiers(
     comets: usize,
     comet_extra: &str,
 ) -> Result<Tiers> {
+    start_tiers_with(goim_bin, dir, backends, comets, comet_extra, "")
+}
+
+/// [`start_tiers`] with `logic_extra` appended to logic's config.
+fn start_tiers_with(
+    goim_bin: &Path,
+    dir: &Path,
+    backends: &Backends,
+    comets: usize,
+    comet_extra: &str,
+    logic_extra: &str,
+) -> Result<Tiers> {
     let comets = comets.max(1);
     let [http, logic_grpc, logic_admin, job_admin] = distinct_ports::<4>()?;
     let mut comet_ports = Vec::with_capacity(comets);
@@ -175,7 +188,7 @@ pub fn start_tiers(
          [logic.auth]\nmode = \"json\"\n[logic.session]\nheartbeat_timeout = \"30m\"\n\
          [grpc]\naddr = \"127.0.0.1:{logic_grpc}\"\n[admin]\naddr = \"127.0.0.1:{logic_admin}\"\n\
          [shutdown]\ngrace = \"3s\"\n[store]\nkind = \"redis\"\n[store.redis]\nurl = \"{redis_url}\"\n\
-         [queue]\nkind = \"kafka\"\n{kafka_table}partitions = {PARTITIONS}\n"
+         [queue]\nkind = \"kafka\"\n{kafka_table}partitions = {PARTITIONS}\n{logic_extra}"
     );
     let job_extra = std::env::var("GOIM_BENCH_JOB_TOML").unwrap_or_default().replace("\\n", "\n");
     let listed: Vec<String> = comet_ports
@@ -210,7 +223,7 @@ pub fn start_tiers(
     for (i, [tcp, ws, grpc, admin]) in comet_ports.iter().copied().enumerate() {
         let config = format!(
             "# goim-comet for the benchmark\n[comet]\nserver_id = \"{}\"\nmax_connections = 200000\n\
-             tcp.bind = [\"127.0.0.1:{tcp}\"]\nwebsocket.bind = [\"127.0.0.1:{ws}\"]\n{comet_extra}\n\
+             tcp.bind = [\"127.0.0.1:{tcp}\"]\nwebsocket.bind = [\"127.0.0.1:{ws}\"]\nadmission.auth_rate = 0\n{comet_extra}\n\
              [grpc]\naddr = \"127.0.0.1:{grpc}\"\n[logic_client]\naddrs = [\"127.0.0.1:{logic_grpc}\"]\n\
              [admin]\naddr = \"127.0.0.1:{admin}\"\n[shutdown]\ngrace = \"3s\"\n",
             server_id(i)
