@@ -125,9 +125,36 @@ async fn a_recv_dropped_before_it_completes_loses_nothing(
     Ok(())
 }
 
+/// Pushes enqueued one after another, their acknowledgements awaited only after the last one
+/// was enqueued (logic's per-stream order with positions), arrive in enqueue order, and every
+/// acknowledgement resolves. (60: within the in-process channel's 64.)
+async fn enqueued_pushes_arrive_in_enqueue_order_before_their_acks_are_awaited(
+    queue: &dyn Queue,
+    source: &mut impl Source,
+) -> Result<()> {
+    let sent: Vec<PushMsg> =
+        (0..60).map(|i| PushMsg::room("live://enqueue", 1000, Bytes::from(format!("e{i}")))).collect();
+    let mut acks = Vec::with_capacity(sent.len());
+    for msg in &sent {
+        acks.push(queue.enqueue(msg.clone()).await.with_context(|| format!("enqueueing {msg:?}"))?);
+    }
+    for (i, acked) in acks.into_iter().enumerate() {
+        acked.await.with_context(|| format!("the acknowledgement of push {i}"))?;
+    }
+    let got = recv_n(source, sent.len()).await?;
+    let bodies: Vec<Bytes> = got.iter().map(|d| d.msg.msg.clone()).collect();
+    let want: Vec<Bytes> = sent.iter().map(|m| m.msg.clone()).collect();
+    assert_eq!(bodies, want, "enqueue order is delivery order");
+    for d in got {
+        source.ack(d.token).await?;
+    }
+    Ok(())
+}
+
 async fn queue_contract(queue: &dyn Queue, source: &mut impl Source) -> Result<()> {
     every_kind_arrives_intact_in_order_per_key(queue, source).await?;
-    a_recv_dropped_before_it_completes_loses_nothing(queue, source).await
+    a_recv_dropped_before_it_completes_loses_nothing(queue, source).await?;
+    enqueued_pushes_arrive_in_enqueue_order_before_their_acks_are_awaited(queue, source).await
 }
 
 #[tokio::test]

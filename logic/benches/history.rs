@@ -1,7 +1,8 @@
 //! The cost of positions (`docs/recovery.md`) on logic's room push: `Logic::push_room` with
 //! positions off (goim's push, the baseline), with the memory history (embedded), and with the
 //! Redis history (distributed; needs `GOIM_TEST_REDIS_URL`, from `scripts/services.sh env`);
-//! then the memory one history costs per room, printed.
+//! then the memory one history costs per room, printed: in this process for the memory history,
+//! and as Redis's `used_memory` for the Redis one.
 //!
 //! `cargo bench -p goim-logic --bench history`; the ratios go in docs/benchmarks.md.
 
@@ -85,6 +86,51 @@ fn memory_per_room(_: &mut Criterion) {
         per_room / config.size
     );
     std::hint::black_box(history.entry_count());
+    if let Ok(url) = std::env::var("GOIM_TEST_REDIS_URL") {
+        rt.block_on(redis_memory_per_room(&url, &config));
+    }
+}
+
+/// Redis's `used_memory`, in bytes.
+async fn used_memory(con: &mut redis::aio::MultiplexedConnection) -> usize {
+    let info: String = redis::cmd("INFO").arg("memory").query_async(con).await.expect("INFO memory");
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory in INFO")
+}
+
+/// Fills 1,000 rooms' histories in Redis and prints what each costs there, then deletes them.
+async fn redis_memory_per_room(url: &str, config: &HistoryConfig) {
+    let rooms = 1_000;
+    let client = redis::Client::open(url).expect("redis url");
+    let mut con = client.get_multiplexed_async_connection().await.expect("redis");
+    let store = goim_logic::store::RedisConfig { url: url.to_string(), ..Default::default() };
+    let store = Arc::new(goim_logic::RedisStore::connect(&store).await.expect("redis"));
+    let history = goim_logic::RedisHistory::new(store, config);
+    let stream = |r: usize| format!("room:bench-memory://{r}");
+    let before = used_memory(&mut con).await;
+    for r in 0..rooms {
+        for _ in 0..config.size {
+            history.append(&stream(r), 1000, &Bytes::from_static(BODY)).await.unwrap();
+        }
+    }
+    let per_room = used_memory(&mut con).await.saturating_sub(before) / rooms;
+    eprintln!(
+        "redis history memory: {per_room} bytes per room with {} pushes of {} bytes kept ({} per push, body included)",
+        config.size,
+        BODY.len(),
+        per_room / config.size
+    );
+    for r in 0..rooms {
+        let s = stream(r);
+        let _: () = redis::cmd("DEL")
+            .arg(format!("goim_rs_h{{{s}}}m"))
+            .arg(format!("goim_rs_h{{{s}}}l"))
+            .query_async(&mut con)
+            .await
+            .expect("DEL");
+    }
 }
 
 criterion_group!(benches, push_room, memory_per_room);

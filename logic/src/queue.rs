@@ -9,12 +9,19 @@
 //! - [`Queue::publish`] returns `Ok` once the message is durably accepted (Kafka: acked by all
 //!   in-sync replicas; memory: in the channel). Messages published by one task with the same
 //!   partition key are delivered in publish order.
+//! - [`Queue::enqueue`] is the same publish in two halves: it returns once the message holds its
+//!   place in the backend's order (Kafka: in the producer's queue), and the [`Acked`] it returns
+//!   resolves as `publish` would. Messages enqueued one after another with the same partition key
+//!   are delivered in enqueue order, whenever their acknowledgements are awaited. A caller that
+//!   must keep pushes in order (logic, per stream) holds its order only across `enqueue`.
 //! - It fails fast and never hangs: when the backend is full or unreachable it returns an error
 //!   within a bounded time (the memory queue: `publish_timeout`). An error means the message may
 //!   not have been accepted; the HTTP caller reports it and the business server retries.
 
 mod kafka;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -54,7 +61,17 @@ impl Error {
 #[async_trait]
 pub trait Queue: Send + Sync {
     async fn publish(&self, msg: PushMsg) -> Result<(), Error>;
+
+    /// Puts `msg` in the backend's order and returns its acknowledgement to await (see the
+    /// module docs). By default the whole publish happens here.
+    async fn enqueue<'a>(&'a self, msg: PushMsg) -> Result<Acked<'a>, Error> {
+        self.publish(msg).await?;
+        Ok(Box::pin(std::future::ready(Ok(()))))
+    }
 }
+
+/// What is left of a publish after [`Queue::enqueue`]: the backend's acknowledgement.
+pub type Acked<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>>;
 
 /// The embedded queue: a bounded channel to job's dispatcher.
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use goim_api::{Position, PushKind, PushMsg};
 
 use super::{Error, Logic};
-use crate::history;
+use crate::{history, queue};
 
 impl Logic {
     /// Pushes `msg` as op `op` to connection keys. Keys on the same comet share one message;
@@ -126,14 +126,22 @@ impl Logic {
     }
 
     /// Publishes `msg` at the next position of `stream` (when positions are on), holding the
-    /// stream's order from the position to the queue's acceptance.
+    /// stream's order from the position until the queue has the push in its order.
     async fn publish_in(&self, stream: &str, label: &'static str, mut msg: PushMsg) -> Result<(), Error> {
         if self.history.is_none() {
             return self.publish(msg).await;
         }
-        let _order = self.stripe(stream).lock().await;
-        msg.position = self.position(stream, label, msg.operation, &msg.msg).await;
-        self.publish(msg).await
+        let kind = kind(&msg);
+        let acked = {
+            let _order = self.stripe(stream).lock().await;
+            msg.position = self.position(stream, label, msg.operation, &msg.msg).await;
+            // The stream's order holds once the queue has the push in its own order; the
+            // acknowledgement (Kafka's round trip) is awaited without holding up the next push.
+            self.queue.enqueue(msg).await.map_err(|e| self.publish_failed(kind, e))?
+        };
+        acked.await.map_err(|e| self.publish_failed(kind, e))?;
+        self.metrics.published(kind);
+        Ok(())
     }
 
     /// The next position of `stream`, with the push kept in its history. A history that fails
@@ -161,6 +169,15 @@ impl Logic {
     }
 }
 
+/// A push's kind, as a metric label.
+fn kind(msg: &PushMsg) -> &'static str {
+    match msg.kind {
+        PushKind::Keys => "keys",
+        PushKind::Room => "room",
+        PushKind::Broadcast => "broadcast",
+    }
+}
+
 /// Keys grouped by comet, comets and keys sorted, so the output is deterministic.
 fn by_server(keys: HashMap<String, String>) -> Vec<(String, Vec<String>)> {
     let mut by_server: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -180,22 +197,20 @@ fn by_server(keys: HashMap<String, String>) -> Vec<(String, Vec<String>)> {
 
 impl Logic {
     async fn publish(&self, msg: PushMsg) -> Result<(), Error> {
-        let kind = match msg.kind {
-            PushKind::Keys => "keys",
-            PushKind::Room => "room",
-            PushKind::Broadcast => "broadcast",
-        };
+        let kind = kind(&msg);
         match self.queue.publish(msg).await {
             Ok(()) => {
                 self.metrics.published(kind);
                 Ok(())
             }
-            Err(e) => {
-                self.metrics.publish_failed(e.reason());
-                tracing::warn!(error = %e, kind, "publish failed");
-                Err(e.into())
-            }
+            Err(e) => Err(self.publish_failed(kind, e)),
         }
+    }
+
+    fn publish_failed(&self, kind: &'static str, e: queue::Error) -> Error {
+        self.metrics.publish_failed(e.reason());
+        tracing::warn!(error = %e, kind, "publish failed");
+        e.into()
     }
 
     fn count(&self, kind: &'static str, result: &Result<usize, Error>) {

@@ -10,16 +10,18 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
 
 use super::KafkaConfig;
-use crate::queue::{Error, Queue};
+use crate::queue::{Acked, Error, Queue};
 
 /// How long past `delivery_timeout` publish waits for librdkafka's own verdict. librdkafka scans
 /// for timed-out messages once a second, so its report can come up to a second late; publish
 /// gives up first, with the same error. The message may still be delivered in that window, which
 /// the contract allows (an error means "maybe not accepted").
 const REPORT_GRACE: Duration = Duration::from_millis(100);
+
+/// How often a push retries librdkafka's full local queue (within `delivery_timeout`).
+const QUEUE_FULL_RETRY: Duration = Duration::from_millis(10);
 
 /// Publishes pushes to Kafka. Cheap to share behind an `Arc`; `publish` takes `&self` and any
 /// number of publishes may be in flight.
@@ -116,6 +118,17 @@ impl KafkaQueue {
         }
     }
 
+    /// A push Kafka refused (or could not take in time): logged, counted towards a producer
+    /// reset unless it is load (a full local queue).
+    fn refused(&self, e: &KafkaError, key: &str) -> Error {
+        let err = self.error(e);
+        tracing::warn!(error = %e, topic = %self.topic, key = %key, "kafka publish failed");
+        if !matches!(err, Error::Full { .. }) {
+            self.failed();
+        }
+        err
+    }
+
     fn timed_out(&self) -> Error {
         Error::Unavailable(format!(
             "kafka at {} did not acknowledge the push to {} within {:?}; is the broker reachable?",
@@ -145,32 +158,54 @@ fn create(config: &KafkaConfig) -> Result<FutureProducer, Error> {
 #[async_trait]
 impl Queue for KafkaQueue {
     async fn publish(&self, msg: PushMsg) -> Result<(), Error> {
+        self.enqueue(msg).await?.await
+    }
+
+    /// Hands the push to librdkafka's queue (waiting up to `delivery_timeout` for room in it);
+    /// the idempotent producer keeps that order per partition, retries included.
+    async fn enqueue<'a>(&'a self, msg: PushMsg) -> Result<Acked<'a>, Error> {
         let payload = msg.to_protobuf();
         let key = msg.partition_key();
-        let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
-        // The queue timeout bounds waiting for room in librdkafka's local queue; the delivery
-        // itself is bounded by message.timeout.ms. The outer timeout is a backstop only.
+        // The acknowledgement keeps this producer alive even if it is replaced meanwhile.
         let producer = self.producer();
-        let send = producer.send(record, Timeout::After(self.delivery_timeout));
-        match tokio::time::timeout(self.delivery_timeout + REPORT_GRACE, send).await {
-            Ok(Ok(_delivery)) => {
-                self.succeeded();
-                Ok(())
-            }
-            Ok(Err((e, _msg))) => {
-                let err = self.error(&e);
-                tracing::warn!(error = %e, topic = %self.topic, key = %key, "kafka publish failed");
-                // A full local queue is load, not a broken producer.
-                if !matches!(err, Error::Full { .. }) {
-                    self.failed();
+        let deadline = Instant::now() + self.delivery_timeout;
+        let mut record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
+        let delivery = loop {
+            match producer.send_result(record) {
+                Ok(delivery) => break delivery,
+                Err((e, back))
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull)
+                        && Instant::now() < deadline =>
+                {
+                    record = back;
+                    tokio::time::sleep(QUEUE_FULL_RETRY).await;
                 }
-                Err(err)
+                Err((e, _)) => return Err(self.refused(&e, &key)),
             }
-            Err(_) => {
-                tracing::warn!(topic = %self.topic, key = %key, timeout = ?self.delivery_timeout, "kafka publish timed out");
-                self.failed();
-                Err(self.timed_out())
+        };
+        Ok(Box::pin(async move {
+            // The delivery is bounded by message.timeout.ms; this outer timeout is a backstop.
+            let outcome = tokio::time::timeout(self.delivery_timeout + REPORT_GRACE, delivery).await;
+            drop(producer);
+            match outcome {
+                Ok(Ok(Ok(_delivery))) => {
+                    self.succeeded();
+                    Ok(())
+                }
+                Ok(Ok(Err((e, _msg)))) => Err(self.refused(&e, &key)),
+                Ok(Err(_canceled)) => {
+                    self.failed();
+                    Err(Error::Unavailable(format!(
+                        "the kafka producer for {} was dropped before it acknowledged the push",
+                        self.topic
+                    )))
+                }
+                Err(_) => {
+                    tracing::warn!(topic = %self.topic, key = %key, timeout = ?self.delivery_timeout, "kafka publish timed out");
+                    self.failed();
+                    Err(self.timed_out())
+                }
             }
-        }
+        }))
     }
 }
