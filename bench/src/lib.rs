@@ -8,10 +8,13 @@
 //!   [`long_poll`]), pushes through each server's HTTP API with send-time stamps ([`publisher`],
 //!   [`stamp`]), and sums the workers' counts and latency histograms ([`histogram`]) into the
 //!   scenarios' results ([`scenario`]), a Markdown table and PNG plots ([`report`]).
+//! - The floor (`goim-bench floor-server`, [`floor`]): not a push server, the least a program
+//!   does to write one frame to N connections; the limit fan-out is measured against.
 //! - The soak (`goim-bench soak`, [`soak`]): thousands of clients against the distributed mode
 //!   for an hour, checking every numbered push and sampling the servers' memory.
 
 pub mod fleet;
+pub mod floor;
 pub mod histogram;
 pub mod http;
 pub mod limits;

@@ -26,7 +26,8 @@ struct Cli {
 enum Cmd {
     /// The full benchmark: every scenario, goim-rs and the peers side by side.
     Run(Box<RunArgs>),
-    /// Every scenario against goim-rs at tiny sizes, in seconds; fails on any error.
+    /// Every scenario against goim-rs (and the room broadcast against the floor) at tiny
+    /// sizes, in seconds; fails on any error.
     Smoke(Common),
     /// Renders report.md and the plots again from <out>/results.json.
     Report {
@@ -36,6 +37,17 @@ enum Cmd {
     /// Holds many connections against the distributed mode under mixed traffic for a long time;
     /// prints lost pushes, disconnects and RSS over time (scripts/soak.sh runs it).
     Soak(Box<SoakArgs>),
+    /// Internal: the floor server (not a push server: writes each push's frame to every
+    /// connection, one thread per core), started by `run` for `--targets floor`.
+    #[command(hide = true)]
+    FloorServer {
+        #[arg(long)]
+        ws: std::net::SocketAddr,
+        #[arg(long)]
+        push: std::net::SocketAddr,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
     /// Internal: a load-generator worker, driven over stdio by `run` or `smoke`.
     #[command(hide = true)]
     Worker,
@@ -184,6 +196,16 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Cmd::FloorServer { ws, push, threads } = cli.command {
+        goim_bench::limits::raise_open_files();
+        return match goim_bench::floor::serve(ws, push, threads) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("goim-bench floor-server: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Cmd::SoakWorker = cli.command {
         return match goim_bench::soak::worker::main() {
             Ok(()) => ExitCode::SUCCESS,
@@ -240,7 +262,8 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         }
         Cmd::Smoke(c) => {
             let plan = Plan {
-                targets: vec![Kind::Goim],
+                // The floor too: its room broadcast must deliver everything as well.
+                targets: vec![Kind::Goim, Kind::Floor],
                 scenarios: vec![
                     Scenario::Idle,
                     Scenario::Room,
@@ -319,7 +342,9 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             eprintln!("soak: summary, soak.csv and plots in {}", plan.out.display());
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Worker | Cmd::SoakWorker => unreachable!("handled before the runtime starts"),
+        Cmd::Worker | Cmd::SoakWorker | Cmd::FloorServer { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
     }
 }
 

@@ -190,6 +190,7 @@ fn markdown(r: &Results, plots: &[(String, String)]) -> String {
     }
     targets(r, &mut o);
     side_by_side(r, &mut o);
+    floor(r, &mut o);
     positions(r, &mut o);
     steps(r, &mut o);
     if !plots.is_empty() {
@@ -333,6 +334,44 @@ fn side_by_side(r: &Results, o: &mut String) {
         }
         let _ = writeln!(o);
     }
+}
+
+/// Every server's room broadcast as ratios of the floor's, from the same run: p99 and the
+/// time to the last delivery at 1 push/s (lower is better, 1× is the limit), and loss-free
+/// delivered msgs/s (higher is better, 1× is the limit).
+fn floor(r: &Results, o: &mut String) {
+    let Some(floor) = r.room(Kind::Floor) else { return };
+    let _ = writeln!(o, "## Against the floor (room broadcast)\n");
+    let _ = writeln!(
+        o,
+        "The floor is not a push server: it writes each push's frame, encoded once, to every \
+         connection from one thread per core. p99 and max at 1 push/s as multiples of the floor's \
+         (1× is the limit); loss-free delivered msgs/s as a fraction of the floor's.\n"
+    );
+    let _ = writeln!(
+        o,
+        "| server | p99 at 1 push/s | × floor | max at 1 push/s | × floor | loss-free msgs/s | of floor |\n|---|---:|---:|---:|---:|---:|---:|"
+    );
+    let one = |s: &RateSeries| s.at_rate(1.0).map(|x| (x.p99_ms, x.max_ms));
+    let lossless = |s: &RateSeries| s.lossless().map(|b| b.delivered_per_sec).unwrap_or(0.0);
+    let (f_p99, f_max) = one(floor).unwrap_or((0.0, 0.0));
+    let f_msgs = lossless(floor);
+    for s in r.rates.iter().filter(|s| s.fanout == Fanout::Room && s.protocol == s.target.websocket()) {
+        let (p99, max) = one(s).unwrap_or((0.0, 0.0));
+        let msgs = lossless(s);
+        let _ = writeln!(
+            o,
+            "| {} | {:.1} ms | {} | {:.1} ms | {} | {:.0} | {} |",
+            label(s.target, s.protocol),
+            p99,
+            ratio(p99, f_p99),
+            max,
+            ratio(max, f_max),
+            msgs,
+            if f_msgs > 0.0 && msgs > 0.0 { format!("{:.2}", msgs / f_msgs) } else { "–".into() },
+        );
+    }
+    let _ = writeln!(o);
 }
 
 /// What message positions cost: each goim-rs form beside its positions-off baseline, step by

@@ -89,7 +89,8 @@ async fn run_idle(plan: &Plan, progress: &Progress, results: &mut Results) {
     let smallest = plan.idle_sizes.iter().copied().min().unwrap_or(0);
     // The kafka form of goim-rs holds connections in the same comet; it is measured for latency.
     // Positions cost nothing on an idle connection; the positions-off baselines are for pushes.
-    for &kind in plan.targets.iter().filter(|k| !k.is_distributed() && k.positions()) {
+    // The floor holds connections in no way worth measuring.
+    for &kind in plan.targets.iter().filter(|k| !k.is_distributed() && k.positions() && **k != Kind::Floor) {
         for (i, protocol) in protocols(plan, kind, false).into_iter().enumerate() {
             for &n in &plan.idle_sizes {
                 if i > 0 && n != smallest {

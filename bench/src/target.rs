@@ -31,6 +31,9 @@ pub enum Kind {
     GoimNoPositions,
     /// `goim-kafka` with message positions off (no history in Redis).
     GoimKafkaNoPositions,
+    /// Not a push server: the least a program does to write one frame to every connection
+    /// ([`crate::floor`]), the physical limit the others are measured against.
+    Floor,
     Nchan,
     Socketio,
 }
@@ -42,6 +45,7 @@ impl Kind {
             Kind::GoimKafka => "goim-rs kafka",
             Kind::GoimNoPositions => "goim-rs positions off",
             Kind::GoimKafkaNoPositions => "goim-rs kafka positions off",
+            Kind::Floor => "floor",
             Kind::Nchan => "nchan",
             Kind::Socketio => "socket.io",
         }
@@ -50,9 +54,11 @@ impl Kind {
     /// The WebSocket protocol the load generator speaks to it.
     pub fn websocket(self) -> Protocol {
         match self {
-            Kind::Goim | Kind::GoimKafka | Kind::GoimNoPositions | Kind::GoimKafkaNoPositions => {
-                Protocol::GoimWs
-            }
+            Kind::Goim
+            | Kind::GoimKafka
+            | Kind::GoimNoPositions
+            | Kind::GoimKafkaNoPositions
+            | Kind::Floor => Protocol::GoimWs,
             Kind::Nchan => Protocol::Nchan,
             Kind::Socketio => Protocol::Socketio,
         }
@@ -60,7 +66,7 @@ impl Kind {
 
     /// goim-rs in either form, with or without positions.
     pub fn is_goim(self) -> bool {
-        !matches!(self, Kind::Nchan | Kind::Socketio)
+        !matches!(self, Kind::Nchan | Kind::Socketio | Kind::Floor)
     }
 
     /// The distributed form (logic, comet and job through Redis and Kafka).
@@ -162,6 +168,7 @@ impl Target {
             Kind::GoimKafka | Kind::GoimKafkaNoPositions => {
                 target.instances.push(kafka::start(&opts.goim_bin, &dir, kind.positions())?)
             }
+            Kind::Floor => target.instances.push(start_floor(&dir)?),
             Kind::Nchan => target.instances.push(start_nchan(instances.max(1), &dir)?),
             Kind::Socketio => {
                 let script = dir.join("server.js");
@@ -215,7 +222,11 @@ impl Target {
     /// The API path that pushes to benchmark room `room`.
     pub fn room_path(&self, room: u32) -> String {
         match self.kind {
-            Kind::Goim | Kind::GoimKafka | Kind::GoimNoPositions | Kind::GoimKafkaNoPositions => {
+            Kind::Goim
+            | Kind::GoimKafka
+            | Kind::GoimNoPositions
+            | Kind::GoimKafkaNoPositions
+            | Kind::Floor => {
                 format!("/goim/push/room?operation={}&type=bench&room={room}", crate::protocol::PUSH_OP)
             }
             Kind::Nchan => format!("/pub/r{room}"),
@@ -326,6 +337,25 @@ heartbeat_timeout = "30m"
         .spawn()
         .with_context(|| format!("cannot start {}", bin.display()))?;
     Ok(Instance { child, tcp: Some(local(tcp)), ws: local(ws), push: local(http), others: Vec::new() })
+}
+
+/// The floor server: this executable's `floor-server`, one writer thread per core.
+fn start_floor(dir: &Path) -> Result<Instance> {
+    let (ws, push) = (free_port()?, free_port()?);
+    if ws == push {
+        bail!("port picking collided; run again");
+    }
+    let exe = std::env::current_exe().context("cannot find the goim-bench executable")?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let child = Command::new(exe)
+        .args(["floor-server", "--ws", &local(ws).to_string(), "--push", &local(push).to_string()])
+        .args(["--threads", &threads.to_string()])
+        .stdin(Stdio::null())
+        .stdout(log_file(dir, "floor.log")?)
+        .stderr(log_file(dir, "floor.err")?)
+        .spawn()
+        .context("cannot start the floor server")?;
+    Ok(Instance { child, tcp: None, ws: local(ws), push: local(push), others: Vec::new() })
 }
 
 const NCHAN_MODULE: &str = "/usr/lib/nginx/modules/ngx_nchan_module.so";
