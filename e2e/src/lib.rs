@@ -1,0 +1,82 @@
+//! goim-e2e: test support for the end-to-end suite, never shipped. Its main part is a test node:
+//! it joins the control plane as a Node and runs every pod bound to it as local processes, the
+//! way a kubelet would, as far as the suite needs (docs/e2e.md says what differs).
+//!
+//! - `node`: the Node object, its Lease and Ready heartbeat.
+//! - `sync`: the watch of this node's pods, one task per pod.
+//! - `pod`: a pod's sandbox, containers, status and end (deletion, shutdown).
+//! - `network`: the bridge, and per pod a network namespace, a veth pair and an address.
+//! - `volume` and `source`: ConfigMap, Secret, downward-API, projected and emptyDir volumes as
+//!   files, bind-mounted at their paths in a private mount namespace; env from the same sources.
+//! - `container`, `process`, `probe`, `status`: a container's process, restarts, probes and
+//!   hooks, and the pod status they add up to.
+
+mod config;
+mod container;
+mod env;
+mod network;
+mod node;
+mod pod;
+mod probe;
+mod process;
+mod source;
+mod status;
+mod sync;
+mod volume;
+
+use std::sync::Arc;
+
+use kube::Client;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{Cidr, Config, Error as ConfigError, Image};
+pub use network::Error as NetworkError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] config::Error),
+    #[error("the pod network: {0}")]
+    Network(#[from] network::Error),
+    #[error("registering the node: {0}")]
+    Register(#[source] kube::Error),
+}
+
+/// Runs the node until `shutdown`: registers it, runs its pods, and at shutdown kills every pod's
+/// processes, removes their namespaces and the bridge (and the Node, when configured).
+pub async fn run(config: Config, client: Client, shutdown: CancellationToken) -> Result<(), Error> {
+    config.validate()?;
+    let bridge = network::Bridge::ensure(&config.bridge, config.pod_cidr).await?;
+    let registered = match node::register(&client, &config).await {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = bridge.remove().await;
+            return Err(Error::Register(e));
+        }
+    };
+    tracing::info!(node = %config.node_name, cidr = %config.pod_cidr, bridge = %config.bridge, "node registered");
+    let tasks = TaskTracker::new();
+    tasks.spawn(node::heartbeat(client.clone(), config.clone(), registered, shutdown.clone()));
+    let ctx = Arc::new(pod::Context {
+        ipam: network::Ipam::new(config.pod_cidr),
+        client: client.clone(),
+        config,
+        bridge,
+    });
+    sync::run(ctx.clone(), &tasks, shutdown.clone()).await;
+    // Pod tasks see the same token: they kill their processes and remove their namespaces.
+    shutdown.cancel();
+    tasks.close();
+    tasks.wait().await;
+    if let Err(e) = ctx.bridge.remove().await {
+        tracing::warn!(error = %e, "bridge not removed");
+    }
+    if ctx.config.delete_node_on_exit
+        && let Err(e) = node::deregister(&client, &ctx.config.node_name).await
+    {
+        tracing::warn!(error = %e, "node not deleted");
+    }
+    tracing::info!("node stopped");
+    Ok(())
+}
