@@ -24,6 +24,8 @@ mod status;
 mod sync;
 mod volume;
 
+pub mod suite;
+
 use std::sync::Arc;
 
 use kube::Client;

@@ -11,7 +11,7 @@ pub fn example(name: &str) -> PushCluster {
 
 #[test]
 fn the_examples_parse_and_render() {
-    for (name, deployments) in [("minimal", 2), ("production", 3)] {
+    for (name, deployments) in [("minimal", 2), ("production", 3), ("distributed", 3)] {
         let mut pc = example(name);
         pc.metadata.namespace = Some("ns1".into());
         pc.metadata.uid = Some("0f7e9b8e-0000-4000-8000-000000000001".into());
