@@ -8,7 +8,7 @@
 set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
+cd "$root" || exit 1
 
 bash scripts/browser-setup.sh || { echo "browser tests: setup failed"; exit 1; }
 

@@ -50,7 +50,7 @@ step() {
     echo "=== $* ($((now - start))s)"
 }
 
-context_kind=head
+context_kind="head"
 case "${1:-}" in
     --worktree) context_kind=worktree ;;
     "") ;;
@@ -248,6 +248,7 @@ tar --numeric-owner -C "$mnt" -cf - . | tar --numeric-owner -xpf - -C "$exported
 "${bld[@]}" inspect --type image --format \
     '  user {{.OCIv1.Config.User}}, workdir {{.OCIv1.Config.WorkingDir}}, entrypoint {{.OCIv1.Config.Entrypoint}}, ports {{.OCIv1.Config.ExposedPorts}}' \
     "$image"
+# shellcheck disable=SC2016 # a Go template for buildah, not shell: $k and $v must stay literal
 "${bld[@]}" inspect --type image --format '{{range $k, $v := .OCIv1.Config.Labels}}  {{$k}}={{$v}}{{"\n"}}{{end}}' "$image"
 
 step "every binary's --version inside the exported filesystem (chroot, user 65532)"

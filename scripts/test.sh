@@ -40,6 +40,18 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "kind files: shellcheck of every script, e2e/kind/cluster.yaml with kind's own types (the manifests: tests/manifests.rs)"
+if ! command -v shellcheck >/dev/null; then
+    sudo_cmd=()
+    [ "$(id -u)" = 0 ] || sudo_cmd=(sudo -n)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq shellcheck >/dev/null
+fi
+shellcheck scripts/*.sh e2e/kind/*.sh
+# The Go module cache and build cache of scripts/k8s.sh; kind v0.32.0 from the Go module proxy.
+(cd e2e/kind/validate && GOMODCACHE="$tools/go/mod" GOCACHE="$tools/go/cache" GOTOOLCHAIN=local GOFLAGS=-mod=mod \
+    go run . ../cluster.yaml)
+
 step "the binaries without the kafka and redis features (no librdkafka, no Redis client): build and unit tests"
 cargo test -p goim --lib --bins --no-default-features --locked
 
