@@ -16,7 +16,7 @@ set -euo pipefail
 
 # ---------------------------------------------------------------------------------------- versions
 
-KUBE_VERSION=v1.37.2 # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
+KUBE_VERSION=v1.37.2 # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kube-proxy
 ETCD_VERSION=v3.7.3  # the 3.7 line: Kubernetes 1.37's etcd client is 3.7.0
 KWOK_VERSION=v0.8.0  # fake nodes; v0.8 has no built-in stages, ours are in kwok-stages.yaml
 HELM_VERSION=v4.3.1  # the chart tests (helm v4: the current major; v3 gets only fixes now)
@@ -50,7 +50,8 @@ wrapper() {
 }
 
 install_kube() {
-    local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl) c all=1
+    # kube-proxy: not for the control plane itself, for the e2e test node (docs/e2e.md).
+    local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl kube-proxy) c all=1
     for c in "${cmds[@]}"; do stamp_ok "$c" "$KUBE_VERSION" || all=0; done
     [ "$all" -eq 1 ] && return
     log "building Kubernetes $KUBE_VERSION (${cmds[*]}); cold: about 13 minutes on 2 cores"
@@ -344,7 +345,8 @@ show_logs() {
 installed() {
     local c
     for c in etcd:$ETCD_VERSION kwok:$KWOK_VERSION kube-apiserver:$KUBE_VERSION \
-        kube-controller-manager:$KUBE_VERSION kube-scheduler:$KUBE_VERSION kubectl:$KUBE_VERSION; do
+        kube-controller-manager:$KUBE_VERSION kube-scheduler:$KUBE_VERSION kubectl:$KUBE_VERSION \
+        kube-proxy:$KUBE_VERSION; do
         stamp_ok "${c%%:*}" "${c#*:}" || return 1
     done
 }
