@@ -299,6 +299,7 @@ KC
 # kwok manages the nodes annotated kwok.x-k8s.io/node=fake (and no other node).
 create_nodes() {
     local i taints=""
+    [ "$NODES" -gt 0 ] || return 0 # GOIM_K8S_NODES=0: pods go to a real node (scripts/e2e-local.sh)
     if [ "$TAINT" = true ]; then
         taints='  taints:
   - key: kwok.x-k8s.io/node

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Throwaway Redis and Apache Kafka (one KRaft broker+controller node) on 127.0.0.1 for the
 # backend tests, and the Python tools that act as a Kafka client we did not write.
+# GOIM_SERVICES_HOST binds them to another local address instead (scripts/e2e-local.sh: the
+# test node's bridge address, which its pods reach).
 #
 #   scripts/services.sh install                 install what is missing (nothing else)
 #   scripts/services.sh start   [redis|kafka]   install if missing, start (both by default), wait
@@ -41,7 +43,7 @@ java="${JAVA:-java}"
 kafka_jvm=("$java" -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true
     "-Dlog4j2.configurationFile=$kafka_home/log4j2.properties" -cp "$kafka_home/lib/*")
 venv="$tools/venv"
-host=127.0.0.1
+host="${GOIM_SERVICES_HOST:-127.0.0.1}"
 
 log() { echo "services: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -142,7 +144,7 @@ install_all() {
 # ---------------------------------------------------------------------------------------- helpers
 
 free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    python3 -c 'import socket; s = socket.socket(); s.bind(("'"$host"'", 0)); print(s.getsockname()[1])'
 }
 
 # The port a service used before (so a restart keeps it), unless something else took it since;
@@ -201,7 +203,11 @@ start_redis() {
     dir="$state/redis-data"
     rm -rf "$dir" && mkdir -p "$dir"
     # No persistence: an RDB or AOF would let data survive a restart that tests expect to lose.
-    redis-server --bind "$host" --port "$port" --dir "$dir" --save '' --appendonly no \
+    # Protected mode refuses every address but loopback without a password; GOIM_SERVICES_HOST
+    # is a local bridge address that only this machine's network namespaces reach.
+    local protected=yes
+    [ "$host" = 127.0.0.1 ] || protected=no
+    redis-server --bind "$host" --port "$port" --dir "$dir" --save '' --appendonly no --protected-mode "$protected" \
         --daemonize yes --pidfile "$state/redis.pid" --logfile "$state/redis.log" >/dev/null
     for _ in $(seq 1 50); do
         if [ -s "$state/redis.pid" ]; then break; fi

@@ -19,6 +19,8 @@ pub enum Error {
     NodeName(String),
     #[error("image: {0:?} is not `IMAGE=DIR`")]
     Image(String),
+    #[error("kube_proxy needs kubeconfig (the file kube-proxy reads)")]
+    KubeProxyConfig,
 }
 
 /// The test node's settings. [`Config::new`] gives the defaults a single node uses.
@@ -40,6 +42,15 @@ pub struct Config {
     pub taints: Vec<Taint>,
     /// Given to pods as KUBERNETES_SERVICE_HOST/PORT (an address pods can reach the API server at).
     pub kubernetes_service: Option<SocketAddr>,
+    /// The API server's `host:port` (the kubeconfig's server): forwarded from the bridge address,
+    /// port 443, which pods reach as `kubernetes.default.svc` (src/proxy.rs). `None`: pods get no
+    /// API server unless `kubernetes_service` says where one is.
+    pub api_server: Option<String>,
+    /// kube-proxy's binary: run and supervised in nftables mode for Service traffic (one node per
+    /// host). `None`: Services carry no traffic; only their names resolve.
+    pub kube_proxy: Option<PathBuf>,
+    /// The kubeconfig file kube-proxy uses (the node's own).
+    pub kubeconfig: Option<PathBuf>,
     /// Delete the Node object on shutdown (a kubelet keeps it; tests clean up).
     pub delete_node_on_exit: bool,
     /// The node Lease's duration; it is renewed every quarter of it.
@@ -58,6 +69,9 @@ impl Config {
             labels: BTreeMap::new(),
             taints: Vec::new(),
             kubernetes_service: None,
+            api_server: None,
+            kube_proxy: None,
+            kubeconfig: None,
             delete_node_on_exit: false,
             lease_duration: Duration::from_secs(40),
         }
@@ -72,6 +86,9 @@ impl Config {
         let b = &self.bridge;
         if b.is_empty() || b.len() > 15 || !b.chars().all(|c| dns(c) && c != '.') {
             return Err(Error::Bridge(b.clone()));
+        }
+        if self.kube_proxy.is_some() && self.kubeconfig.is_none() {
+            return Err(Error::KubeProxyConfig);
         }
         Ok(())
     }

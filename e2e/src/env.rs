@@ -14,7 +14,8 @@ const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 pub struct Addresses<'a> {
     pub pod_ip: &'a str,
     pub host_ip: &'a str,
-    pub kubernetes_service: Option<std::net::SocketAddr>,
+    /// KUBERNETES_SERVICE_HOST and _PORT.
+    pub kubernetes_service: Option<(String, u16)>,
 }
 
 pub async fn resolve(
@@ -24,8 +25,8 @@ pub async fn resolve(
     a: &Addresses<'_>,
 ) -> Result<Vars, source::Error> {
     let mut vars: Vars = vec![("PATH".into(), PATH.into()), ("HOSTNAME".into(), pod.name_any())];
-    if let Some(addr) = a.kubernetes_service {
-        let (host, port) = (addr.ip().to_string(), addr.port().to_string());
+    if let Some((host, port)) = &a.kubernetes_service {
+        let (host, port) = (host.clone(), port.to_string());
         set(&mut vars, "KUBERNETES_SERVICE_HOST", host.clone());
         set(&mut vars, "KUBERNETES_SERVICE_PORT", port.clone());
         set(&mut vars, "KUBERNETES_PORT", format!("tcp://{host}:{port}"));

@@ -38,6 +38,14 @@ struct Args {
     /// The API server's address as pods should see it (KUBERNETES_SERVICE_HOST/PORT).
     #[arg(long, env = "GOIM_E2E_KUBERNETES_SERVICE")]
     kubernetes_service: Option<SocketAddr>,
+    /// kube-proxy's binary, run in nftables mode for ClusterIP traffic (one node per host runs it);
+    /// without it Service names resolve in pods but ClusterIPs carry nothing.
+    #[arg(long, env = "GOIM_E2E_KUBE_PROXY")]
+    kube_proxy: Option<PathBuf>,
+    /// Do not forward the API server to pods (at the bridge address, port 443, as
+    /// kubernetes.default.svc).
+    #[arg(long)]
+    no_api_forward: bool,
     /// Delete the Node object on exit.
     #[arg(long)]
     delete_node_on_exit: bool,
@@ -49,7 +57,7 @@ fn taint(s: &str) -> anyhow::Result<Taint> {
     Ok(Taint { key: key.to_owned(), value, effect: effect.to_owned(), time_added: None })
 }
 
-fn config(args: Args) -> anyhow::Result<Config> {
+fn config(args: Args, kube: &kube::Config) -> anyhow::Result<Config> {
     let mut c = Config::new(args.name);
     c.pod_cidr = args.pod_cidr;
     c.bridge = args.bridge;
@@ -63,6 +71,15 @@ fn config(args: Args) -> anyhow::Result<Config> {
     }
     c.taints = args.taints.iter().map(|t| taint(t)).collect::<anyhow::Result<_>>()?;
     c.kubernetes_service = args.kubernetes_service;
+    if !args.no_api_forward {
+        let server = kube.cluster_url.to_string();
+        c.api_server = Some(
+            goim_e2e::api_upstream(&server)
+                .with_context(|| format!("the API server {server} is not https"))?,
+        );
+    }
+    c.kube_proxy = args.kube_proxy;
+    c.kubeconfig = std::env::var_os("KUBECONFIG").map(PathBuf::from);
     c.delete_node_on_exit = args.delete_node_on_exit;
     c.validate()?;
     Ok(c)
@@ -75,14 +92,16 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let config = match config(Args::parse()) {
+    let args = Args::parse();
+    let kube = kube::Config::infer().await.context("no kubeconfig (KUBECONFIG)")?;
+    let config = match config(args, &kube) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("goim-e2e-node: {e:#}");
             std::process::exit(64);
         }
     };
-    let client = kube::Client::try_default().await.context("no kubeconfig (KUBECONFIG)")?;
+    let client = kube::Client::try_from(kube).context("an API client from the kubeconfig")?;
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {

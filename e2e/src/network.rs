@@ -114,6 +114,8 @@ impl PodNetwork {
         ip(&["link", "add", &self.host_veth, "type", "veth", "peer", "name", peer]).await?;
         ip(&["link", "set", peer, "netns", ns]).await?;
         ip(&["link", "set", &self.host_veth, "master", &bridge.name, "up"]).await?;
+        // A pod reaching itself through its Service's ClusterIP: the bridge sends it back.
+        ip(&["link", "set", &self.host_veth, "type", "bridge_slave", "hairpin", "on"]).await?;
         ip(&["-n", ns, "link", "set", peer, "name", "eth0"]).await?;
         ip(&["-n", ns, "addr", "add", &addr, "dev", "eth0"]).await?;
         ip(&["-n", ns, "link", "set", "eth0", "up"]).await?;

@@ -19,6 +19,7 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::container::{Container, State, Stop};
 use crate::env::{self, Addresses};
+use crate::names::Names;
 use crate::network::{Bridge, Ipam, PodNetwork};
 use crate::probe::Target;
 use crate::process::{self, Spawn};
@@ -32,6 +33,7 @@ pub struct Context {
     pub config: Config,
     pub bridge: Bridge,
     pub ipam: Ipam,
+    pub names: Arc<Names>,
 }
 
 /// Why a pod's containers stop.
@@ -81,6 +83,7 @@ pub async fn run(
         } else if pod.borrow().metadata.deletion_timestamp.is_some() {
             delete(&ctx.client, &p).await;
         }
+        ctx.names.remove(&p.uid().unwrap_or_default());
         ctx.ipam.release(ip);
         if let Err(e) = std::fs::remove_dir_all(&dir)
             && e.kind() != std::io::ErrorKind::NotFound
@@ -125,18 +128,35 @@ async fn containers(
     let sources = Sources::new(ctx.client.clone(), pod);
     let (pod_ip, host_ip) = (net.ip.to_string(), ctx.config.pod_cidr.gateway().to_string());
     let volumes = volume::write_all(&sources, pod, dir, &pod_ip, &host_ip).await?;
+    let spec = pod.spec.clone().unwrap_or_default();
+    // The pod's hostname and the cluster's Service names, as the kubelet's /etc/hosts and
+    // cluster DNS would give them.
+    let hostname = spec.hostname.clone().unwrap_or_else(|| pod.name_any());
+    let (hosts, resolv) = ctx.names.add(
+        &pod.uid().unwrap_or_default(),
+        dir,
+        &pod.namespace().unwrap_or_default(),
+        &hostname,
+        net.ip,
+    )?;
+    let name_mounts = [(hosts, "/etc/hosts"), (resolv, "/etc/resolv.conf")]
+        .map(|(source, target)| volume::Mount { source, target: target.into(), read_only: false });
     let logs = ctx.config.state_dir.join("logs");
     std::fs::create_dir_all(&logs)?;
-    let spec = pod.spec.clone().unwrap_or_default();
     let grace = Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
-    let addresses =
-        Addresses { pod_ip: &pod_ip, host_ip: &host_ip, kubernetes_service: ctx.config.kubernetes_service };
+    let kubernetes_service = match (ctx.config.kubernetes_service, &ctx.config.api_server) {
+        (Some(addr), _) => Some((addr.ip().to_string(), addr.port())),
+        (None, Some(_)) => Some(("kubernetes.default.svc".to_owned(), crate::proxy::API_PORT)),
+        (None, None) => None,
+    };
+    let addresses = Addresses { pod_ip: &pod_ip, host_ip: &host_ip, kubernetes_service };
     // One for the pod: every container's change wakes the pod's status writer.
     let changed = Arc::new(Notify::new());
     let mut out = Vec::new();
     for c in spec.containers {
         let vars = env::resolve(&sources, pod, &c, &addresses).await?;
-        let mounts = volume::mounts(&c, &volumes)?;
+        let mut mounts = name_mounts.to_vec();
+        mounts.extend(volume::mounts(&c, &volumes)?);
         let image_dir = c.image.as_deref().and_then(|i| ctx.config.image_dir(i)).map(Path::to_path_buf);
         let argv: Vec<String> = c
             .command
@@ -157,7 +177,7 @@ async fn containers(
                     env: vars.clone(),
                     netns: net.netns_path(),
                     mounts,
-                    hostname: pod.name_any(),
+                    hostname: hostname.clone(),
                     workdir: c.working_dir.as_ref().map(PathBuf::from),
                     log,
                 }),
@@ -208,7 +228,11 @@ async fn supervise(
         if let Err(e) =
             api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(patch)).await
         {
-            tracing::debug!(error = %e, "status not written");
+            // A refused status (422) is a bug of this node, not a race: say so loudly.
+            match &e {
+                kube::Error::Api(s) if s.code == 422 => tracing::warn!(error = %e, "status refused"),
+                _ => tracing::debug!(error = %e, "status not written"),
+            }
         }
     };
     let end = loop {

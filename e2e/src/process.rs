@@ -46,6 +46,9 @@ pub fn resolve(program: &str, image_dir: Option<&Path>) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file())
 }
 
+/// Where the child keeps its mount sources' descriptors, one per mount from here up.
+const MOUNT_FD: libc::c_int = 900;
+
 fn cstring(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
@@ -59,10 +62,22 @@ pub fn spawn(s: &Spawn) -> io::Result<Child> {
     // Held open until the spawn returns: the child joins it by descriptor.
     let netns = std::fs::File::open(&s.netns)?;
     let netns_fd = netns.as_raw_fd();
-    let mounts: Vec<(CString, CString, bool)> = s
+    // Each source is mounted by descriptor (`/proc/self/fd/N`), all of them opened in the new
+    // mount namespace before the first mount: a mount over a parent of a later source (an
+    // emptyDir at /tmp, with the node's files under /tmp) would otherwise hide it. The child
+    // puts them at fixed numbers from MOUNT_FD (the parent's descriptors there are all
+    // close-on-exec, so nothing the program needs); they close at exec.
+    for m in &s.mounts {
+        std::fs::metadata(&m.source).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", m.source.display())))?;
+    }
+    let mounts: Vec<(CString, CString, CString, bool)> = s
         .mounts
         .iter()
-        .map(|m| Ok((cstring(&m.source)?, cstring(&m.target)?, m.read_only)))
+        .enumerate()
+        .map(|(i, m)| {
+            let by_fd = PathBuf::from(format!("/proc/self/fd/{}", MOUNT_FD + i as libc::c_int));
+            Ok((cstring(&m.source)?, cstring(&by_fd)?, cstring(&m.target)?, m.read_only))
+        })
         .collect::<io::Result<_>>()?;
     let hostname = s.hostname.clone().into_bytes();
     let workdir = s.workdir.as_deref().map(cstring).transpose()?;
@@ -87,9 +102,22 @@ pub fn spawn(s: &Spawn) -> io::Result<Child> {
             // Nothing mounted here propagates back to the host.
             let none = std::ptr::null();
             check(libc::mount(none, root.as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, none.cast()))?;
-            for (source, target, read_only) in &mounts {
+            for (i, (source, ..)) in mounts.iter().enumerate() {
+                let fd = libc::open(source.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let want = MOUNT_FD + i as libc::c_int;
+                if fd != want {
+                    if libc::dup3(fd, want, libc::O_CLOEXEC) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    libc::close(fd);
+                }
+            }
+            for (_, by_fd, target, read_only) in &mounts {
                 check(libc::mount(
-                    source.as_ptr(),
+                    by_fd.as_ptr(),
                     target.as_ptr(),
                     none,
                     libc::MS_BIND | libc::MS_REC,

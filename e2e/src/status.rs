@@ -58,7 +58,6 @@ impl PodStatus {
             "hostIP": self.host_ip,
             "hostIPs": [{ "ip": self.host_ip }],
             "startTime": Time(self.start_time),
-            "qosClass": "BestEffort",
             "conditions": conditions,
             "containerStatuses": statuses,
         });

@@ -3,6 +3,8 @@
 //! ServiceAccount volume; its probes drive its Ready condition and the Service's EndpointSlice;
 //! deletion runs preStop, delivers SIGTERM and the object goes within the grace period; exits
 //! and liveness failures restart the container; the node's shutdown removes what it made.
+//! A second node, with kube-proxy, carries Service traffic: a ClusterIP from the host and by
+//! name from a pod, the API server from a pod, and an unready endpoint leaving both.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -138,8 +140,8 @@ wait";
                 startup_probe: Some(Probe {
                     tcp_socket: Some(TCPSocketAction { port: http(), host: None }),
                     period_seconds: Some(1),
-                    // http.server listens only after socket.getfqdn(), which waits for the
-                    // resolver's timeout (about 10 s): pods have no DNS here (docs/e2e.md).
+                    // http.server listens only after socket.getfqdn(): quick, since the pod's
+                    // /etc/hosts has its name and its resolv.conf fails at once (docs/e2e.md).
                     failure_threshold: Some(60),
                     ..Default::default()
                 }),
@@ -437,5 +439,308 @@ async fn pods_run_in_their_namespaces_follow_their_probes_and_stop_gracefully() 
     }
     let state = std::fs::read_dir(config.state_dir.join("pods")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(state, 0, "no pod directories left");
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// The client pod's probe of its names, Services and the API server, written every 300 ms.
+const CLIENT: &str = r#"
+import json, os, socket, ssl, time, urllib.request
+ns = os.environ["NS"]
+sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+while True:
+    out = {"self": socket.gethostbyname(socket.gethostname())}
+    for name in ["echo", "echo." + ns, "echo." + ns + ".svc", "echo." + ns + ".svc.cluster.local"]:
+        try:
+            out[name] = urllib.request.urlopen("http://" + name + "/name", timeout=2).read().decode().strip()
+        except Exception as e:
+            out[name] = "error: %s" % e
+    try:
+        url = "https://%s:%s/api" % (os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"])
+        token = open(sa + "/token").read()
+        req = urllib.request.Request(url, headers={"Authorization": "Bearer " + token})
+        ctx = ssl.create_default_context(cafile=sa + "/ca.crt")
+        out["api"] = urllib.request.urlopen(req, context=ctx, timeout=3).status
+    except Exception as e:
+        out["api"] = "error: %s" % e
+    with open("/srv/e2e-svc/client.tmp", "w") as f:
+        json.dump(out, f)
+    os.replace("/srv/e2e-svc/client.tmp", "/srv/e2e-svc/client")
+    time.sleep(0.3)
+"#;
+
+fn log_volume(scene: &Scene) -> (Volume, VolumeMount) {
+    (
+        Volume {
+            name: "log".into(),
+            host_path: Some(HostPathVolumeSource { path: scene.log.display().to_string(), type_: None }),
+            ..Default::default()
+        },
+        VolumeMount { name: "log".into(), mount_path: "/srv/e2e-svc".into(), ..Default::default() },
+    )
+}
+
+/// An HTTP server answering `/name` with its pod's name; Ready while the test's file for it exists.
+fn echo_pod(scene: &Scene, name: &str) -> Pod {
+    let (log, log_mount) = log_volume(scene);
+    let script = "echo $HOSTNAME > /srv/e2e-svc-www/name; exec python3 -m http.server 8080 --bind 0.0.0.0 --directory /srv/e2e-svc-www";
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(BTreeMap::from([("app".into(), "echo".into())])),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some(scene.config.node_name.clone()),
+            termination_grace_period_seconds: Some(1),
+            automount_service_account_token: Some(false),
+            containers: vec![Container {
+                name: "echo".into(),
+                image: Some("python:3.11".into()),
+                command: Some(vec!["/bin/sh".into(), "-c".into(), script.into()]),
+                ports: Some(vec![ContainerPort {
+                    name: Some("http".into()),
+                    container_port: 8080,
+                    ..Default::default()
+                }]),
+                readiness_probe: Some(Probe {
+                    exec: Some(ExecAction {
+                        command: Some(vec![
+                            "/bin/sh".into(),
+                            "-c".into(),
+                            "test -f /srv/e2e-svc/ready-$HOSTNAME".into(),
+                        ]),
+                    }),
+                    period_seconds: Some(1),
+                    failure_threshold: Some(1),
+                    ..Default::default()
+                }),
+                // An emptyDir over /tmp, mounted first: the sources of the later mounts (this
+                // test's state and log directories) are under the host's /tmp.
+                volume_mounts: Some(vec![
+                    VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() },
+                    VolumeMount {
+                        name: "www".into(),
+                        mount_path: "/srv/e2e-svc-www".into(),
+                        ..Default::default()
+                    },
+                    log_mount,
+                ]),
+                ..Default::default()
+            }],
+            volumes: Some(vec![
+                Volume { name: "tmp".into(), empty_dir: Some(Default::default()), ..Default::default() },
+                Volume { name: "www".into(), empty_dir: Some(Default::default()), ..Default::default() },
+                log,
+            ]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn client_pod(scene: &Scene) -> Pod {
+    let (log, log_mount) = log_volume(scene);
+    Pod {
+        metadata: meta("client"),
+        spec: Some(PodSpec {
+            node_name: Some(scene.config.node_name.clone()),
+            termination_grace_period_seconds: Some(1),
+            containers: vec![Container {
+                name: "client".into(),
+                image: Some("python:3.11".into()),
+                command: Some(vec!["python3".into(), "-c".into(), CLIENT.into()]),
+                env: Some(vec![EnvVar {
+                    name: "NS".into(),
+                    value: Some(scene.ns.clone()),
+                    ..Default::default()
+                }]),
+                volume_mounts: Some(vec![log_mount]),
+                ..Default::default()
+            }],
+            volumes: Some(vec![log]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn service(name: &str, headless: bool) -> Service {
+    Service {
+        metadata: meta(name),
+        spec: Some(ServiceSpec {
+            selector: Some(BTreeMap::from([("app".into(), "echo".into())])),
+            cluster_ip: headless.then(|| "None".into()),
+            ports: Some(vec![ServicePort {
+                port: 80,
+                target_port: Some(IntOrString::String("http".into())),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Which pod answers `GET /name` at `ip:80`, over a new connection (`None`: no echo pod did;
+/// a pod Ready before its server listens refuses).
+async fn who(ip: Ipv4Addr) -> Option<String> {
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect((ip, 80)).await.ok()?;
+        s.write_all(format!("GET /name HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes()).await.ok()?;
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).await.ok()?;
+        // Only python's http.server in an echo pod: an unrouted address may meet a proxy of the
+        // machine's own network outside.
+        let body = reply.strip_prefix("HTTP/1.0 200")?.split("\r\n\r\n").nth(1)?.trim().to_owned();
+        body.starts_with("echo-").then_some(body)
+    };
+    tokio::time::timeout(Duration::from_secs(2), fetch).await.ok().flatten()
+}
+
+async fn services_scenario(client: &Client, scene: &Scene) {
+    let ns = scene.ns.as_str();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let echo = services.create(&PostParams::default(), &service("echo", false)).await.unwrap();
+    services.create(&PostParams::default(), &service("echo-headless", true)).await.unwrap();
+    let cluster_ip: Ipv4Addr = echo.spec.unwrap().cluster_ip.unwrap().parse().unwrap();
+    for name in ["echo-a", "echo-b"] {
+        std::fs::write(scene.log.join(format!("ready-{name}")), b"").unwrap();
+        create_pod(client, ns, &echo_pod(scene, name)).await;
+    }
+    let client_uid = create_pod(client, ns, &client_pod(scene)).await.uid().unwrap();
+    let mut ips = BTreeMap::new();
+    for name in ["echo-a", "echo-b"] {
+        let p = until(60, &format!("{name} to be Ready"), || async {
+            let p = pods.get(name).await.unwrap();
+            condition(&p, "Ready").then_some(p)
+        })
+        .await;
+        ips.insert(name, p.status.unwrap().pod_ip.unwrap());
+    }
+
+    // The host reaches the ClusterIP (kube-proxy's nftables rules), and both endpoints answer.
+    until(60, "the ClusterIP to answer from the host", || async { who(cluster_ip).await }).await;
+    // kube-proxy follows the EndpointSlice within its sync period: both pods, within 30 s.
+    let both: std::collections::BTreeSet<String> = ["echo-a", "echo-b"].map(String::from).into();
+    let seen = parking_lot::Mutex::new(std::collections::BTreeSet::new());
+    until(30, "both ready endpoints to answer at the ClusterIP", || async {
+        for _ in 0..20 {
+            let w = who(cluster_ip).await;
+            seen.lock().extend(w);
+        }
+        (*seen.lock() == both).then_some(())
+    })
+    .await;
+
+    // In a pod: its own name, the Service by every name a resolver would complete, and the API
+    // server at kubernetes.default.svc with TLS verified against the cluster CA and the token.
+    let client_ip = until(60, "the client pod's IP", || async {
+        pods.get("client").await.unwrap().status.and_then(|s| s.pod_ip)
+    })
+    .await;
+    let names = [
+        "echo".to_owned(),
+        format!("echo.{ns}"),
+        format!("echo.{ns}.svc"),
+        format!("echo.{ns}.svc.cluster.local"),
+    ];
+    let report = until(60, "the client pod to reach the Service by name and the API server", || async {
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(scene.log.join("client")).ok()?).ok()?;
+        let served = names.iter().all(|n| r[n.as_str()].as_str().is_some_and(|v| v.starts_with("echo-")));
+        (served && r["api"] == 200).then_some(r)
+    })
+    .await;
+    assert_eq!(report["self"], client_ip.as_str(), "the pod's hostname is its own address: {report}");
+
+    // The headless Service is listed at its ready endpoints, in the client pod's /etc/hosts.
+    let hosts = scene.config.state_dir.join("pods").join(&client_uid).join("etc-hosts");
+    let headless = |ip: &str| format!("{ip}\techo-headless.{ns}.svc");
+    let text = std::fs::read_to_string(&hosts).unwrap();
+    assert!(text.contains(&headless(&ips["echo-a"])) && text.contains(&headless(&ips["echo-b"])), "{text}");
+
+    // An unready endpoint leaves the rotation and the headless name.
+    std::fs::remove_file(scene.log.join("ready-echo-b")).unwrap();
+    until(30, "echo-b to be unready", || async {
+        (!condition(&pods.get("echo-b").await.unwrap(), "Ready")).then_some(())
+    })
+    .await;
+    until(30, "only echo-a behind the ClusterIP", || async {
+        for _ in 0..20 {
+            if who(cluster_ip).await.as_deref() != Some("echo-a") {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    until(10, "echo-b to leave the headless name", || async {
+        let text = std::fs::read_to_string(&hosts).unwrap();
+        (!text.contains(&headless(&ips["echo-b"])) && text.contains(&headless(&ips["echo-a"]))).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane (scripts/k8s.sh start), its kube-proxy and root"]
+async fn services_carry_traffic_and_their_names_resolve_in_pods() {
+    let client = client().await;
+    let kube = kube::Config::infer().await.unwrap();
+    let bin = std::env::var("GOIM_K8S_BIN").expect("GOIM_K8S_BIN (scripts/k8s.sh env)");
+    let kube_proxy = PathBuf::from(bin).join("kube-proxy");
+    assert!(kube_proxy.is_file(), "{} is missing: bash scripts/k8s.sh install", kube_proxy.display());
+    let id = std::process::id();
+    let mut config = Config::new(format!("e2e-node-svc-{id}"));
+    config.pod_cidr = format!("10.251.{}.0/24", id % 250).parse().unwrap();
+    config.bridge = format!("gs2e{id}");
+    let base = std::env::temp_dir().join(format!("goim-e2e-node-svc-{id}"));
+    config.state_dir = base.join("state");
+    config.images = vec!["python=/usr/bin".parse().unwrap()];
+    config.taints =
+        vec![Taint { key: "goim-rs.io/e2e-test".into(), effect: "NoSchedule".into(), ..Default::default() }];
+    config.delete_node_on_exit = true;
+    config.api_server = goim_e2e::api_upstream(&kube.cluster_url.to_string());
+    config.kube_proxy = Some(kube_proxy);
+    config.kubeconfig = std::env::var_os("KUBECONFIG").map(PathBuf::from);
+    let log = base.join("log");
+    std::fs::create_dir_all(&log).unwrap();
+
+    let shutdown = CancellationToken::new();
+    let node = tokio::spawn(goim_e2e::run(config.clone(), client.clone(), shutdown.clone()));
+    let nodes: Api<Node> = Api::all(client.clone());
+    let name = config.node_name.clone();
+    until(30, "the node to be registered Ready", || async {
+        let n = nodes.get_opt(&name).await.unwrap()?;
+        n.status?.conditions?.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
+    })
+    .await;
+    let ns = format!("e2e-node-svc-{id}");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(&PostParams::default(), &Namespace { metadata: meta(&ns), ..Default::default() })
+        .await
+        .unwrap();
+    let scene = Scene { ns: ns.clone(), config: config.clone(), log };
+    let outcome = std::panic::AssertUnwindSafe(services_scenario(&client, &scene)).catch_unwind().await;
+
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(30), node).await;
+    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+    let _ = std::fs::remove_dir("/srv/e2e-svc");
+    let _ = std::fs::remove_dir("/srv/e2e-svc-www");
+    if let Err(panic) = outcome {
+        let kp =
+            std::fs::read_to_string(config.state_dir.join("kube-proxy/kube-proxy.log")).unwrap_or_default();
+        eprintln!(
+            "kube-proxy's log (last 40 lines):\n{}",
+            kp.lines().rev().take(40).collect::<Vec<_>>().join("\n")
+        );
+        std::panic::resume_unwind(panic);
+    }
+    stopped.expect("the node stopped within 30 s").expect("the node task").expect("the node ran");
+    let table =
+        std::process::Command::new("nft").args(["list", "table", "ip", "kube-proxy"]).output().unwrap();
+    assert!(!table.status.success(), "kube-proxy's nft table is removed at shutdown");
     let _ = std::fs::remove_dir_all(&base);
 }
