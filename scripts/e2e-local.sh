@@ -56,6 +56,14 @@ if ! command -v nft >/dev/null || ! command -v conntrack >/dev/null; then
 fi
 
 mkdir -p "$state"
+# A node an earlier run left (--keep, or a killed script) would share the bridge and the nft table.
+if [ -s "$state/node.pid" ] && kill -0 "$(cat "$state/node.pid")" 2>/dev/null; then
+    echo "e2e-local: stopping the node an earlier run left (pid $(cat "$state/node.pid"))"
+    kill -TERM "$(cat "$state/node.pid")"
+    for _ in $(seq 1 60); do kill -0 "$(cat "$state/node.pid")" 2>/dev/null || break; sleep 0.5; done
+fi
+GOIM_SERVICES_DIR="$state/services" GOIM_SERVICES_HOST="$bridge_ip" bash scripts/services.sh stop >/dev/null 2>&1 || true
+GOIM_K8S_DIR="$state/k8s" bash scripts/k8s.sh stop >/dev/null 2>&1 || true
 node_pid=""
 cleanup() {
     local rc=$?

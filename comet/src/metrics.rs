@@ -6,6 +6,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+/// The `transport` label's values for client connections.
+pub const TRANSPORTS: [&str; 4] = ["tcp", "ws", "wss", "long_poll"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransportLabel {
     pub transport: &'static str,
@@ -84,6 +87,11 @@ pub struct ResultLabel {
 impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("goim_comet");
+        // Every transport's gauge from the start, at 0: a fresh comet reports that it holds no
+        // connections, rather than no reading (the operator's autoscaler tells the two apart).
+        for transport in TRANSPORTS {
+            let _ = self.connections.get_or_create(&TransportLabel { transport });
+        }
         r.register("connections", "Authenticated connections held", self.connections.clone());
         r.register("accepted", "Sockets accepted", self.accepted.clone());
         r.register("authenticated", "Connections that passed auth", self.authenticated.clone());
@@ -155,5 +163,22 @@ impl Metrics {
 
     pub fn logic_error(&self, kind: &'static str) {
         self.logic_errors.get_or_create(&KindLabel { kind }).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_comet_reports_zero_connections_on_every_transport() {
+        let mut registry = Registry::default();
+        Metrics::default().register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for t in TRANSPORTS {
+            let line = format!("goim_comet_connections{{transport=\"{t}\"}} 0");
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
     }
 }

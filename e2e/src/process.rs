@@ -68,7 +68,8 @@ pub fn spawn(s: &Spawn) -> io::Result<Child> {
     // puts them at fixed numbers from MOUNT_FD (the parent's descriptors there are all
     // close-on-exec, so nothing the program needs); they close at exec.
     for m in &s.mounts {
-        std::fs::metadata(&m.source).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", m.source.display())))?;
+        std::fs::metadata(&m.source)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", m.source.display())))?;
     }
     let mounts: Vec<(CString, CString, CString, bool)> = s
         .mounts

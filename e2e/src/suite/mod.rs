@@ -168,6 +168,10 @@ async fn setup(client: Client, o: &Options) -> Result<(Env, Vec<String>)> {
     let api = cluster.service(&names.logic_service(), "http").await?;
     let dial = Arc::new(Dial { tcp, ws, jwt_secret });
     cases::probe_dial(dial.clone()).await.context("a client through the comet Service")?;
+    let pusher = Pusher::new(api, push_token)?;
+    // Ready pods are in the EndpointSlices at once, in the Service's proxy rules a moment later
+    // (until then a ClusterIP refuses): the push API answers before the cases start.
+    let answered = pusher.until_answering(Duration::from_secs(60)).await.context("the logic Service")?;
     let lines = vec![
         format!(
             "{} Ready in {:.0} s: {comets} comets, {} logic, {} job",
@@ -176,9 +180,12 @@ async fn setup(client: Client, o: &Options) -> Result<(Env, Vec<String>)> {
             cluster.get().await?.spec.logic.replicas,
             cluster.get().await?.spec.job.replicas
         ),
-        format!("comet Service tcp {tcp}, websocket {ws}; logic API {api}"),
+        format!(
+            "comet Service tcp {tcp}, websocket {ws}; logic API {api} (answering {:.1} s after Ready)",
+            answered.as_secs_f64()
+        ),
     ];
-    Ok((Env { pusher: Pusher::new(api, push_token)?, cluster, dial }, lines))
+    Ok((Env { pusher, cluster, dial }, lines))
 }
 
 /// The results as a table, one line per case and its details under it.

@@ -69,6 +69,22 @@ impl Pusher {
         Ok(())
     }
 
+    /// Retries a broadcast no client takes (op 1000 to nobody yet) until logic accepts one, or
+    /// fails after `within`; returns how long that took.
+    pub async fn until_answering(&self, within: Duration) -> Result<Duration> {
+        let t0 = tokio::time::Instant::now();
+        loop {
+            match self.all("m probe".into()).await {
+                Ok(()) => return Ok(t0.elapsed()),
+                Err(e) if t0.elapsed() >= within => {
+                    return Err(e.context(format!("no answer within {} s", within.as_secs())));
+                }
+                Err(e) => tracing::debug!(error = %e, "logic API not answering yet"),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     pub async fn keys(&self, keys: &[&str], body: String) -> Result<()> {
         let q: String = keys.iter().map(|k| format!("&keys={k}")).collect();
         self.post(format!("/goim/push/keys?operation={OP}{q}"), body).await
