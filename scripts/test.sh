@@ -9,7 +9,8 @@
 #
 # Steps: the control plane's one-time build starts in the background (it is the longest install);
 # formatting and lints; Redis and Kafka; the control plane; the Rust tests including the ones
-# that need services (`--include-ignored`); the browser tests; a bounded fuzz run of every fuzz
+# that need services (`--include-ignored`); the end-to-end suite on its own control plane and test
+# node (scripts/e2e-local.sh); the browser tests; a bounded fuzz run of every fuzz
 # target (FUZZ_SECONDS each); the benchmark tool's smoke run. Each step prints the seconds since the start.
 set -euo pipefail
 
@@ -34,6 +35,14 @@ if ! pkg-config --exists openssl 2>/dev/null; then
     [ "$(id -u)" = 0 ] || sudo_cmd=(sudo -n)
     "${sudo_cmd[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq libssl-dev pkg-config >/dev/null
+fi
+
+step "nftables and conntrack (kube-proxy's nftables mode, for the e2e test node; only when missing)"
+if ! command -v nft >/dev/null || ! command -v conntrack >/dev/null; then
+    sudo_cmd=()
+    [ "$(id -u)" = 0 ] || sudo_cmd=(sudo -n)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq nftables conntrack >/dev/null
 fi
 
 step "format and lints"
@@ -80,6 +89,9 @@ bash scripts/k8s.sh status
 
 step "rust tests (hermetic and service-backed)"
 cargo test --workspace --locked -- --include-ignored
+
+step "end to end on this machine (scripts/e2e-local.sh: its own control plane, the test node, the operator from its chart, the suite)"
+bash scripts/e2e-local.sh
 
 step "browser tests (headless Chromium)"
 bash scripts/browser-test.sh

@@ -119,29 +119,63 @@ pub async fn delivery(env: &Env) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Clients that have been told to drain at least once.
+fn drained(subs: &[Arc<Sub>]) -> usize {
+    subs.iter().filter(|s| s.drained.load(std::sync::atomic::Ordering::Relaxed) > 0).count()
+}
+
+/// 2 → 4 → 2 comets. A second wave of clients joins at 4, so the comets removed on the way back
+/// hold clients whatever comets the operator picks (it drains the emptiest): those clients are
+/// drained, reconnect to the comets that stay, and keep receiving.
 pub async fn scale(env: &Env) -> Result<Vec<String>> {
     let c = &env.cluster;
-    let fleet = Fleet::start(env.dial.clone(), specs("s", 20_000, 200, 10, true));
-    fleet.all_connected(Duration::from_secs(60)).await?;
-    broadcast_reaches_all(env, &fleet, "s-before").await?;
+    let first = Fleet::start(env.dial.clone(), specs("s", 20_000, 200, 10, true));
+    first.all_connected(Duration::from_secs(60)).await?;
+    broadcast_reaches_all(env, &first, "s-before").await?;
     let mut out = vec!["200 clients on 2 comets".to_string()];
-    for (step, comets) in [(1, 4), (2, 2)] {
-        c.patch_spec(json!({"comet": {"replicas": comets}})).await?;
-        let took = c.until_ready(comets, Duration::from_secs(180)).await?;
-        let pods = c.ready_comets().await?.len();
-        ensure!(pods == comets as usize, "{pods} ready comet pods, not {comets}");
-        fleet.all_connected(Duration::from_secs(60)).await?;
-        let marker = format!("s-step{step}");
-        let reach = broadcast_reaches_all(env, &fleet, &marker).await?;
-        out.push(format!(
-            "to {comets} comets: Ready in {:.0} s; every client reachable (broadcast to all 200 in {:.1} s); drained so far {}",
-            took.as_secs_f64(),
-            reach.as_secs_f64(),
-            fleet.subs.iter().filter(|s| s.drained.load(std::sync::atomic::Ordering::Relaxed) > 0).count()
-        ));
+
+    c.patch_spec(json!({"comet": {"replicas": 4}})).await?;
+    let took = c.until_ready(4, Duration::from_secs(180)).await?;
+    let pods = c.ready_comets().await?.len();
+    ensure!(pods == 4, "{pods} ready comet pods, not 4");
+    first.all_connected(Duration::from_secs(60)).await?;
+    let reach = broadcast_reaches_all(env, &first, "s-up").await?;
+    let second = Fleet::start(env.dial.clone(), specs("s2", 21_000, 200, 10, true));
+    second.all_connected(Duration::from_secs(60)).await?;
+    out.push(format!(
+        "to 4 comets: Ready in {:.0} s; every client reachable (broadcast to all 200 in {:.1} s); 200 more clients joined",
+        took.as_secs_f64(),
+        reach.as_secs_f64()
+    ));
+
+    c.patch_spec(json!({"comet": {"replicas": 2}})).await?;
+    let took = c.until_ready(2, Duration::from_secs(180)).await?;
+    let pods = c.ready_comets().await?.len();
+    ensure!(pods == 2, "{pods} ready comet pods, not 2");
+    first.all_connected(Duration::from_secs(60)).await?;
+    second.all_connected(Duration::from_secs(60)).await?;
+    let t0 = Instant::now();
+    env.pusher.all("m s-down".into()).await?;
+    for (name, fleet) in [("first", &first), ("second", &second)] {
+        let missing = fleet.saw("s-down", Duration::from_secs(20), |_| true).await;
+        ensure!(
+            missing.is_empty(),
+            "after 4 → 2: {} of 200 clients of the {name} wave did not get the broadcast (first: {:?})",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
     }
-    let subs = fleet.stop().await;
-    out.push(reconnects(&subs));
+    let reach = t0.elapsed();
+    let (a, b) = (first.stop().await, second.stop().await);
+    let all: Vec<Arc<Sub>> = a.into_iter().chain(b).collect();
+    let moved = drained(&all);
+    ensure!(moved > 0, "scaling 4 → 2 drained no client: the removed comets held none");
+    out.push(format!(
+        "to 2 comets: Ready in {:.0} s; {moved} of 400 clients drained and reconnected; every client reachable (broadcast to all 400 in {:.1} s)",
+        took.as_secs_f64(),
+        reach.as_secs_f64()
+    ));
+    out.push(reconnects(&all));
     Ok(out)
 }
 
