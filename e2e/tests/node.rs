@@ -376,6 +376,35 @@ async fn scenario(client: &Client, scene: &Scene) -> Vec<String> {
     running
 }
 
+/// Runs the node in this process until it is registered Ready (and not as a kwok node), and makes
+/// the test's namespace.
+async fn start(
+    client: &Client,
+    config: &Config,
+    ns: String,
+    log: PathBuf,
+) -> (CancellationToken, tokio::task::JoinHandle<Result<(), goim_e2e::Error>>, Api<Namespace>, Scene) {
+    let shutdown = CancellationToken::new();
+    let node = tokio::spawn(goim_e2e::run(config.clone(), client.clone(), shutdown.clone()));
+    let nodes: Api<Node> = Api::all(client.clone());
+    until(30, "the node to be registered Ready", || async {
+        let n = nodes.get_opt(&config.node_name).await.unwrap()?;
+        let ready = n.status?.conditions?.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        assert!(
+            !n.metadata.annotations.unwrap_or_default().contains_key("kwok.x-k8s.io/node"),
+            "not a kwok node"
+        );
+        ready.then_some(())
+    })
+    .await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(&PostParams::default(), &Namespace { metadata: meta(&ns), ..Default::default() })
+        .await
+        .unwrap();
+    (shutdown, node, namespaces, Scene { ns, config: config.clone(), log })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the control plane (scripts/k8s.sh start) and root"]
 async fn pods_run_in_their_namespaces_follow_their_probes_and_stop_gracefully() {
@@ -394,28 +423,9 @@ async fn pods_run_in_their_namespaces_follow_their_probes_and_stop_gracefully() 
     let log = base.join("log");
     std::fs::create_dir_all(&log).unwrap();
 
-    let shutdown = CancellationToken::new();
-    let node = tokio::spawn(goim_e2e::run(config.clone(), client.clone(), shutdown.clone()));
-    let nodes: Api<Node> = Api::all(client.clone());
-    let name = config.node_name.clone();
-    until(30, "the node to be registered Ready", || async {
-        let n = nodes.get_opt(&name).await.unwrap()?;
-        let ready = n.status?.conditions?.iter().any(|c| c.type_ == "Ready" && c.status == "True");
-        assert!(
-            !n.metadata.annotations.unwrap_or_default().contains_key("kwok.x-k8s.io/node"),
-            "not a kwok node"
-        );
-        ready.then_some(())
-    })
-    .await;
-
-    let ns = format!("e2e-node-{id}");
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(&PostParams::default(), &Namespace { metadata: meta(&ns), ..Default::default() })
-        .await
-        .unwrap();
-    let scene = Scene { ns: ns.clone(), config: config.clone(), log };
+    let (shutdown, node, namespaces, scene) = start(&client, &config, format!("e2e-node-{id}"), log).await;
+    let (nodes, name, ns): (Api<Node>, _, _) =
+        (Api::all(client.clone()), config.node_name.clone(), scene.ns.clone());
     let outcome = std::panic::AssertUnwindSafe(scenario(&client, &scene)).catch_unwind().await;
 
     shutdown.cancel();
@@ -706,22 +716,9 @@ async fn services_carry_traffic_and_their_names_resolve_in_pods() {
     let log = base.join("log");
     std::fs::create_dir_all(&log).unwrap();
 
-    let shutdown = CancellationToken::new();
-    let node = tokio::spawn(goim_e2e::run(config.clone(), client.clone(), shutdown.clone()));
-    let nodes: Api<Node> = Api::all(client.clone());
-    let name = config.node_name.clone();
-    until(30, "the node to be registered Ready", || async {
-        let n = nodes.get_opt(&name).await.unwrap()?;
-        n.status?.conditions?.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
-    })
-    .await;
-    let ns = format!("e2e-node-svc-{id}");
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(&PostParams::default(), &Namespace { metadata: meta(&ns), ..Default::default() })
-        .await
-        .unwrap();
-    let scene = Scene { ns: ns.clone(), config: config.clone(), log };
+    let (shutdown, node, namespaces, scene) =
+        start(&client, &config, format!("e2e-node-svc-{id}"), log).await;
+    let ns = scene.ns.clone();
     let outcome = std::panic::AssertUnwindSafe(services_scenario(&client, &scene)).catch_unwind().await;
 
     shutdown.cancel();
